@@ -1,0 +1,34 @@
+# HealthFed: `make demo` runs the main job, `make test` the test suite. Both create or
+# reuse .venv first. TFF 0.87 needs a two-step install (see requirements/tff.txt).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.healthfed-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-all lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/lock.txt requirements/tff.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/tff.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m mypy healthfed_common silo_node aggregator compliance pipelines
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,160 @@
+"""The training plan: a declarative document the coordinator writes and every silo checks.
+
+A plan names things from closed vocabularies (model ids from `models.MODEL_REGISTRY`,
+feature transforms, optimizers); it never carries code or class paths. Both sides build the
+same TFF computation from it, and `plan_hash` binds approvals, ledger charges and audit
+entries to exactly this document and this HealthFed version.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from healthfed_common import __version__
+from healthfed_common.canonical_json import canonical_json, sha256_hex
+from healthfed_common.errors import PlanInvalid
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys and is immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(StrictModel):
+    """One model input column and how it becomes numbers.
+
+    `standardize`: numeric, centred and scaled with the silo's own training statistics.
+    `identity`: numeric, used as is. `one_hot`: categorical, one column per listed category
+    (values outside the list encode as all zeros). `year`: a date reduced to its year.
+    """
+
+    name: Identifier
+    transform: Literal["standardize", "identity", "one_hot", "year"] = "standardize"
+    categories: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _categories_only_for_one_hot(self) -> "FeatureSpec":
+        if self.transform == "one_hot" and not self.categories:
+            raise ValueError(f"feature {self.name!r}: one_hot needs a non-empty categories list")
+        if self.transform != "one_hot" and self.categories is not None:
+            raise ValueError(f"feature {self.name!r}: categories are only for one_hot")
+        return self
+
+    @property
+    def width(self) -> int:
+        """Number of model input columns this feature becomes."""
+        return len(self.categories) if self.categories else 1
+
+
+class LabelSpec(StrictModel):
+    """Binary label: a record is positive when its label value is in `positive_values`."""
+
+    name: Identifier
+    positive_values: tuple[str, ...] = ("1",)
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal["sgd", "sgdm", "adam", "yogi"] = "sgd"
+    learning_rate: float = Field(gt=0, le=100)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+
+
+class ModelSpec(StrictModel):
+    id: Identifier
+    hidden_units: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = ()
+    image_size: Annotated[int, Field(ge=8, le=512)] | None = None
+
+
+class DPSpec(StrictModel):
+    """Record-level DP-SGD inside each silo (see healthfed_common.dp)."""
+
+    target_epsilon: float = Field(gt=0, le=100)
+    target_delta: float = Field(gt=0, lt=1)
+    l2_norm_clip: float = Field(gt=0, default=1.0)
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+
+class SecureAggregationSpec(StrictModel):
+    """How the silos' integer vectors are summed. `threshold` is the minimum number of
+    surviving silos needed to unmask a sum; None means a strict majority of the selected."""
+
+    protocol: Literal["none", "secagg", "secagg_plus"] = "none"
+    threshold: Annotated[int, Field(ge=2)] | None = None
+    neighbours: Annotated[int, Field(ge=2)] | None = None
+
+
+class Seeds(StrictModel):
+    model_init: int = Field(default=0, ge=0, lt=2**31)
+    data_order: int = Field(default=0, ge=0, lt=2**31)
+
+
+class Plan(StrictModel):
+    plan_format: Literal[1] = 1
+    name: Identifier
+    description: str = Field(default="", max_length=2000)
+    purpose: str = Field(default="", max_length=2000)
+    model: ModelSpec
+    features: tuple[FeatureSpec, ...] = Field(min_length=1)
+    label: LabelSpec
+    client_optimizer: OptimizerSpec
+    server_optimizer: OptimizerSpec = OptimizerSpec(name="sgd", learning_rate=1.0)
+    local_epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=100_000)
+    rounds: int = Field(ge=1, le=100_000)
+    min_silos_per_round: int = Field(ge=1)
+    round_deadline_s: float = Field(default=120.0, gt=0)
+    update_bound: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Per-coordinate bound on a silo's example-weighted model delta before "
+        "quantization for the secure sum; values beyond it are clipped (and counted).",
+    )
+    max_examples_per_silo: int = Field(default=1_000_000, ge=1)
+    dp: DPSpec | None = None
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    seeds: Seeds = Seeds()
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> "Plan":
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features listed twice: {duplicates}")
+        if self.label.name in names:
+            raise ValueError(f"label {self.label.name!r} is also listed as a feature")
+        return self
+
+    @property
+    def input_width(self) -> int:
+        return sum(f.width for f in self.features)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @property
+    def plan_hash(self) -> str:
+        """sha256 over the canonical plan and the HealthFed version that interprets it."""
+        return sha256_hex(self.canonical_bytes() + b"\n" + __version__.encode())
+
+
+def parse_plan(document: bytes | str | dict[str, Any], *, source: str = "plan") -> Plan:
+    """Validates a plan document, turning pydantic's errors into one PlanInvalid naming
+    each bad field."""
+    try:
+        if isinstance(document, dict):
+            return Plan.model_validate(document)
+        return Plan.model_validate_json(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
+        )
+        raise PlanInvalid(f"{source}: {problems}") from None
