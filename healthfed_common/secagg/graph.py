@@ -1,0 +1,91 @@
+"""The SecAgg+ neighbour graph (Bell et al. 2020), derived from public data only.
+
+Every party must agree on who masks with whom without another message round, so the graph
+is a deterministic function of the session id (itself sha256(plan_hash || round || attempt),
+fixed before any silo key exists): a Harary graph H(k, n) -- node i joined to the k/2 nearest
+nodes on each side of a ring, plus the opposite node when k is odd -- laid over a
+pseudorandom permutation of the participants. That gives exactly k neighbours per silo, is
+k-connected (no small set of dropouts splits it), and places each silo's neighbours at
+random; it is the construction Google's production SecAgg uses for the same purpose.
+
+The permutation is a Fisher-Yates shuffle driven by AES-256-CTR keyed with
+HKDF-SHA256(session_id), with rejection sampling so it is exactly uniform.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Mapping
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from healthfed_common.secagg.keys import DOMAIN, lp
+
+
+def default_neighbours(n: int) -> int | None:
+    """A degree in the O(log n) family Bell et al. prove sufficient: 2*ceil(log2 n) + 2,
+    i.e. 10 at n=10 (complete), 14 at n=50, 22 at n=1000. None (complete graph, classic
+    SecAgg) when that is not smaller than n - 1. A plan may choose another k; Bell et al.
+    give the constants for stated corruption and dropout rates."""
+    k = 2 * math.ceil(math.log2(max(n, 2))) + 2
+    return None if k >= n - 1 else k
+
+
+def effective_degree(n: int, k: int | None) -> int:
+    """The degree actually used: n - 1 for the complete graph; k rounded up to even when both
+    k and n are odd (no k-regular graph exists then)."""
+    if k is None or k >= n - 1:
+        return n - 1
+    if k % 2 == 1 and n % 2 == 1:
+        k += 1
+    return min(k, n - 1)
+
+
+def _random_words(seed: bytes) -> Iterator[int]:
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    while True:
+        block = encryptor.update(bytes(4096))
+        for i in range(0, len(block), 8):
+            yield int.from_bytes(block[i : i + 8], "big")
+
+
+def _permutation(participants: tuple[str, ...], session_id: bytes) -> list[str]:
+    seed = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=session_id, info=lp(DOMAIN, b"neighbour-graph")
+    ).derive(lp(*(p.encode() for p in participants)))
+    words = _random_words(seed)
+    order = sorted(participants)
+    for i in range(len(order) - 1, 0, -1):
+        bound = i + 1
+        limit = (1 << 64) - ((1 << 64) % bound)  # rejection sampling: exactly uniform
+        while True:
+            w = next(words)
+            if w < limit:
+                break
+        j = w % bound
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def neighbour_sets(
+    participants: tuple[str, ...], session_id: bytes, k: int | None
+) -> Mapping[str, frozenset[str]]:
+    """Each participant's neighbours (never itself). Complete graph when k is None or
+    k >= n - 1."""
+    n = len(participants)
+    degree = effective_degree(n, k)
+    if degree == n - 1:
+        everyone = frozenset(participants)
+        return {p: everyone - {p} for p in participants}
+    ring = _permutation(participants, session_id)
+    result: dict[str, frozenset[str]] = {}
+    for i, silo in enumerate(ring):
+        offsets = set()
+        for step in range(1, degree // 2 + 1):
+            offsets.update(((i + step) % n, (i - step) % n))
+        if degree % 2 == 1:
+            offsets.add((i + n // 2) % n)
+        result[silo] = frozenset(ring[j] for j in offsets)
+    return result

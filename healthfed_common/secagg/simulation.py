@@ -1,0 +1,81 @@
+"""Run a whole session in one process: the reference round used by the property tests and
+the benchmark, and a readable account of the message flow the transport must reproduce.
+
+`drop_at[silo]` names the first phase a silo misses: "advertise" (never advertises),
+"share" (advertised, sends no shares), "masked" (shared keys, sends no masked input) or
+"unmask" (sent its masked input, never answers the unmask request).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+
+from healthfed_common.secagg.client import SecAggClient
+from healthfed_common.secagg.params import SessionParams
+from healthfed_common.secagg.server import SecAggServer
+
+Phase = Literal["advertise", "share", "masked", "unmask"]
+PHASES: tuple[Phase, ...] = ("advertise", "share", "masked", "unmask")
+
+
+@dataclass
+class RoundResult:
+    """The sums, whose inputs they contain, and the compute time of each party (seconds)."""
+
+    sums: list[np.ndarray]
+    counted: tuple[str, ...]
+    silo_seconds: dict[str, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+
+
+def _present(silo: str, phase: Phase, drop_at: Mapping[str, Phase]) -> bool:
+    missed = drop_at.get(silo)
+    return missed is None or PHASES.index(phase) < PHASES.index(missed)
+
+
+def run_round(
+    params: SessionParams,
+    inputs: Mapping[str, Sequence[np.ndarray]],
+    drop_at: Mapping[str, Phase] | None = None,
+) -> RoundResult:
+    """Simulate every party; raises whatever the protocol raises (e.g. TooFewSurvivors)."""
+    drop_at = drop_at or {}
+    silo_time = {s: 0.0 for s in params.participants}
+    server_time = 0.0
+
+    def on_silo(silo: str, fn, *args):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        out = fn(*args)
+        silo_time[silo] += time.perf_counter() - start
+        return out
+
+    def on_server(fn, *args):  # type: ignore[no-untyped-def]
+        nonlocal server_time
+        start = time.perf_counter()
+        out = fn(*args)
+        server_time += time.perf_counter() - start
+        return out
+
+    server = SecAggServer(params)
+    clients = {s: on_silo(s, SecAggClient, s, params) for s in params.participants}
+    live = [s for s in params.participants if _present(s, "advertise", drop_at)]
+    for s in live:
+        on_server(server.receive_advertisement, on_silo(s, clients[s].advertise_keys))
+    roster = on_server(server.roster)
+    live = [s for s in live if _present(s, "share", drop_at)]
+    for s in live:
+        on_server(server.receive_shares, s, on_silo(s, clients[s].share_keys, roster))
+    live = [s for s in live if _present(s, "masked", drop_at)]
+    inboxes = {s: on_server(server.inbox_for, s) for s in live}
+    for s in live:
+        on_server(server.receive_masked_input, on_silo(s, clients[s].masked_input, inboxes[s], inputs[s]))
+    request = on_server(server.unmask_request)
+    live = [s for s in live if _present(s, "unmask", drop_at)]
+    for s in live:
+        on_server(server.receive_unmask_response, on_silo(s, clients[s].unmask, request))
+    sums = on_server(server.finish)
+    return RoundResult(sums, server.counted, silo_time, server_time)
