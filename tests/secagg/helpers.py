@@ -59,3 +59,34 @@ def plain_sum(
                 totals[i] += value
         out.append(np.array([t % (1 << b) for t in totals], dtype=np.uint64))
     return out
+
+
+class Walk:
+    """A session stepped by hand, phase by phase, so tests can tamper between phases."""
+
+    def __init__(self, params: SessionParams, seed: int = 0, **client_kwargs: object) -> None:
+        from healthfed_common.secagg import SecAggClient, SecAggServer
+
+        self.params = params
+        self.inputs = random_inputs(params, seed)
+        self.server = SecAggServer(params)
+        self.clients = {s: SecAggClient(s, params, **client_kwargs) for s in params.participants}  # type: ignore[arg-type]
+
+    def advertise(self, silos: Sequence[str] | None = None) -> None:
+        for s in silos if silos is not None else self.params.participants:
+            self.server.receive_advertisement(self.clients[s].advertise_keys())
+        self.roster = self.server.roster()
+
+    def share(self, silos: Sequence[str] | None = None) -> None:
+        self.sent = {}
+        for s in silos if silos is not None else self.roster.silos:
+            self.sent[s] = self.clients[s].share_keys(self.roster)
+            self.server.receive_shares(s, self.sent[s])
+        self.inboxes = {s: self.server.inbox_for(s) for s in self.sent}
+
+    def mask(self, silos: Sequence[str] | None = None) -> None:
+        self.masked = {}
+        for s in silos if silos is not None else list(self.inboxes):
+            self.masked[s] = self.clients[s].masked_input(self.inboxes[s], self.inputs[s])
+            self.server.receive_masked_input(self.masked[s])
+        self.request = self.server.unmask_request()
