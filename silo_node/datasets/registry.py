@@ -1,0 +1,241 @@
+"""The dataset registry: one row per registered dataset in the silo database, one folder per
+dataset under the store directory holding only the minimised / de-identified copy.
+
+Registration is all or nothing: the copy is built in a staging folder, then the database row
+is inserted and the folder renamed into place inside one transaction; any failure removes
+both. The original export is never read again after `add` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+
+from healthfed_common.plan import Plan
+from silo_node.datasets.errors import DataLayerError, DatasetExists, DatasetNotFound, FeatureNotAllowed, PolicyInvalid
+from silo_node.datasets.minimisation import SPLIT_COLUMN, check_plan
+from silo_node.datasets.policy import DatasetPolicy
+from silo_node.datasets.report import IngestionReport
+from silo_node.datasets.tabular import RECORDS_FILE, Ingested, ingest_tabular
+from silo_node.datasets.view import TrainingView, tabular_view
+from silo_node.deid.secret import load_or_create_secret
+
+DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+SECRET_FILE = "deid-secret.key"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name            TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL CHECK (kind IN ('tabular', 'dicom')),
+    content_sha256  TEXT NOT NULL,
+    stored_sha256   TEXT NOT NULL,
+    n_records       INTEGER NOT NULL,
+    n_train         INTEGER NOT NULL,
+    n_test          INTEGER NOT NULL,
+    schema_json     TEXT NOT NULL,
+    policy_json     TEXT NOT NULL,
+    report_json     TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    registered_at   TEXT NOT NULL,
+    registered_by   TEXT NOT NULL
+)
+"""
+
+
+class AuditSink(Protocol):
+    """What the registry needs of the node's audit log (compliance.audit_log.AuditLog)."""
+
+    def record(
+        self, kind: str, *, actor: str, outcome: str = "success",
+        entities: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
+    ) -> object: ...
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str
+    content_sha256: str
+    stored_sha256: str
+    n_records: int
+    n_train: int
+    n_test: int
+    schema: dict[str, str]
+    policy: DatasetPolicy
+    report: IngestionReport
+    source: str
+    registered_at: str
+    registered_by: str
+
+    def __str__(self) -> str:
+        allowed = ", ".join(f"{name} ({'/'.join(f.transforms)})" for name, f in self.policy.features.items())
+        return "\n".join([
+            f"{self.name}: {self.kind}, {self.n_records} records ({self.n_train} train / {self.n_test} test)",
+            f"  registered {self.registered_at} by {self.registered_by} from {self.source}",
+            f"  content sha256 {self.content_sha256}",
+            f"  stored  sha256 {self.stored_sha256}",
+            f"  label: {self.policy.label}",
+            f"  allowed features: {allowed}",
+            f"  stored columns: {', '.join(c for c in self.schema if c != SPLIT_COLUMN)}",
+        ])
+
+
+class DatasetRegistry:
+    """Registers, lists and removes datasets and builds training views of them."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, store_dir: Path, *, secret: bytes | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self._conn = conn
+        self._store = Path(store_dir)
+        self._store.mkdir(parents=True, exist_ok=True)
+        self._secret = secret if secret is not None else load_or_create_secret(self._store / SECRET_FILE)
+        self._audit = audit
+        conn.execute(_SCHEMA)
+
+    # -- registration -------------------------------------------------------------------
+    def add(
+        self, name: str, path: Path, kind: Literal["tabular", "dicom"], policy: DatasetPolicy | None = None,
+        *, actor: str = "silo-node",
+    ) -> IngestionReport:
+        """Registers `path` as dataset `name`, refusing it (and leaving nothing behind) when
+        identifiers are not handled, the input is malformed, or the policy does not fit."""
+        try:
+            self._check_new(name, kind)
+            staging = self._store / f".staging-{name}-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                ingested = self._ingest(name, Path(path), kind, policy, staging)
+                self._commit(name, kind, policy, ingested, staging, self._store / name, actor)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        except DataLayerError as error:
+            self._emit("dataset.registered", actor, "refused", name, {"code": error.code})
+            raise
+        report = ingested.report
+        self._emit("dataset.deidentified", actor, "success", name, {
+            "identifiers": len(report.identifiers),
+            "kinds": sorted({i["kind"] for i in report.identifiers}),
+            "dropped_columns": sum(1 for c in report.columns if c["action"] == "dropped"),
+            "instances": report.instances,
+        })
+        self._emit("dataset.registered", actor, "success", name, {
+            "kind": kind, "content_sha256": report.content_sha256, "records": report.records_kept,
+        })
+        return report
+
+    def _check_new(self, name: str, kind: str) -> None:
+        if not DATASET_NAME.match(name):
+            raise PolicyInvalid(f"dataset name {name!r}: use letters, digits, '_', '.', '-' (max 64), starting with a letter")
+        if kind not in ("tabular", "dicom"):
+            raise PolicyInvalid(f"kind must be 'tabular' or 'dicom', not {kind!r}")
+        if self._row(name) is not None:
+            raise DatasetExists(f"dataset {name!r} is already registered; remove it first")
+
+    def _ingest(self, name: str, path: Path, kind: str, policy: DatasetPolicy | None, staging: Path) -> Ingested:
+        if kind == "tabular":
+            return ingest_tabular(name, path, policy, staging, self._secret)
+        from silo_node.datasets.dicom_ingest import ingest_dicom  # pydicom only when needed
+
+        return ingest_dicom(name, path, policy or DatasetPolicy.default_dicom(), staging, self._secret)
+
+    def _commit(
+        self, name: str, kind: str, policy: DatasetPolicy | None, ingested: Ingested,
+        staging: Path, final: Path, actor: str,
+    ) -> None:
+        report = ingested.report
+        effective = policy or DatasetPolicy.default_dicom()
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._row(name) is not None:
+                raise DatasetExists(f"dataset {name!r} is already registered; remove it first")
+            self._conn.execute(
+                "INSERT INTO datasets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, kind, report.content_sha256, ingested.stored_sha256, report.records_kept,
+                 report.n_train, report.n_test, json.dumps(ingested.schema),
+                 effective.model_dump_json(), report.to_json(), report.source,
+                 datetime.now(timezone.utc).isoformat(timespec="seconds"), actor),
+            )
+            if final.exists():  # left by a crash between rename and commit: no row owns it
+                shutil.rmtree(final)
+            staging.rename(final)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            if final.exists() and not staging.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+
+    def remove(self, name: str, *, actor: str = "silo-node") -> None:
+        """Forgets the dataset and deletes its stored copy (the original export is untouched)."""
+        self.show(name)
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("DELETE FROM datasets WHERE name = ?", (name,))
+            shutil.rmtree(self._store / name, ignore_errors=True)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._emit("dataset.removed", actor, "success", name, None)
+
+    # -- queries ------------------------------------------------------------------------
+    def list(self) -> list[DatasetInfo]:
+        rows = self._conn.execute("SELECT * FROM datasets ORDER BY name").fetchall()
+        return [self._info(row) for row in rows]
+
+    def show(self, name: str) -> DatasetInfo:
+        row = self._row(name)
+        if row is None:
+            raise DatasetNotFound(f"no dataset named {name!r} is registered")
+        return self._info(row)
+
+    def policy(self, name: str) -> DatasetPolicy:
+        return self.show(name).policy
+
+    def training_view(self, name: str, plan: Plan, subset: Literal["train", "test"]) -> TrainingView:
+        """The plan's features and label for one subset, after checking every requested
+        feature, transform and the label against the dataset's allow-list."""
+        if subset not in ("train", "test"):
+            raise PolicyInvalid(f"subset must be 'train' or 'test', not {subset!r}")
+        info = self.show(name)
+        check_plan(plan, info.policy)
+        folder = self._store / name
+        if info.kind == "dicom":
+            from silo_node.datasets.dicom_view import image_view
+
+            return image_view(name, folder, plan, subset)
+        wanted = [*plan.feature_names, plan.label.name, SPLIT_COLUMN]
+        missing = [c for c in wanted if c not in info.schema]
+        if missing:
+            raise FeatureNotAllowed(f"feature {missing[0]!r} was not stored for this dataset", missing[0])
+        frame = pd.read_parquet(folder / RECORDS_FILE, columns=wanted)
+        return tabular_view(name, frame, plan, subset)
+
+    # -- internals ----------------------------------------------------------------------
+    def _row(self, name: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._conn.execute("SELECT * FROM datasets WHERE name = ?", (name,)).fetchone()
+        return row
+
+    @staticmethod
+    def _info(row: tuple[Any, ...]) -> DatasetInfo:
+        (name, kind, content, stored, n, n_train, n_test, schema, policy, report, source, at, by) = row
+        return DatasetInfo(
+            name, kind, content, stored, n, n_train, n_test, json.loads(schema),
+            DatasetPolicy.model_validate_json(policy), IngestionReport.from_json(report), source, at, by,
+        )
+
+    def _emit(self, kind: str, actor: str, outcome: str, name: str, detail: Mapping[str, Any] | None) -> None:
+        if self._audit is not None:
+            self._audit.record(kind, actor=actor, outcome=outcome, entities={"dataset": name}, detail=detail)

@@ -1,0 +1,102 @@
+"""The training view: the only thing training code receives from a dataset.
+
+It is built from the minimised stored copy, restricted to the plan's features after
+`check_plan` has accepted them, and materialised as plain float32 arrays: training code gets
+numbers, never a frame it could ask for more columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from healthfed_common.plan import FeatureSpec, Plan
+from silo_node.datasets.minimisation import SPLIT_COLUMN, canonical_text
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """`features`: float32 [n, plan.input_width] for tabular models, or float32
+    [n, s, s, 1] images in [0, 1] for image models. `labels`: float32 [n, 1] (1 = positive)."""
+
+    dataset: str
+    subset: str
+    features: np.ndarray
+    labels: np.ndarray
+    columns: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def images(self) -> np.ndarray:
+        if self.features.ndim != 4:
+            raise AttributeError("this view holds tabular features, not images")
+        return self.features
+
+    def to_tf_dataset(self, batch_size: int, *, shuffle_seed: int | None = None) -> "tf.data.Dataset":
+        """(x, y) batches; shuffled with a fixed seed when one is given. TensorFlow is
+        imported here, not at module import, to keep the data layer light."""
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((self.features, self.labels))
+        if shuffle_seed is not None:
+            dataset = dataset.shuffle(max(self.n, 1), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size)
+
+
+def positive_labels(labels: pd.Series, positive_values: tuple[str, ...]) -> np.ndarray:
+    positives = set(canonical_text(pd.Series(list(positive_values), dtype="string")).dropna())
+    return canonical_text(labels).isin(positives).to_numpy(dtype=np.float32).reshape(-1, 1)
+
+
+def _years(values: pd.Series) -> pd.Series:
+    text = values.astype("string")
+    plain = pd.to_numeric(text.where(text.str.fullmatch(r"\d{4}").fillna(False)), errors="coerce")
+    dated = pd.to_datetime(text.where(plain.isna()), errors="coerce", format="mixed").dt.year
+    return plain.fillna(dated).astype("float64")
+
+
+def _columns_for(spec: FeatureSpec, values: pd.Series, train: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    if spec.transform == "one_hot":
+        assert spec.categories is not None
+        text = canonical_text(values)
+        block = np.stack([(text == c).fillna(False).to_numpy(dtype=np.float32) for c in spec.categories], axis=1)
+        return block, [f"{spec.name}={c}" for c in spec.categories]
+    numbers = _years(values) if spec.transform == "year" else pd.to_numeric(values, errors="coerce").astype("float64")
+    array = numbers.to_numpy(dtype=np.float64)
+    train_values = array[train & ~np.isnan(array)]
+    mean = float(train_values.mean()) if train_values.size else 0.0
+    array = np.where(np.isnan(array), mean, array)  # missing -> training mean
+    if spec.transform == "standardize":
+        std = float(train_values.std()) if train_values.size else 0.0
+        array = (array - mean) / (std if std > 0 else 1.0)
+    return array.astype(np.float32).reshape(-1, 1), [spec.name]
+
+
+def tabular_view(name: str, frame: pd.DataFrame, plan: Plan, subset: str) -> TrainingView:
+    """Features for `subset`, with standardisation statistics from the train subset only.
+    Records without a label are left out."""
+    frame = frame[frame[plan.label.name].notna()].reset_index(drop=True)
+    train = (frame[SPLIT_COLUMN] == "train").to_numpy()
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    for spec in plan.features:
+        block, block_names = _columns_for(spec, frame[spec.name], train)
+        blocks.append(block)
+        names += block_names
+    chosen = (frame[SPLIT_COLUMN] == subset).to_numpy()
+    features = np.concatenate(blocks, axis=1)[chosen] if blocks else np.zeros((int(chosen.sum()), 0), np.float32)
+    labels = positive_labels(frame[plan.label.name], plan.label.positive_values)[chosen]
+    return TrainingView(name, subset, np.ascontiguousarray(features, dtype=np.float32), labels, tuple(names))
+
+
+def describe_shape(view: TrainingView) -> dict[str, Any]:
+    return {"n": view.n, "features": list(view.features.shape), "positives": int(view.labels.sum())}

@@ -1,0 +1,152 @@
+"""Tabular registration: malformed inputs give errors naming file and row/column, failures
+leave nothing behind, CSV and Parquet both work, and every step reaches the audit sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from silo_node.datasets.errors import DataLayerError, DatasetExists, DatasetNotFound, MalformedInput, PolicyInvalid
+from silo_node.datasets.policy import DatasetPolicy
+from silo_node.datasets.registry import DatasetRegistry
+
+from .conftest import RecordingAudit
+from .exports import HEART_POLICY, heart_csv
+
+POLICY = DatasetPolicy.from_document(
+    {"features": {"chol": {"transforms": ["standardize"]}, "cp": {"transforms": ["one_hot"]}}, "label": "num"}
+)
+
+
+def _write(tmp_path: Path, data: bytes, name: str = "export.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _assert_nothing_left(registry: DatasetRegistry, state_dir: Path) -> None:
+    assert registry.list() == []
+    leftovers = [p.name for p in (state_dir / "datasets").iterdir() if p.name != "deid-secret.key"]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "row", "column"),
+    [
+        (b"", "MALFORMED_EMPTY", None, None),
+        (b"  \n\n", "MALFORMED_EMPTY", None, None),
+        (b"chol,cp,num\n", "MALFORMED_EMPTY", None, None),
+        (b"chol,cp,num\n200,1,0\n210,2,1\n\xff\xfe,3,0\n", "MALFORMED_ENCODING", 4, None),
+        (b"chol,cp,num\n200,1,0\n210,2\n", "MALFORMED_RAGGED", 3, None),
+        (b"chol,cp,num\n200,1,0\n210,2,1,9\n", "MALFORMED_RAGGED", 3, None),
+        (b"chol,cp,chol,num\n200,1,2,0\n", "MALFORMED_DUPLICATE_COLUMN", 1, "chol"),
+        (b"chol,,num\n200,1,0\n", "MALFORMED_HEADER", 1, None),
+        (b"chol,cp,num\n200,1,0\n210,2,1\nhigh,3,0\n", "MALFORMED_TYPE", 4, "chol"),
+        (b'chol,cp,num\n200,1,0\n"210,2,1\n', "MALFORMED_CSV", None, None),
+        (b"chol,cp,num\n200,1,0\n2\x0010,2,1\n", "MALFORMED_ENCODING", 3, None),
+    ],
+)
+def test_malformed_csv_names_file_and_row(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path, data: bytes, code: str, row: int | None, column: str | None
+) -> None:
+    path = _write(tmp_path, data)
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("bad", path, "tabular", POLICY)
+    error = caught.value
+    assert error.code == code
+    assert error.file == str(path) and str(path) in str(error)
+    if row is not None:
+        assert error.row == row and f"row {row}" in str(error)
+    if column is not None:
+        assert error.column == column
+    assert isinstance(error, ValueError) and isinstance(error, DataLayerError)
+    _assert_nothing_left(registry, state_dir)
+
+
+def test_malformed_message_never_quotes_the_value(registry: DatasetRegistry, tmp_path: Path) -> None:
+    path = _write(tmp_path, b"chol,cp,num\n200,1,0\nJohn Smith,2,1\n")
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("bad", path, "tabular", POLICY)
+    assert "John" not in str(caught.value)
+
+
+def test_other_encodings_are_accepted_when_declared(registry: DatasetRegistry, tmp_path: Path) -> None:
+    path = _write(tmp_path, "chol,cp,num\n200,Zürich,0\n210,Genève,1\n".encode("latin-1"))
+    policy = POLICY.model_copy(update={"encoding": "latin-1"})
+    report = registry.add("latin", path, "tabular", policy)
+    assert report.records_kept == 2
+
+
+def test_parquet_is_ingested_and_malformed_parquet_is_refused(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    frame = pd.DataFrame({"chol": [200.0, 210.5, None, 190.0], "cp": [1, 2, 3, 4], "num": [0, 1, 0, 1], "note": ["a", "b", "c", "d"]})
+    good = tmp_path / "export.parquet"
+    frame.to_parquet(good)
+    report = registry.add("pq", good, "tabular", POLICY)
+    assert report.records_kept == 4 and report.notes[0].startswith("format parquet")
+    assert {c["column"]: c["action"] for c in report.columns}["note"] == "dropped"
+    truncated = _write(tmp_path, good.read_bytes()[:-20], "cut.parquet")
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("cut", truncated, "tabular", POLICY)
+    assert caught.value.code == "MALFORMED_PARQUET"
+    duplicated = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([pa.array([1]), pa.array([2]), pa.array([0])], names=["chol", "chol", "num"]), duplicated)
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("dup", duplicated, "tabular", POLICY)
+    assert caught.value.code == "MALFORMED_DUPLICATE_COLUMN" and caught.value.column == "chol"
+    wrong = tmp_path / "wrong.parquet"
+    pd.DataFrame({"chol": ["200", "high"], "cp": [1, 2], "num": [0, 1]}).to_parquet(wrong)
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("wrong", wrong, "tabular", POLICY)
+    assert (caught.value.code, caught.value.row, caught.value.column) == ("MALFORMED_TYPE", 2, "chol")
+    assert [d.name for d in registry.list()] == ["pq"]
+
+
+def test_policy_column_missing_from_export_is_refused(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    path = _write(tmp_path, b"chol,num\n200,0\n")
+    with pytest.raises(PolicyInvalid, match="'cp'"):
+        registry.add("x", path, "tabular", POLICY)
+    _assert_nothing_left(registry, state_dir)
+
+
+def test_registration_is_atomic_when_the_database_insert_fails(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path, conn
+) -> None:
+    # A trigger makes the real INSERT fail after the stored copy has been written.
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON datasets BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    path = heart_csv("switzerland", tmp_path / "swiss.csv")
+    with pytest.raises(Exception, match="disk full"):
+        registry.add("swiss", path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
+    conn.execute("DROP TRIGGER refuse")
+    _assert_nothing_left(registry, state_dir)
+    registry.add("swiss", path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
+    assert [d.name for d in registry.list()] == ["swiss"]
+
+
+def test_list_show_remove_and_audit(registry: DatasetRegistry, tmp_path: Path, state_dir: Path, audit: RecordingAudit) -> None:
+    path = heart_csv("hungarian", tmp_path / "hu.csv")
+    policy = DatasetPolicy.from_document(HEART_POLICY)
+    registry.add("heart", path, "tabular", policy, actor="it-admin")
+    with pytest.raises(DatasetExists):
+        registry.add("heart", path, "tabular", policy)
+    info = registry.show("heart")
+    assert info.n_records == 294 and info.n_train + info.n_test == 294
+    assert info.registered_by == "it-admin" and info.policy == policy
+    assert "allowed features" in str(info) and "slope" not in info.schema
+    path.unlink()  # the silo never re-reads the original export
+    registry.remove("heart", actor="it-admin")
+    with pytest.raises(DatasetNotFound):
+        registry.show("heart")
+    _assert_nothing_left(registry, state_dir)
+    assert audit.kinds() == ["dataset.deidentified", "dataset.registered", "dataset.registered", "dataset.removed"]
+    assert audit.events[2]["outcome"] == "refused" and audit.events[2]["detail"] == {"code": "DATASET_EXISTS"}
+
+
+def test_bad_dataset_names_are_refused(registry: DatasetRegistry, tmp_path: Path) -> None:
+    path = heart_csv("va", tmp_path / "va.csv")
+    for name in ["../escape", "", "a/b", ".hidden"]:
+        with pytest.raises(PolicyInvalid):
+            registry.add(name, path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
