@@ -62,6 +62,24 @@ class LogIntegrityError(ComplianceError, ValueError):
         self.index = index
 
 
+class MalformedCheckpoint(ComplianceError, ValueError):
+    """A checkpoint document or row lacks a field or has one of the wrong type or form."""
+
+    code = "MALFORMED_CHECKPOINT"
+
+
+class SignatureInvalid(ComplianceError, ValueError):
+    """A checkpoint's Ed25519 signature does not verify under the key it is checked with."""
+
+    code = "SIGNATURE_INVALID"
+
+
+class OriginMismatch(ComplianceError, ValueError):
+    """An audit log was opened (or a checkpoint presented) under another node's origin."""
+
+    code = "ORIGIN_MISMATCH"
+
+
 class CheckpointRejected(ComplianceError, ValueError):
     """A witness refused a signed checkpoint (bad signature, rollback, inconsistent proof)."""
 

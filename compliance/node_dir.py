@@ -1,0 +1,77 @@
+"""Where a node keeps its compliance records, and which key a verifier should trust.
+
+Layout of a node state directory (silo or aggregator)::
+
+    DIR/audit/audit.sqlite3      the audit log (entries + signed checkpoints)
+    DIR/audit/signing.key        Ed25519 signing key, PEM, mode 0600
+    DIR/audit/signing.pub        its public key, PEM — what an officer pins
+    DIR/audit/witness.sqlite3    (aggregator) checkpoints accepted from silos
+    DIR/processing-record.yaml   GDPR Art. 30 record of processing
+
+Why one place: the CLI, the silo node and the aggregator must agree on these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compliance.errors import KeyFileError, LogNotFound
+from compliance.signing import load_public_key, public_key_path
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """The compliance files of one node state directory."""
+
+    root: Path
+
+    @property
+    def audit_db(self) -> Path:
+        return self.root / "audit" / "audit.sqlite3"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "audit" / "signing.key"
+
+    @property
+    def public_key(self) -> Path:
+        return public_key_path(self.signing_key)
+
+    @property
+    def witness_db(self) -> Path:
+        return self.root / "audit" / "witness.sqlite3"
+
+    @property
+    def processing_record(self) -> Path:
+        return self.root / "processing-record.yaml"
+
+    def require_log(self) -> None:
+        """Raise `LogNotFound` naming the directory if it holds no audit log."""
+        if not self.root.is_dir():
+            raise LogNotFound(f"node directory {self.root} does not exist")
+        if not self.audit_db.is_file():
+            raise LogNotFound(f"{self.root} holds no audit log (expected {self.audit_db})")
+
+
+def trusted_public_key(
+    pinned: Path | None, node: NodePaths | None
+) -> tuple[bytes, str]:
+    """The key to verify with, and a phrase saying where it came from.
+
+    A key pinned by the officer (`--public-key`) wins: it is the only anchor an attacker who
+    controls the node cannot swap. Otherwise the node's own `signing.pub`, then the public
+    half of `signing.key` (if readable), are used — enough to catch edits by anyone without
+    the key, and said so in the output.
+    """
+    if pinned is not None:
+        return load_public_key(pinned), f"pinned key file {pinned}"
+    if node is None:
+        raise KeyFileError("no public key given: pass --public-key FILE (or --node DIR)")
+    for candidate in (node.public_key, node.signing_key):
+        if candidate.is_file():
+            return load_public_key(candidate), f"the node's own key file {candidate}"
+    raise KeyFileError(
+        f"no key to verify with: {node.public_key} and {node.signing_key} are missing; "
+        "pass --public-key FILE"
+    )

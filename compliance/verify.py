@@ -1,0 +1,296 @@
+"""Prove an audit log intact, or name the first entry that is not.
+
+What is checked, in index order, so that the *first* problem is the one reported:
+
+1. entries are stored at indexes 0, 1, 2, … without gaps (a deleted row leaves one);
+2. each entry is canonical JSON of our entry shape, names its own position (`index`) and
+   this log's origin (an inserted, swapped or reordered entry contradicts its position);
+3. every checkpoint, in signing order: well formed, of this origin, signed with the trusted
+   key (pinned by the officer, or the node's own key), never shrinking, not larger than the
+   entries present (truncated tail), its root equal to the recomputed root of that prefix,
+   and consistent with the previous checkpoint by an RFC 9162 consistency proof;
+4. every entry is covered by a checkpoint of exactly its size — the log signs one on every
+   append, so an entry without one was added without the key or had its checkpoint removed.
+
+An entry is "bad" at the smallest index no valid checkpoint vouches for: with a checkpoint
+per append, the first checkpoint whose root stops matching covers exactly one new entry.
+Optionally the log is also checked against checkpoints a witness (the aggregator) holds,
+which catches a rewrite by someone who also had the signing key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compliance.checkpoints import SignedCheckpoint
+from compliance.entry import AuditEntry
+from compliance.errors import InvalidEvent, InvalidProof, MalformedCheckpoint, SignatureInvalid
+from compliance.log_store import CheckpointRow, RawLog, read_raw_log
+from compliance.merkle import EMPTY_ROOT, MerkleTree, verify_consistency
+from compliance.signing import fingerprint
+from healthfed_common.canonical_json import canonical_json
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing found wrong: the first bad entry index and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class VerificationResult:
+    """Outcome of verifying one log; `tree` is the recomputed tree of all stored entries."""
+
+    db_path: Path
+    origin: str | None
+    trusted_key_fingerprint: str
+    entries: int
+    checkpoints_checked: int
+    consistency_proofs_checked: int
+    latest: SignedCheckpoint | None
+    problem: Problem | None
+    witness_checkpoints_checked: int = 0
+    tree: MerkleTree = field(default_factory=MerkleTree, repr=False)
+    parsed: list[AuditEntry] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return self.problem is None
+
+    def summary(self) -> str:
+        """One paragraph an officer can paste into a ticket."""
+        head = (
+            f"{self.entries} entries, {self.checkpoints_checked} signed checkpoints and "
+            f"{self.consistency_proofs_checked} consistency proofs checked with key "
+            f"{self.trusted_key_fingerprint[:16]}…"
+        )
+        if self.witness_checkpoints_checked:
+            head += f"; {self.witness_checkpoints_checked} witnessed checkpoints matched"
+        if self.problem is None:
+            return f"VERIFIED: {head}."
+        return (
+            f"FAILED at entry {self.problem.index}: {self.problem.reason} ({head} before the "
+            "failure)."
+        )
+
+
+def verify_log(
+    db_path: Path,
+    trusted_public_key: bytes,
+    witnessed: list[SignedCheckpoint] | None = None,
+) -> VerificationResult:
+    """Verify the log file at `db_path` against `trusted_public_key` (raw Ed25519)."""
+    return verify_raw_log(read_raw_log(db_path), trusted_public_key, witnessed)
+
+
+def verify_raw_log(
+    raw: RawLog,
+    trusted_public_key: bytes,
+    witnessed: list[SignedCheckpoint] | None = None,
+) -> VerificationResult:
+    """Verify already-read log contents (see the module docstring for the checks)."""
+    tree = MerkleTree()
+    parsed: list[AuditEntry] = []
+    entry_problem: Problem | None = None
+    for position, (idx, data) in enumerate(raw.entries):
+        if idx != position:
+            entry_problem = Problem(
+                position, f"entry {position} is missing (the next stored index is {idx})"
+            )
+            break
+        reason = _entry_problem(position, data, raw.origin)
+        if reason:
+            entry_problem = Problem(position, reason)
+            break
+        parsed.append(AuditEntry.from_bytes(data, f"entry {position}"))
+        tree.append_entry(data)
+    if entry_problem is not None:
+        # Keep hashing what is stored so checkpoint checks can still judge earlier prefixes.
+        for _idx, data in raw.entries[tree.size :]:
+            tree.append_entry(data)
+
+    state = _CheckpointWalk(raw, tree, trusted_public_key)
+    state.walk()
+    problems = [p for p in (entry_problem, state.problem) if p is not None]
+    witness_count = 0
+    if witnessed:
+        witness_problem, witness_count = _check_witnessed(raw, tree, witnessed)
+        if witness_problem:
+            problems.append(witness_problem)
+    first = min(problems, key=lambda p: p.index) if problems else None
+    return VerificationResult(
+        db_path=raw.path,
+        origin=raw.origin,
+        trusted_key_fingerprint=fingerprint(trusted_public_key),
+        entries=len(raw.entries),
+        checkpoints_checked=state.checked,
+        consistency_proofs_checked=state.proofs,
+        latest=state.latest,
+        problem=first,
+        witness_checkpoints_checked=witness_count,
+        tree=tree,
+        parsed=parsed,
+    )
+
+
+def _entry_problem(position: int, data: bytes, origin: str | None) -> str | None:
+    try:
+        entry = AuditEntry.from_bytes(data, f"entry {position}")
+    except InvalidEvent as exc:
+        return str(exc)
+    try:
+        canonical = canonical_json(json.loads(data.decode("utf-8")))
+    except ValueError:
+        canonical = b""
+    if canonical != data:
+        return f"entry {position} is not in canonical JSON form (it was edited)"
+    if entry.index != position:
+        return (
+            f"entry {position} says it is entry {entry.index} "
+            "(entries were inserted, deleted or reordered)"
+        )
+    if origin is not None and entry.source != origin:
+        return f"entry {position} names source {entry.source!r}, not this log's {origin!r}"
+    return None
+
+
+class _CheckpointWalk:
+    """Checks checkpoints in signing order; remembers the first problem."""
+
+    def __init__(self, raw: RawLog, tree: MerkleTree, trusted_key: bytes) -> None:
+        self.raw = raw
+        self.tree = tree
+        self.trusted_key = trusted_key
+        self.checked = 0
+        self.proofs = 0
+        self.latest: SignedCheckpoint | None = None
+        self.problem: Problem | None = None
+        self.proven = 0  # entries vouched for by a valid checkpoint so far
+        self.prev_size = 0
+        self.prev_root = EMPTY_ROOT
+        self.sizes_seen: set[int] = set()
+
+    def fail(self, index: int, reason: str) -> None:
+        if self.problem is None:
+            self.problem = Problem(index, reason)
+
+    def walk(self) -> None:
+        for row in self.raw.checkpoints:
+            if not self._check(row):
+                return
+        entries = len(self.raw.entries)
+        for size in range(1, entries + 1):
+            if size not in self.sizes_seen:
+                self.fail(
+                    size - 1,
+                    f"entry {size - 1} has no signed checkpoint of size {size}: it was added "
+                    "without the signing key, or its checkpoint was deleted",
+                )
+                return
+
+    def _check(self, row: CheckpointRow) -> bool:
+        where = f"checkpoint #{row.seq}"
+        try:
+            cp = SignedCheckpoint(
+                origin=row.origin,  # type: ignore[arg-type]
+                size=row.size,  # type: ignore[arg-type]
+                root_hash=row.root_hash,  # type: ignore[arg-type]
+                timestamp=row.timestamp,  # type: ignore[arg-type]
+                signature=_blob(row.signature),
+                public_key=_blob(row.public_key),
+            )
+        except MalformedCheckpoint as exc:
+            self.fail(self.proven, f"{where} is malformed: {exc}")
+            return False
+        label = f"{where} (size {cp.size}, {cp.timestamp})"
+        if self.raw.origin is not None and cp.origin != self.raw.origin:
+            self.fail(self.proven, f"{label} is for origin {cp.origin!r}, not {self.raw.origin!r}")
+            return False
+        try:
+            cp.verify(self.trusted_key)
+        except SignatureInvalid as exc:
+            self.fail(self.proven, f"{label}: {exc}")
+            return False
+        if cp.size < self.prev_size:
+            self.fail(
+                cp.size,
+                f"{label} shrinks the log from {self.prev_size} to {cp.size} entries "
+                "(history was rolled back)",
+            )
+            return False
+        entries = len(self.raw.entries)
+        if cp.size > entries:
+            self.fail(
+                entries,
+                f"{label} covers {cp.size} entries but only {entries} are present: "
+                f"entries {entries}..{cp.size - 1} were removed (truncated tail)",
+            )
+            return False
+        if self.tree.root(cp.size) != cp.root:
+            if cp.size > self.prev_size:
+                bad = self.prev_size
+                span = f"entry {bad}" if cp.size == bad + 1 else f"entries {bad}..{cp.size - 1}"
+                reason = (
+                    f"the stored data of {span} no longer matches the signed root "
+                    "(edited, inserted, deleted or moved)"
+                )
+            else:
+                bad = max(cp.size - 1, 0)
+                reason = "it signs a different root for an already signed size (forked history)"
+            self.fail(bad, f"{label}: {reason}")
+            return False
+        try:
+            proof = self.tree.consistency_proof(self.prev_size, cp.size)
+            verify_consistency(self.prev_size, cp.size, self.prev_root, cp.root, proof)
+        except InvalidProof as exc:
+            self.fail(self.prev_size, f"{label} is not consistent with the previous one: {exc}")
+            return False
+        self.proofs += 1
+        self.checked += 1
+        self.latest = cp
+        self.prev_size, self.prev_root = cp.size, cp.root
+        self.proven = cp.size
+        self.sizes_seen.add(cp.size)
+        return True
+
+
+def _blob(value: object) -> bytes:
+    return value if isinstance(value, bytes) else b""
+
+
+def _check_witnessed(
+    raw: RawLog, tree: MerkleTree, witnessed: list[SignedCheckpoint]
+) -> tuple[Problem | None, int]:
+    """Every checkpoint a witness accepted from this origin must match the log as stored."""
+    count = 0
+    vouched = 0
+    for cp in sorted(witnessed, key=lambda c: c.size):
+        if raw.origin is not None and cp.origin != raw.origin:
+            continue
+        label = f"witnessed checkpoint (size {cp.size}, {cp.timestamp})"
+        if cp.size > tree.size:
+            return (
+                Problem(
+                    tree.size,
+                    f"{label} covers {cp.size} entries but only {tree.size} are present: "
+                    f"entries {tree.size}..{cp.size - 1} were removed",
+                ),
+                count,
+            )
+        if tree.root(cp.size) != cp.root:
+            return (
+                Problem(
+                    vouched,
+                    f"{label}: entries {vouched}..{cp.size - 1} no longer produce the root "
+                    "the witness holds (history was rewritten, possibly re-signed)",
+                ),
+                count,
+            )
+        vouched = cp.size
+        count += 1
+    return None, count
