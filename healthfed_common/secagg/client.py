@@ -33,6 +33,7 @@ from healthfed_common.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from healthfed_common.secagg.messages import U64Array
 from healthfed_common.secagg.params import SessionParams
 from healthfed_common.secagg.vectors import check_vectors
 
@@ -146,7 +147,7 @@ class SecAggClient:
             )
 
     # -- phase 3 ---------------------------------------------------------------------------
-    def masked_input(self, inbox: ShareInbox, vectors: Sequence[np.ndarray]) -> MaskedInput:
+    def masked_input(self, inbox: ShareInbox, vectors: Sequence[U64Array]) -> MaskedInput:
         """Store the shares received, then mask each vector with the self mask and with one
         pairwise mask per neighbour that shared keys (sign by id order), reduced mod 2^b.
         Allowed once: a second masked input under the same masks would reveal the difference."""

@@ -82,7 +82,7 @@ def neighbour_sets(
     ring = _permutation(participants, session_id)
     result: dict[str, frozenset[str]] = {}
     for i, silo in enumerate(ring):
-        offsets = set()
+        offsets: set[int] = set()
         for step in range(1, degree // 2 + 1):
             offsets.update(((i + step) % n, (i - step) % n))
         if degree % 2 == 1:

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
+
+U64Array = NDArray[np.uint64]
+"""The vector type: uint64 numpy arrays (values < 2^b)."""
 
 PROTOCOL_NAME: str = "healthfed-secagg/1"
 
@@ -70,7 +74,7 @@ class MaskedInput:
 
     session_id: bytes
     sender: str
-    vectors: tuple[np.ndarray, ...]
+    vectors: tuple[U64Array, ...]
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from numpy.typing import NDArray
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES: int = 32
 _CHUNK_WORDS: int = 1 << 17  # 1 MiB of keystream per OpenSSL call: stays in L2, amortises calls
+U64Array = NDArray[np.uint64]
 _WORD = np.dtype("<u8")  # keystream words are little-endian on every platform
 
 
@@ -38,7 +40,7 @@ def _encryptor(key: bytes, vector_index: int) -> "object":
     return Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
 
 
-def apply_mask(acc: np.ndarray, key: bytes, vector_index: int, sign: int) -> None:
+def apply_mask(acc: U64Array, key: bytes, vector_index: int, sign: int) -> None:
     """In place: acc <- acc + sign * PRG(key, vector_index) (mod 2^64), sign in {+1, -1}.
 
     `acc` must be a contiguous uint64 array; reduction to Z_{2^b} is left to the caller
@@ -63,7 +65,7 @@ def apply_mask(acc: np.ndarray, key: bytes, vector_index: int, sign: int) -> Non
         offset += n
 
 
-def mask_stream(key: bytes, vector_index: int, length: int) -> np.ndarray:
+def mask_stream(key: bytes, vector_index: int, length: int) -> U64Array:
     """The mask words themselves (for tests and for reasoning; the protocol never needs them
     materialised)."""
     out = np.zeros(length, dtype=np.uint64)

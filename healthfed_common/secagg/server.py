@@ -30,6 +30,7 @@ from healthfed_common.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from healthfed_common.secagg.messages import U64Array
 from healthfed_common.secagg.params import SessionParams
 from healthfed_common.secagg.vectors import check_vectors
 
@@ -52,10 +53,10 @@ class SecAggServer:
         self._shares: dict[str, dict[str, bytes]] = {}
         self._share_senders: tuple[str, ...] = ()
         self._masked_from: list[str] = []
-        self._sums: list[np.ndarray] | None = None
+        self._sums: list[U64Array] | None = None
         self._request: UnmaskRequest | None = None
         self._responses: dict[str, UnmaskResponse] = {}
-        self._result: list[np.ndarray] | None = None
+        self._result: list[U64Array] | None = None
         self.counted: tuple[str, ...] = ()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class SecAggServer:
                 raise ProtocolViolation(f"unmask response from {resp.sender!r} has a malformed share")
         self._responses[resp.sender] = resp
 
-    def finish(self) -> list[np.ndarray]:
+    def finish(self) -> list[U64Array]:
         """Close unmasking and return the exact sum mod 2^b of the survivors' inputs.
         All secrets are reconstructed before any mask is removed, so an abort here leaves
         nothing half-unmasked."""

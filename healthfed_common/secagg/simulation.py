@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, ParamSpec, Sequence, TypeVar
 
 import numpy as np
 
 from healthfed_common.secagg.client import SecAggClient
+from healthfed_common.secagg.messages import U64Array
 from healthfed_common.secagg.params import SessionParams
 from healthfed_common.secagg.server import SecAggServer
 
 Phase = Literal["advertise", "share", "masked", "unmask"]
 PHASES: tuple[Phase, ...] = ("advertise", "share", "masked", "unmask")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass
 class RoundResult:
     """The sums, whose inputs they contain, and the compute time of each party (seconds)."""
 
-    sums: list[np.ndarray]
+    sums: list[U64Array]
     counted: tuple[str, ...]
     silo_seconds: dict[str, float] = field(default_factory=dict)
     server_seconds: float = 0.0
@@ -39,7 +42,7 @@ def _present(silo: str, phase: Phase, drop_at: Mapping[str, Phase]) -> bool:
 
 def run_round(
     params: SessionParams,
-    inputs: Mapping[str, Sequence[np.ndarray]],
+    inputs: Mapping[str, Sequence[U64Array]],
     drop_at: Mapping[str, Phase] | None = None,
 ) -> RoundResult:
     """Simulate every party; raises whatever the protocol raises (e.g. TooFewSurvivors)."""
@@ -47,16 +50,16 @@ def run_round(
     silo_time = {s: 0.0 for s in params.participants}
     server_time = 0.0
 
-    def on_silo(silo: str, fn, *args):  # type: ignore[no-untyped-def]
+    def on_silo(silo: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         silo_time[silo] += time.perf_counter() - start
         return out
 
-    def on_server(fn, *args):  # type: ignore[no-untyped-def]
+    def on_server(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         nonlocal server_time
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         server_time += time.perf_counter() - start
         return out
 

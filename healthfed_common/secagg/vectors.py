@@ -8,15 +8,16 @@ from typing import Sequence
 import numpy as np
 
 from healthfed_common.secagg.errors import SecAggError
+from healthfed_common.secagg.messages import U64Array
 from healthfed_common.secagg.params import SessionParams
 
 
 def check_vectors(
     params: SessionParams,
-    vectors: Sequence[np.ndarray],
+    vectors: Sequence[U64Array],
     error: type[SecAggError],
     owner: str,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[U64Array, ...]:
     """Return the vectors if each is a 1-D uint64 array of the session's length with every
     value < 2^b; otherwise raise `error` naming the owner and the vector (never values)."""
     if len(vectors) != len(params.bitwidths):

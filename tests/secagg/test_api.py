@@ -61,7 +61,7 @@ def _allowed(tp: object) -> bool:
         return True
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple:
-        return len(args) == 2 and args[1] is Ellipsis and (args[0] in ALLOWED or args[0] is np.ndarray)
+        return len(args) == 2 and args[1] is Ellipsis and (args[0] in ALLOWED or typing.get_origin(args[0]) is np.ndarray)
     if origin is dict:
         return args == (str, bytes)
     return False
@@ -78,7 +78,7 @@ def test_message_fields_are_codec_friendly() -> None:
 
 
 def _imports(path: pathlib.Path) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)

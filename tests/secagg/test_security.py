@@ -13,6 +13,8 @@ a short-seeded generator's structure) gives statistics orders of magnitude beyon
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -159,7 +161,7 @@ def test_roster_replacing_own_key_detected() -> None:
         walk.clients["h00"].share_keys(bad)
 
 
-def _signing(params_ids: tuple[str, ...]) -> tuple[dict[str, object], dict[str, object]]:
+def _signing(params_ids: tuple[str, ...]) -> tuple[dict[str, Ed25519PrivateKey], Callable[[str, bytes, bytes], bool]]:
     long_term = {s: Ed25519PrivateKey.generate() for s in params_ids}
     public = {s: k.public_key() for s, k in long_term.items()}
 
@@ -170,17 +172,17 @@ def _signing(params_ids: tuple[str, ...]) -> tuple[dict[str, object], dict[str, 
         except Exception:  # InvalidSignature or malformed signature: both mean "no"
             return False
 
-    return long_term, {"verify": verify}
+    return long_term, verify
 
 
 def test_signed_advertisements_stop_key_substitution() -> None:
     """A malicious aggregator swaps h01's masking key for one it controls: with signed
     advertisements every other silo refuses the roster."""
     params = make_params(4, 3)
-    long_term, kw = _signing(params.participants)
-    server = SecAggServer(params, verify=kw["verify"])  # type: ignore[arg-type]
+    long_term, verify = _signing(params.participants)
+    server = SecAggServer(params, verify=verify)
     clients = {
-        s: SecAggClient(s, params, sign=long_term[s].sign, verify=kw["verify"])  # type: ignore[arg-type]
+        s: SecAggClient(s, params, sign=long_term[s].sign, verify=verify)
         for s in params.participants
     }
     for c in clients.values():
@@ -198,8 +200,8 @@ def test_signed_advertisements_stop_key_substitution() -> None:
 
 def test_server_rejects_unsigned_advertisement_when_verifying() -> None:
     params = make_params(3, 2)
-    _, kw = _signing(params.participants)
-    server = SecAggServer(params, verify=kw["verify"])  # type: ignore[arg-type]
+    _, verify = _signing(params.participants)
+    server = SecAggServer(params, verify=verify)
     with pytest.raises(AuthenticationFailed):
         server.receive_advertisement(SecAggClient("h00", params).advertise_keys())
 
