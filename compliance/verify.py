@@ -119,7 +119,7 @@ def verify_raw_log(
     problems = [p for p in (entry_problem, state.problem) if p is not None]
     witness_count = 0
     if witnessed:
-        witness_problem, witness_count = _check_witnessed(raw, tree, witnessed)
+        witness_problem, witness_count = _check_witnessed(raw, tree, witnessed, trusted_public_key)
         if witness_problem:
             problems.append(witness_problem)
     first = min(problems, key=lambda p: p.index) if problems else None
@@ -264,15 +264,33 @@ def _blob(value: object) -> bytes:
 
 
 def _check_witnessed(
-    raw: RawLog, tree: MerkleTree, witnessed: list[SignedCheckpoint]
+    raw: RawLog, tree: MerkleTree, witnessed: list[SignedCheckpoint], trusted_key: bytes
 ) -> tuple[Problem | None, int]:
-    """Every checkpoint a witness accepted from this origin must match the log as stored."""
+    """Every checkpoint a witness accepted from this origin must match the log as stored.
+
+    Witnessed checkpoints are checked under the key the witness enrolled (their own); if that
+    is not the key this log is being verified with, the node's key was replaced.
+    """
     count = 0
     vouched = 0
     for cp in sorted(witnessed, key=lambda c: c.size):
         if raw.origin is not None and cp.origin != raw.origin:
             continue
         label = f"witnessed checkpoint (size {cp.size}, {cp.timestamp})"
+        try:
+            cp.verify()
+        except SignatureInvalid as exc:
+            return Problem(vouched, f"the witness database is corrupt: {exc}"), count
+        if cp.public_key != trusted_key:
+            return (
+                Problem(
+                    0,
+                    f"the witness holds this origin's checkpoints under key "
+                    f"{cp.key_fingerprint[:16]}…, but the log verifies with "
+                    f"{fingerprint(trusted_key)[:16]}… (signing key replaced)",
+                ),
+                count,
+            )
         if cp.size > tree.size:
             return (
                 Problem(
