@@ -121,7 +121,7 @@ class DatasetRegistry:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         except DataLayerError as error:
-            self._emit("dataset.registered", actor, "refused", name, {"code": error.code})
+            self._emit("dataset.registered", actor, "minor_failure", name, {"code": error.code})
             raise
         report = ingested.report
         self._emit("dataset.deidentified", actor, "success", name, {

@@ -19,7 +19,11 @@ class RecordingAudit:
     def __init__(self) -> None:
         self.events: list[dict[str, object]] = []
 
+    OUTCOMES = ("success", "minor_failure", "serious_failure", "major_failure")
+
     def record(self, kind: str, *, actor: str, outcome: str = "success", entities=None, detail=None) -> None:
+        assert outcome in self.OUTCOMES, outcome  # the audit log's closed outcome vocabulary
+        assert all(isinstance(v, (str, int, float)) for v in (entities or {}).values())
         self.events.append({"kind": kind, "actor": actor, "outcome": outcome, "entities": entities, "detail": detail})
 
     def kinds(self) -> list[str]:
