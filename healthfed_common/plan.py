@@ -22,7 +22,7 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
 class StrictModel(BaseModel):
     """Rejects unknown keys and is immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
 class FeatureSpec(StrictModel):
@@ -98,6 +98,9 @@ class Plan(StrictModel):
     name: Identifier
     description: str = Field(default="", max_length=2000)
     purpose: str = Field(default="", max_length=2000)
+    dataset: Identifier = Field(
+        description="Federation-wide dataset name; each silo maps it to a dataset it registered."
+    )
     model: ModelSpec
     features: tuple[FeatureSpec, ...] = Field(min_length=1)
     label: LabelSpec

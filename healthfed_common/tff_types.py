@@ -42,3 +42,17 @@ def count_leaves(type_spec: Any) -> int:
 def split_counts(struct_type: Any) -> list[int]:
     """Leaf counts of each top-level element of a struct type."""
     return [count_leaves(element) for element in struct_type]
+
+
+def named_leaf_paths(type_spec: Any, prefix: str = "") -> list[str]:
+    """Dotted names of each leaf (positional index where a struct element is unnamed)."""
+    from tensorflow_federated.python.common_libs import structure
+    from tensorflow_federated.python.core.impl.types import computation_types
+
+    if isinstance(type_spec, computation_types.StructType):
+        paths: list[str] = []
+        for index, (name, element) in enumerate(structure.iter_elements(type_spec)):
+            key = name if name is not None else str(index)
+            paths.extend(named_leaf_paths(element, f"{prefix}.{key}" if prefix else key))
+        return paths
+    return [prefix]

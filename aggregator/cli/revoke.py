@@ -1,0 +1,45 @@
+"""`aggregator revoke SILO`: refuse a hospital's certificate from now on."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aggregator.config import load_aggregator_config
+from aggregator.state_store import StateStore
+from healthfed_common.startup_kit import ConfigInvalid
+from aggregator.pki import certificate_serial_hex
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "revoke",
+        help="revoke a hospital's certificate (takes effect on its next call)",
+        description="Adds the certificate of SILO (or the certificate file given with --certificate) to "
+        "the aggregator's revocation list. A running aggregator refuses it on the next call.",
+    )
+    parser.add_argument("silo", help="silo id to revoke")
+    parser.add_argument("--config", type=Path, required=True, help="aggregator.yaml")
+    parser.add_argument("--certificate", type=Path, default=None,
+                        help="certificate PEM to revoke (default: the kit's silo.pem next to the aggregator dir)")
+    parser.add_argument("--reason", default="revoked by coordinator", help="recorded with the revocation")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_aggregator_config(args.config)
+    except ConfigInvalid as error:
+        print(f"aggregator revoke: {error}", file=sys.stderr)
+        return 1
+    certificate = args.certificate or args.config.parent.parent / "kits" / args.silo / "silo.pem"
+    if not certificate.exists():
+        print(f"aggregator revoke: no certificate at {certificate}; pass --certificate", file=sys.stderr)
+        return 1
+    serial = certificate_serial_hex(certificate.read_bytes())
+    store = StateStore(config.state_dir / "aggregator.sqlite3")
+    store.revoke(serial, args.silo, args.reason)
+    store.close()
+    print(f"revoked certificate {serial} of {args.silo}")
+    return 0

@@ -1,0 +1,92 @@
+"""`aggregator run`: serve the federation and run one plan to its end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aggregator.config import load_aggregator_config
+from aggregator.coordinator import Coordinator, PlanFailed
+from aggregator.server import FederationService, start_server
+from aggregator.state_store import StateStore
+from aggregator.task_board import TaskBoard
+from healthfed_common.errors import HealthFedError
+from healthfed_common.plan import parse_plan
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="serve hospitals and run a training plan to completion",
+        description="Starts the mutual-TLS gRPC endpoint, runs PLAN round by round (resuming from the "
+        "last checkpoint if this plan was interrupted), evaluates the final model on every hospital's "
+        "held-out data, exports it as a Keras SavedModel and writes a JSON run report.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="aggregator.yaml from `aggregator provision`")
+    parser.add_argument("--plan", type=Path, required=True, help="plan JSON file")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the model and run report")
+    parser.add_argument("--linger", type=float, default=3.0,
+                        help="seconds to keep serving after the plan ends so hospitals learn it finished")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(levelname)s %(message)s")
+    try:
+        config = load_aggregator_config(args.config)
+        plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
+    except (HealthFedError, OSError) as error:
+        print(f"aggregator run: {error}", file=sys.stderr)
+        return 1
+    store = StateStore(config.state_dir / "aggregator.sqlite3")
+    board = TaskBoard()
+    service = FederationService(board, store, frozenset(config.silos))
+    server, port = start_server(config, service)
+    print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.time()
+    status = 0
+    report: dict[str, Any] = {}
+    try:
+        coordinator = Coordinator(
+            plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True)
+        )
+        result = coordinator.run(export_dir=args.out / "model")
+        report = result.__dict__ | {"status": "completed"}
+    except PlanFailed as failure:
+        print(f"aggregator run: {failure}", file=sys.stderr, flush=True)
+        report = coordinator.report.__dict__ | {"status": "failed", "error": str(failure)}
+        status = 1
+    except KeyboardInterrupt:
+        print("aggregator run: interrupted; the plan resumes from its last checkpoint on restart", file=sys.stderr)
+        server.stop(grace=1).wait()
+        store.close()
+        return 1
+    report |= {
+        "duration_s": round(time.time() - started, 3),
+        "plan_hash": plan.plan_hash,
+        "silos": sorted(config.silos),
+        "secure_aggregation": plan.secure_aggregation.protocol,
+        "fingerprint": coordinator.computations.fingerprint,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "run-report.json").write_text(json.dumps(report, indent=2, default=str))
+    try:
+        time.sleep(max(args.linger, 0.0))
+    except KeyboardInterrupt:
+        pass
+    server.stop(grace=1).wait()
+    store.close()
+    return status

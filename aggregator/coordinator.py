@@ -1,0 +1,210 @@
+"""Runs one plan to its end: initialize or resume, then round after round prepare → offer →
+collect → aggregate → update → checkpoint, then a final evaluation and the model export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aggregator.aggregation import aggregate_round, expected_result_problem
+from aggregator.state_store import StateStore
+from aggregator.task_board import TaskBoard
+from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
+from healthfed_common.plan import Plan
+from healthfed_common.wire.messages import (
+    EvaluateResult,
+    EvaluateTask,
+    PlanFinished,
+    Refusal,
+    TrainResult,
+    TrainTask,
+)
+
+log = logging.getLogger("healthfed.aggregator")
+
+
+class PlanFailed(RuntimeError):
+    """A round could not gather the plan's minimum of silos within its attempts."""
+
+
+@dataclass
+class RunReport:
+    plan_hash: str
+    rounds_completed: int = 0
+    round_seconds: list[float] = field(default_factory=list)
+    round_metrics: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    model_path: str | None = None
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_round: int = 0
+
+
+ProgressHook = Callable[[str], None]
+
+
+class Coordinator:
+    def __init__(
+        self,
+        plan: Plan,
+        board: TaskBoard,
+        store: StateStore,
+        silos: frozenset[str],
+        *,
+        progress: ProgressHook = print,
+        max_round_attempts: int = 3,
+        audit: Any = None,
+    ) -> None:
+        self.plan = plan
+        self._board = board
+        self._store = store
+        self._silos = silos
+        self._progress = progress
+        self._max_attempts = max_round_attempts
+        self._audit = audit
+        self.computations: FederatedComputations = build_federated_computations(plan)
+        self.report = RunReport(plan.plan_hash)
+
+    def _record(self, kind: str, **detail: Any) -> None:
+        if self._audit is not None:
+            outcome = detail.pop("outcome", "success")
+            self._audit.record(kind, actor="aggregator", outcome=outcome, detail=detail)
+
+    def _task_id(self, kind: str, round_number: int, attempt: int) -> str:
+        return f"{self.plan.plan_hash[:16]}-{kind}-r{round_number}-a{attempt}"
+
+    def run(self, export_dir: Path | None = None) -> RunReport:
+        plan, comps = self.plan, self.computations
+        plan_json = plan.canonical_bytes()
+        self._store.start_plan(plan.plan_hash, plan_json)
+        checkpoint = self._store.latest_checkpoint(plan.plan_hash)
+        if checkpoint is None:
+            state = comps.initialize()
+            start = 1
+        else:
+            state, start = checkpoint.state, checkpoint.round + 1
+            self.report.resumed_from_round = checkpoint.round
+            self._progress(f"resuming plan {plan.plan_hash[:12]} after round {checkpoint.round}")
+        self.report.rounds_completed = start - 1
+        self._progress(
+            f"plan {plan.name} ({plan.plan_hash[:12]}): {plan.rounds} rounds, {len(self._silos)} silos enrolled, "
+            f"minimum {plan.min_silos_per_round} per round; secure aggregation: "
+            f"{plan.secure_aggregation.protocol} (integer parts are summed IN PLAIN by the aggregator)"
+        )
+        try:
+            for round_number in range(start, plan.rounds + 1):
+                began = time.time()
+                state = self._run_round(round_number, state, plan_json)
+                self._store.save_checkpoint(plan.plan_hash, round_number, state)
+                self.report.rounds_completed = round_number
+                self.report.round_seconds.append(time.time() - began)
+            self.report.evaluation = self._evaluate(state, plan_json)
+            if export_dir is not None:
+                self.report.model_path = str(self._export(state, export_dir))
+        except PlanFailed as failure:
+            self._store.finish_plan(plan.plan_hash, "failed", str(failure))
+            self._board.finish(PlanFinished(plan.plan_hash, self.report.rounds_completed))
+            raise
+        self._store.finish_plan(plan.plan_hash, "completed")
+        self._board.finish(PlanFinished(plan.plan_hash, self.report.rounds_completed))
+        return self.report
+
+    def _collect(self, task: TrainTask | EvaluateTask, validate: Callable[[Any], str | None]) -> dict[str, Any]:
+        self._board.open(task, self._silos, validate)
+        answers = self._board.wait_for_answers(time.time() + self.plan.round_deadline_s)
+        self._board.close()
+        return answers
+
+    def _run_round(self, round_number: int, state: list[np.ndarray], plan_json: bytes) -> list[np.ndarray]:
+        plan, comps = self.plan, self.computations
+        for attempt in range(1, self._max_attempts + 1):
+            began = time.time()
+            client_input = comps.prepare(state)
+            task = TrainTask(
+                task_id=self._task_id("train", round_number, attempt), plan_json=plan_json,
+                plan_hash=plan.plan_hash, round=round_number, attempt=attempt,
+                fingerprint=comps.fingerprint, client_input=tuple(client_input),
+            )
+            answers = self._collect(task, lambda r: expected_result_problem(comps, r))
+            results = [a for a in answers.values() if isinstance(a, TrainResult)]
+            self._note_answers(round_number, attempt, answers)
+            if len(results) >= plan.min_silos_per_round:
+                outcome = aggregate_round(comps, state, sorted(results, key=lambda r: r.silo_id))
+                seconds = time.time() - began
+                self.report.round_metrics.append(
+                    {"round": round_number, "attempt": attempt, "silos": sorted(r.silo_id for r in results),
+                     "seconds": round(seconds, 3), "aggregate": outcome.metrics, "per_silo": outcome.per_silo}
+                )
+                self._record("round.completed", plan_hash=plan.plan_hash, round=round_number,
+                             silos=sorted(r.silo_id for r in results))
+                self._progress(
+                    f"round {round_number}/{plan.rounds}: {len(results)}/{len(self._silos)} silos, "
+                    f"loss {outcome.metrics.get('loss', float('nan')):.4f}, "
+                    f"accuracy {outcome.metrics.get('binary_accuracy', float('nan')):.3f}, {seconds:.1f}s"
+                )
+                return outcome.state
+            missing = sorted(self._silos - set(answers))
+            refused = {s: a.code for s, a in answers.items() if isinstance(a, Refusal)}
+            message = (
+                f"round {round_number} attempt {attempt}/{self._max_attempts}: {len(results)} of "
+                f"{len(self._silos)} silos returned results, the plan needs {plan.min_silos_per_round}"
+                + (f"; refused: {refused}" if refused else "")
+                + (f"; no answer before the {plan.round_deadline_s:.0f}s deadline from {missing}" if missing else "")
+            )
+            self._progress(message)
+            log.error(message)
+            self._record("round.completed", outcome="serious_failure", plan_hash=plan.plan_hash,
+                         round=round_number, reason=message)
+        raise PlanFailed(
+            f"plan {plan.plan_hash[:12]} stopped at round {round_number}: fewer than "
+            f"{plan.min_silos_per_round} silos in {self._max_attempts} attempts (see messages above)"
+        )
+
+    def _note_answers(self, round_number: int, attempt: int, answers: dict[str, Any]) -> None:
+        for silo_id in sorted(self._silos):
+            answer = answers.get(silo_id)
+            if isinstance(answer, Refusal):
+                self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "refused",
+                                           answer.code, answer.message)
+                self.report.refusals.append(
+                    {"round": round_number, "silo": silo_id, "code": answer.code, "message": answer.message}
+                )
+                self._progress(f"  {silo_id} refused round {round_number}: {answer.code} — {answer.message}")
+                self._record("round.refused", outcome="minor_failure", plan_hash=self.plan.plan_hash,
+                             round=round_number, silo=silo_id, code=answer.code)
+            elif answer is None:
+                self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "no_answer")
+            else:
+                self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "result")
+
+    def _evaluate(self, state: list[np.ndarray], plan_json: bytes) -> dict[str, Any]:
+        weights = self.computations.model_weights(state)
+        task = EvaluateTask(self._task_id("eval", self.plan.rounds, 1), plan_json, self.plan.plan_hash, tuple(weights))
+        answers = self._collect(task, lambda a: None)
+        per_silo = {s: {**a.metrics, "num_examples": a.num_examples}
+                    for s, a in answers.items() if isinstance(a, EvaluateResult)}
+        total = sum(m["num_examples"] for m in per_silo.values())
+        names = sorted({k for m in per_silo.values() for k in m if k != "num_examples"})
+        aggregate = {
+            name: sum(m[name] * m["num_examples"] for m in per_silo.values()) / total for name in names
+        } if total else {}
+        if per_silo:
+            aggregate["mean_per_silo_accuracy"] = float(np.mean([m.get("accuracy", np.nan) for m in per_silo.values()]))
+        aggregate["num_examples"] = total
+        self._progress("evaluation on held-out data: " + json.dumps({"aggregate": aggregate}, default=float))
+        return {"per_silo": per_silo, "aggregate": aggregate}
+
+    def _export(self, state: list[np.ndarray], export_dir: Path) -> Path:
+        model = build_keras_model(self.plan)
+        model.set_weights(self.computations.model_weights(state))
+        export_dir.mkdir(parents=True, exist_ok=True)
+        path = export_dir / "saved_model"
+        model.save(path, save_format="tf")
+        self._record("model.exported", plan_hash=self.plan.plan_hash, path=str(path))
+        return path

@@ -1,0 +1,134 @@
+"""The federation's own certificate authority: every connection is mutually authenticated
+with certificates it issued. ECDSA P-256 throughout (what gRPC's BoringSSL accepts
+everywhere); a silo certificate's CN is the silo id, the only identity a silo can act as."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+AGGREGATOR_TLS_NAME = "healthfed-aggregator"
+
+
+@dataclass(frozen=True)
+class Issued:
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.certificate.serial_number, "x")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def create_ca(federation: str, validity_days: int = 3650) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"HealthFed CA {federation}")])
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(key, certificate)
+
+
+def _leaf(
+    ca: Issued,
+    common_name: str,
+    usage: x509.ObjectIdentifier,
+    san: list[x509.GeneralName],
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+    validity_days: int,
+) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or now + dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+    )
+    return Issued(key, builder.sign(ca.key, hashes.SHA256()))
+
+
+def issue_server_certificate(ca: Issued, hosts: list[str], validity_days: int = 825) -> Issued:
+    names: list[x509.GeneralName] = [x509.DNSName(AGGREGATOR_TLS_NAME), x509.DNSName("localhost")]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    unique = list(dict.fromkeys(names))
+    return _leaf(ca, AGGREGATOR_TLS_NAME, ExtendedKeyUsageOID.SERVER_AUTH, unique, None, None, validity_days)
+
+
+def issue_silo_certificate(
+    ca: Issued,
+    silo_id: str,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    validity_days: int = 365,
+) -> Issued:
+    san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(f"urn:healthfed:silo:{silo_id}")]
+    return _leaf(ca, silo_id, ExtendedKeyUsageOID.CLIENT_AUTH, san, not_before, not_after, validity_days)
+
+
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def write_certificate(path: Path, certificate: x509.Certificate) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def load_issued(cert_path: Path, key_path: Path) -> Issued:
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_path}: expected an EC private key")
+    return Issued(key, certificate)
+
+
+def certificate_serial_hex(pem: bytes) -> str:
+    return format(x509.load_pem_x509_certificate(pem).serial_number, "x")

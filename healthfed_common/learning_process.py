@@ -1,0 +1,176 @@
+"""Builds, from a plan, the TFF learning process and its MapReduceForm split.
+
+Both roles call `build_federated_computations(plan)`: the aggregator to run the server
+steps, each silo to run `work` -- and each compares the other's fingerprint with its own, so
+no computation ever has to travel over the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from healthfed_common.models import model_entry
+from healthfed_common.plan import OptimizerSpec, Plan
+from healthfed_common.tf_graph import GraphComputation
+from healthfed_common.tff_types import count_leaves, flatten_tensor_types, split_counts
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MRF_COMPONENTS = ("prepare", "work", "zero", "accumulate", "merge", "report", "update")
+
+
+def model_input_shape(plan: Plan) -> tuple[int, ...]:
+    """Per-example input shape: a feature vector for tabular models, a 1-channel image for
+    image models."""
+    if model_entry(plan.model.id).kind == "image":
+        size = plan.model.image_size or 64
+        return (size, size, 1)
+    return (plan.input_width,)
+
+
+def build_keras_model(plan: Plan) -> Any:
+    entry = model_entry(plan.model.id)
+    return entry.build(plan.model, model_input_shape(plan), plan.seeds.model_init)
+
+
+def _tff_optimizer(spec: OptimizerSpec) -> Any:
+    import tensorflow_federated as tff
+
+    if spec.name == "sgd":
+        return tff.learning.optimizers.build_sgdm(learning_rate=spec.learning_rate)
+    if spec.name == "sgdm":
+        return tff.learning.optimizers.build_sgdm(
+            learning_rate=spec.learning_rate, momentum=spec.momentum or 0.9
+        )
+    if spec.name == "adam":
+        return tff.learning.optimizers.build_adam(learning_rate=spec.learning_rate)
+    return tff.learning.optimizers.build_yogi(learning_rate=spec.learning_rate)
+
+
+def _input_spec(plan: Plan) -> Any:
+    import tensorflow as tf
+
+    return (
+        tf.TensorSpec((None, *model_input_shape(plan)), tf.float32),
+        tf.TensorSpec((None, 1), tf.float32),
+    )
+
+
+def build_learning_process(plan: Plan) -> Any:
+    """FedAvg weighted by examples, with the model delta and the weights summed through
+    `SecureSumFactory`: the update leaves `work` already clipped and quantized to integers,
+    ready for secure aggregation."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    model_entry(plan.model.id)  # fail fast with UnknownModel
+
+    def model_fn() -> Any:
+        return tff.learning.models.from_keras_model(
+            build_keras_model(plan),
+            loss=tf.keras.losses.BinaryCrossentropy(),
+            input_spec=_input_spec(plan),
+            metrics=[tf.keras.metrics.BinaryAccuracy()],
+        )
+
+    aggregator = tff.aggregators.MeanFactory(
+        value_sum_factory=tff.aggregators.SecureSumFactory(
+            upper_bound_threshold=float(plan.update_bound),
+            lower_bound_threshold=-float(plan.update_bound),
+        ),
+        weight_sum_factory=tff.aggregators.SecureSumFactory(
+            upper_bound_threshold=float(plan.max_examples_per_silo * plan.local_epochs),
+            lower_bound_threshold=0.0,
+        ),
+    )
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=_tff_optimizer(plan.client_optimizer),
+        server_optimizer_fn=_tff_optimizer(plan.server_optimizer),
+        model_aggregator=aggregator,
+    )
+
+
+@dataclass(frozen=True)
+class FederatedComputations:
+    """The MapReduceForm of one plan, as in-process graph computations."""
+
+    plan: Plan
+    initialize: GraphComputation
+    prepare: GraphComputation
+    work: GraphComputation
+    zero: GraphComputation
+    accumulate: GraphComputation
+    merge: GraphComputation
+    report: GraphComputation
+    update: GraphComputation
+    secure_sum_bitwidths: tuple[int, ...]
+    has_max_input_sums: bool
+    has_modular_sums: bool
+    process: Any
+
+    @property
+    def fingerprint(self) -> str:
+        """One digest over every component, in a fixed order."""
+        digest = hashlib.sha256()
+        for name in ("initialize", *MRF_COMPONENTS):
+            digest.update(f"{name}={getattr(self, name).fingerprint};".encode())
+        digest.update(repr(self.secure_sum_bitwidths).encode())
+        return digest.hexdigest()
+
+    @property
+    def work_parts(self) -> list[int]:
+        """Leaf counts of work's outputs: [for accumulate, bitwidth sums, max-input sums,
+        modular sums]."""
+        return split_counts(self.work.type_signature.result)
+
+    @property
+    def state_size(self) -> int:
+        return count_leaves(self.update.type_signature.result[0])
+
+    @property
+    def model_weight_count(self) -> int:
+        return count_leaves(self.update.type_signature.result[0][0])
+
+    def model_weights(self, state: list[np.ndarray]) -> list[np.ndarray]:
+        """Trainable then non-trainable weights, read from the server state."""
+        return state[: self.model_weight_count]
+
+
+def _graph(computation: Any) -> GraphComputation:
+    import tensorflow_federated as tff
+
+    return GraphComputation(tff.framework.serialize_computation(computation))
+
+
+@functools.lru_cache(maxsize=8)
+def build_federated_computations(plan: Plan) -> FederatedComputations:
+    """Deterministic: the same plan gives byte-identical graphs in every process."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    # TFF's tracing leaves unused assert ops that TF reports at ERROR level; they are noise.
+    tf.get_logger().setLevel(logging.CRITICAL)
+    process = build_learning_process(plan)
+    mrf = tff.backends.mapreduce.get_map_reduce_form_for_computation(process.next)
+    initialize = tff.backends.mapreduce.get_state_initialization_computation(process.initialize)
+    bitwidth_values = _graph(mrf.secure_sum_bitwidth)()
+    components = {name: _graph(getattr(mrf, name)) for name in MRF_COMPONENTS}
+    has_max_input = len(flatten_tensor_types(mrf.secure_sum_max_input.type_signature.result)) > 0
+    has_modular = len(flatten_tensor_types(mrf.secure_modular_sum_modulus.type_signature.result)) > 0
+    return FederatedComputations(
+        plan=plan,
+        initialize=_graph(initialize),
+        secure_sum_bitwidths=tuple(int(b) for b in bitwidth_values),
+        has_max_input_sums=has_max_input,
+        has_modular_sums=has_modular,
+        process=process,
+        **components,
+    )

@@ -1,0 +1,75 @@
+"""The startup kit a coordinator hands each hospital: `silo.yaml` plus the silo's
+certificate, key and the federation's CA. The schema lives here because the aggregator
+writes it and the silo reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from healthfed_common.errors import HealthFedError
+
+
+class ConfigInvalid(HealthFedError, ValueError):
+    code = "CONFIG_INVALID"
+
+
+class TLSFiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ca_certificate: Path = Field(description="The federation CA bundle (PEM) that signs every node.")
+    certificate: Path = Field(description="This node's certificate (PEM).")
+    private_key: Path = Field(description="This node's private key (PEM, keep mode 0600).")
+
+
+class SiloConfig(BaseModel):
+    """`silo.yaml`: everything a silo needs to join. Relative paths are relative to the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    silo_id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{1,62}$", description="Must equal the certificate's CN.")
+    federation: str = Field(description="Name of the federation this kit belongs to.")
+    aggregator_address: str = Field(description="host:port of the aggregator (outbound connection).")
+    aggregator_tls_name: str = Field(
+        default="healthfed-aggregator", description="Name the aggregator certificate is checked against."
+    )
+    tls: TLSFiles
+    state_dir: Path = Field(default=Path("silo-state"), description="Local database, audit log and dataset store.")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="Pause between polls when idle.")
+    max_backoff_s: float = Field(default=60.0, gt=0, description="Cap of the retry backoff when unreachable.")
+    policy_file: Path | None = Field(default=None, description="Local approval policy (YAML); none = manual approval.")
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path)
+
+
+def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigInvalid(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigInvalid(f"{path}: not valid YAML ({error})") from None
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigInvalid(f"{path}: {problems}") from None
+
+
+def load_silo_config(path: Path) -> SiloConfig:
+    config = load_yaml_model(path, SiloConfig)
+    assert isinstance(config, SiloConfig)
+    base = path.parent.resolve()
+    return config.model_copy(
+        update={
+            "tls": TLSFiles(
+                ca_certificate=_resolve(base, config.tls.ca_certificate),
+                certificate=_resolve(base, config.tls.certificate),
+                private_key=_resolve(base, config.tls.private_key),
+            ),
+            "state_dir": _resolve(base, config.state_dir),
+            "policy_file": _resolve(base, config.policy_file) if config.policy_file else None,
+        }
+    )

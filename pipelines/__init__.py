@@ -1,0 +1,1 @@
+"""Training pipelines a coordinator runs: the local demo, Fed-Heart-Disease, imaging."""

@@ -1,0 +1,36 @@
+"""`silo-node`: the command hospital IT runs. Each subcommand lives in its own module in
+this package and exposes `register(subparsers)`; no business logic lives here.
+
+Exit codes: 0 success, 1 operation refused or failed (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = ("run", "ledger")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="silo-node",
+        description="HealthFed hospital silo node: registers local datasets behind a "
+        "de-identification and minimisation layer, approves training plans, and trains "
+        "with the federation over outbound mutual-TLS connections only.",
+        epilog="Exit codes: 0 ok, 1 refused/failed, 2 usage error.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"silo_node.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""`silo-node run`: join the federation and train when plans are approved."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from healthfed_common.errors import HealthFedError
+from healthfed_common.startup_kit import load_silo_config
+from silo_node.connection import AggregatorConnection, AggregatorRefused
+from silo_node.node import open_silo_services
+from silo_node.runner import SiloRunner
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="connect to the aggregator (outbound only) and take part in approved plans",
+        description="Polls the aggregator over mutual TLS for work. Each task is checked against this "
+        "hospital's rules (plan approval, feature allow-lists, privacy budget, the computation built "
+        "locally from the plan) before any record is read. Stop with Ctrl-C or SIGTERM.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="silo.yaml from the startup kit")
+    parser.add_argument("--exit-when-finished", action="store_true",
+                        help="exit once the aggregator reports the plan finished (for scripted runs)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_silo_config(args.config)
+    except HealthFedError as error:
+        print(f"silo-node run: {error}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s silo {config.silo_id} %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    services = open_silo_services(config)
+    connection = AggregatorConnection(config)
+    try:
+        SiloRunner(services, connection, config.poll_interval_s).serve(stop, args.exit_when_finished)
+    except AggregatorRefused as refused:
+        print(f"silo-node run: the aggregator refused this silo: {refused}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+        services.close()
+    return 0

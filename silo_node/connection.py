@@ -1,0 +1,70 @@
+"""The silo's only network path: an outbound gRPC channel to the aggregator with mutual
+TLS, retried with capped exponential backoff and jitter when the aggregator is unreachable."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import grpc
+
+from healthfed_common.startup_kit import SiloConfig
+from healthfed_common.wire import codec
+from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METHOD
+
+log = logging.getLogger("healthfed.silo.connection")
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class AggregatorRefused(PermissionError):
+    """The aggregator refused this silo (revoked, not enrolled, identity mismatch...)."""
+
+
+class AggregatorConnection:
+    def __init__(self, config: SiloConfig, call_timeout_s: float = 60.0) -> None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=config.tls.ca_certificate.read_bytes(),
+            private_key=config.tls.private_key.read_bytes(),
+            certificate_chain=config.tls.certificate.read_bytes(),
+        )
+        self._channel = grpc.secure_channel(
+            config.aggregator_address,
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", config.aggregator_tls_name),
+                ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._poll = self._channel.unary_unary(f"/{SERVICE_NAME}/{POLL_METHOD}")
+        self._submit = self._channel.unary_unary(f"/{SERVICE_NAME}/{SUBMIT_METHOD}")
+        self._timeout = call_timeout_s
+        self._max_backoff = config.max_backoff_s
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, message: Any, *, retry_until: float | None) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                return codec.decode(method(codec.encode(message), timeout=self._timeout))
+            except grpc.RpcError as error:
+                status = error.code()
+                if status in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                    raise AggregatorRefused(error.details() or str(status)) from None
+                if status not in _RETRYABLE or (retry_until is not None and time.time() >= retry_until):
+                    raise
+                sleep = min(delay, self._max_backoff) * random.uniform(0.5, 1.0)
+                log.info("aggregator unreachable (%s); retrying in %.1fs", status.name, sleep)
+                time.sleep(sleep)
+                delay *= 2
+
+    def poll(self, message: Any, retry_until: float | None = None) -> Any:
+        return self._call(self._poll, message, retry_until=retry_until)
+
+    def submit(self, message: Any, retry_until: float | None = None) -> Any:
+        return self._call(self._submit, message, retry_until=retry_until)

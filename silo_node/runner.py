@@ -1,0 +1,202 @@
+"""The silo's work loop: poll the aggregator, check each task against local rules, run the
+locally built computation on the minimised view, record what leaves, and answer.
+
+Checks, in order, before any data is touched: the plan hashes to what was announced; the
+data steward (or local policy) approved it; the model and features can be built and are
+within the dataset's allow-list; the computation built here has the announced fingerprint.
+Refusals carry a stable code and a message written here, never exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from healthfed_common import __version__
+from healthfed_common.client_data import training_dataset_factory
+from healthfed_common.errors import HealthFedError, PlanInvalid, UnknownModel
+from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
+from healthfed_common.plan import Plan, parse_plan
+from healthfed_common.wire import codec
+from healthfed_common.wire.messages import (
+    Ack,
+    EvaluateResult,
+    EvaluateTask,
+    PlanFinished,
+    PollRequest,
+    Refusal,
+    TrainResult,
+    TrainTask,
+    Wait,
+)
+
+log = logging.getLogger("healthfed.silo")
+
+
+class TaskRefused(Exception):
+    """Internal: a task this silo will not run, with the code and safe message to send."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class SiloServices:
+    """The local components the runner consults; built by the `run` command."""
+
+    silo_id: str
+    registry: Any
+    approvals: Any
+    egress: Any
+    audit: Any = None
+    ledger: Any = None
+
+
+class SiloRunner:
+    def __init__(self, services: SiloServices, connection: Any, poll_interval_s: float = 2.0) -> None:
+        self._services = services
+        self._connection = connection
+        self._poll_interval = poll_interval_s
+        self.tasks_done = 0
+
+    def _audit(self, event_kind: str, outcome: str = "success", **detail: Any) -> None:
+        if self._services.audit is not None:
+            self._services.audit.record(event_kind, actor=self._services.silo_id, outcome=outcome, detail=detail)
+
+    def serve(self, stop: threading.Event, exit_when_finished: bool = False) -> None:
+        silo_id = self._services.silo_id
+        log.info("silo %s polling the aggregator", silo_id)
+        while not stop.is_set():
+            response = self._connection.poll(PollRequest(silo_id, __version__))
+            if isinstance(response, TrainTask):
+                self._answer(response, self._train)
+            elif isinstance(response, EvaluateTask):
+                self._answer(response, self._evaluate)
+            elif isinstance(response, PlanFinished):
+                log.info("plan %s finished after %d rounds", response.plan_hash[:12], response.rounds_completed)
+                if exit_when_finished:
+                    return
+                stop.wait(self._poll_interval)
+            elif isinstance(response, Wait):
+                stop.wait(min(max(response.retry_after_s, 0.1), 30.0))
+
+    def _answer(self, task: TrainTask | EvaluateTask, handler: Any) -> None:
+        silo_id = self._services.silo_id
+        round_number = getattr(task, "round", 0)
+        try:
+            answer = handler(task)
+        except Exception as error:  # a silo answers every task; it never dies on one
+            refusal = error if isinstance(error, TaskRefused) else TaskRefused(
+                "SILO_INTERNAL_ERROR", f"the silo failed while running the task ({type(error).__name__}); see its log"
+            )
+            if not isinstance(error, TaskRefused):
+                log.exception("task %s failed", task.task_id)
+            log.warning("refusing %s: %s %s", task.task_id, refusal.code, refusal.message)
+            self._audit("round.refused", outcome="minor_failure", plan_hash=task.plan_hash,
+                        round=round_number, code=refusal.code)
+            answer = Refusal(silo_id, task.task_id, task.plan_hash, round_number, refusal.code, refusal.message)
+        payload = codec.encode(answer)
+        if not isinstance(answer, Refusal):
+            self._services.egress.record(task.plan_hash, round_number, type(answer).__name__, payload, "aggregator")
+            self._audit("payload.released", plan_hash=task.plan_hash, round=round_number,
+                        kind=type(answer).__name__, bytes=len(payload), recipient="aggregator")
+        ack = self._connection.submit(answer)
+        if isinstance(ack, Ack) and not ack.accepted:
+            log.warning("aggregator did not accept %s: %s %s", task.task_id, ack.code, ack.message)
+        self.tasks_done += 1
+
+    # -- checks shared by both task kinds ---------------------------------------------
+    def _checked_plan(self, plan_json: bytes, plan_hash: str) -> Plan:
+        try:
+            plan = parse_plan(plan_json, source="received plan")
+        except PlanInvalid:
+            raise TaskRefused("PLAN_INVALID", "the plan does not satisfy this silo's plan schema") from None
+        if plan.plan_hash != plan_hash:
+            raise TaskRefused("PLAN_HASH_MISMATCH", "the plan does not hash to the announced plan_hash")
+        decision = self._services.approvals.consider(plan)
+        if not decision.approved:
+            raise TaskRefused(decision.code, decision.reason)
+        return plan
+
+    def _view(self, plan: Plan, subset: str) -> Any:
+        try:
+            return self._services.registry.training_view(plan.dataset, plan, subset)
+        except HealthFedError as error:
+            raise TaskRefused(error.code, _safe_message(error)) from None
+        except (LookupError, PermissionError, ValueError) as error:
+            code = getattr(error, "code", type(error).__name__.upper())
+            raise TaskRefused(str(code), _safe_message(error)) from None
+
+    def _computations(self, plan: Plan) -> FederatedComputations:
+        try:
+            return build_federated_computations(plan)
+        except UnknownModel:
+            raise TaskRefused("UNKNOWN_MODEL", f"model id {plan.model.id!r} is not in this silo's registry") from None
+        except Exception as error:  # any build failure is a refusal, recorded, never a crash
+            log.exception("could not build the plan's computation")
+            raise TaskRefused("PLAN_UNBUILDABLE", f"this silo cannot build the plan's model ({type(error).__name__})") from None
+
+    # -- the two task kinds ----------------------------------------------------------
+    def _train(self, task: TrainTask) -> TrainResult:
+        plan = self._checked_plan(task.plan_json, task.plan_hash)
+        self._audit("round.joined", plan_hash=task.plan_hash, round=task.round)
+        view = self._view(plan, "train")
+        computations = self._computations(plan)
+        if computations.fingerprint != task.fingerprint:
+            raise TaskRefused(
+                "FINGERPRINT_MISMATCH",
+                "the computation announced by the aggregator differs from the one this silo built from the plan",
+            )
+        began = time.time()
+        outputs = computations.work(
+            list(task.client_input),
+            [training_dataset_factory(view.features, view.labels, plan, task.round)],
+        )
+        metrics_count, secure_count = computations.work_parts[:2]
+        log.info("round %d: trained on %d records in %.1fs", task.round, len(view.labels), time.time() - began)
+        return TrainResult(
+            silo_id=self._services.silo_id, task_id=task.task_id, plan_hash=task.plan_hash, round=task.round,
+            metrics_part=tuple(outputs[:metrics_count]),
+            secure_parts=tuple(outputs[metrics_count : metrics_count + secure_count]),
+        )
+
+    def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
+        plan = self._checked_plan(task.plan_json, task.plan_hash)
+        view = self._view(plan, "test")
+        metrics = evaluate_weights(plan, list(task.model_weights), view.features, view.labels)
+        return EvaluateResult(self._services.silo_id, task.task_id, task.plan_hash, int(len(view.labels)), metrics)
+
+
+def evaluate_weights(plan: Plan, weights: list[np.ndarray], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Loss, accuracy and AUC of the given model weights on local data, released as
+    allow-listed aggregate metrics only."""
+    import tensorflow as tf
+
+    model = build_keras_model(plan)
+    try:
+        model.set_weights(weights)
+    except ValueError:
+        raise TaskRefused("WEIGHTS_MISMATCH", "the model weights do not fit the plan's model") from None
+    model.compile(
+        loss=tf.keras.losses.BinaryCrossentropy(),
+        metrics=[tf.keras.metrics.BinaryAccuracy(name="accuracy"), tf.keras.metrics.AUC(name="auc")],
+    )
+    if len(labels) == 0:
+        raise TaskRefused("NO_EVALUATION_DATA", "this silo has no held-out records for evaluation")
+    values = model.evaluate(features, labels, batch_size=256, verbose=0, return_dict=True)
+    return {name: float(value) for name, value in values.items()}
+
+
+def _safe_message(error: BaseException) -> str:
+    """Data-layer errors name features and policies, never record values (their messages are
+    written by HealthFed, not copied from data); anything else gets a generic message."""
+    if isinstance(error, HealthFedError) or getattr(error, "code", None):
+        return str(error)[:500]
+    return f"the dataset cannot serve this plan ({type(error).__name__})"
