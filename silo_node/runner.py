@@ -120,9 +120,13 @@ class SiloRunner:
             raise TaskRefused("PLAN_INVALID", "the plan does not satisfy this silo's plan schema") from None
         if plan.plan_hash != plan_hash:
             raise TaskRefused("PLAN_HASH_MISMATCH", "the plan does not hash to the announced plan_hash")
-        decision = self._services.approvals.consider(plan)
+        try:
+            dataset_policy = self._services.registry.policy(plan.dataset)
+        except LookupError:
+            raise TaskRefused("DATASET_NOT_FOUND", f"this silo has no dataset registered as {plan.dataset!r}") from None
+        decision = self._services.approvals.consider(plan, dataset_policy)
         if not decision.approved:
-            raise TaskRefused(decision.code, decision.reason)
+            raise TaskRefused(decision.reason, decision.message)
         return plan
 
     def _view(self, plan: Plan, subset: str) -> Any:

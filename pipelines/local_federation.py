@@ -1,0 +1,169 @@
+"""A whole federation on this machine, as separate OS processes on loopback: one
+`aggregator run` and one `silo-node run` per hospital, each from its own startup kit.
+
+Used by `make demo`, the pipelines and the end-to-end tests. Every process is started in
+its own process group and the whole group is killed on exit, so nothing outlives the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from aggregator.provisioning import Federation, provision_federation
+
+Printer = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+@dataclass
+class Member:
+    name: str
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+
+class LocalFederation:
+    def __init__(self, work_dir: Path, silo_ids: list[str], *, federation: str = "local-demo",
+                 printer: Printer | None = print) -> None:
+        self.work_dir = work_dir
+        self.silo_ids = list(silo_ids)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._printer = printer
+        self.members: dict[str, Member] = {}
+        self.federation: Federation = provision_federation(work_dir / "federation", federation, self.silo_ids, self.address)
+
+    # -- setting up silos -------------------------------------------------------------
+    def kit(self, silo_id: str) -> Path:
+        return self.federation.kits[silo_id]
+
+    def state_dir(self, silo_id: str) -> Path:
+        return self.kit(silo_id) / "state"
+
+    def set_approval_policy(self, silo_id: str, policy: dict[str, Any]) -> None:
+        kit = self.kit(silo_id)
+        (kit / "approval-policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+        config_path = kit / "silo.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["policy_file"] = "approval-policy.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def silo_cli(self, silo_id: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs a `silo-node` subcommand against this silo's state, as hospital IT would."""
+        result = subprocess.run(
+            _command("silo_node.cli.main", *args, "--state-dir", str(self.state_dir(silo_id))),
+            capture_output=True, text=True, env=self._env(),
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"silo-node {' '.join(args)} failed for {silo_id}:\n{result.stdout}{result.stderr}")
+        return result
+
+    def register_dataset(self, silo_id: str, name: str, export: Path, policy: dict[str, Any], kind: str = "tabular") -> str:
+        policy_path = self.kit(silo_id) / f"{name}-policy.yaml"
+        policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+        return self.silo_cli(silo_id, "data", "add", name, str(export), "--kind", kind, "--policy", str(policy_path)).stdout
+
+    # -- running ------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start(self, name: str, command: list[str]) -> Member:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self._env(),
+            start_new_session=True,
+        )
+        member = Member(name, process)
+        threading.Thread(target=self._pump, args=(member, process.stdout), daemon=True).start()
+        self.members[name] = member
+        return member
+
+    def _pump(self, member: Member, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            line = line.rstrip("\n")
+            member.lines.append(line)
+            if self._printer and _worth_showing(member.name, line):
+                self._printer(f"[{member.name}] {line}")
+
+    def start_aggregator(self, plan_path: Path, out_dir: Path, linger_s: float = 3.0) -> Member:
+        return self._start("aggregator", _command(
+            "aggregator.cli.main", "run", "--config", str(self.federation.aggregator_config),
+            "--plan", str(plan_path), "--out", str(out_dir), "--linger", str(linger_s),
+        ))
+
+    def start_silo(self, silo_id: str) -> Member:
+        return self._start(silo_id, _command(
+            "silo_node.cli.main", "run", "--config", str(self.kit(silo_id) / "silo.yaml"), "--exit-when-finished",
+        ))
+
+    def wait(self, name: str, timeout_s: float) -> int:
+        return self.members[name].process.wait(timeout=timeout_s)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.members[name].process
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for member in self.members.values():
+            if member.process.poll() is None:
+                try:
+                    os.killpg(member.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.time() + 10
+        for member in self.members.values():
+            try:
+                member.process.wait(timeout=max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # the whole group, including anything a child spawned
+                os.killpg(member.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            member.process.wait(timeout=10)
+
+    def run_report(self, out_dir: Path) -> dict[str, Any]:
+        return json.loads((out_dir / "run-report.json").read_text())
+
+
+def _worth_showing(name: str, line: str) -> bool:
+    if name == "aggregator":
+        return not line.startswith("20") or " ERROR " in line or " WARNING " in line
+    return " WARNING " in line or " ERROR " in line or "refus" in line or "round" in line and "trained" in line
+
+
+@contextmanager
+def local_federation(work_dir: Path, silo_ids: list[str], **kwargs: Any) -> Iterator[LocalFederation]:
+    federation = LocalFederation(work_dir, silo_ids, **kwargs)
+    try:
+        yield federation
+    finally:
+        federation.stop_all()
