@@ -71,3 +71,27 @@ def populate(log: AuditLog, rounds: int = 3) -> None:
                detail={"reason": "certificate revoked"})
     log.record("round.refused", actor="silo:st-marys", outcome="minor_failure",
                detail={"plan_hash": plan, "round": rounds + 1, "reason": "budget exhausted"})
+
+
+PROCESSING_RECORD = """\
+controller:
+  name: St Mary's Hospital NHS Trust
+  contact: dpo@st-marys.example
+  dpo_contact: Data Protection Officer, dpo@st-marys.example
+purpose: Federated training of a sepsis early-warning model (research, Art. 9(2)(j))
+data_subject_categories: [adult ICU patients]
+data_categories: [vital signs, laboratory results, age band]
+recipients: [HealthFed aggregator (masked model updates only)]
+retention: Audit records 6 years; model updates are not retained by the silo
+security_measures: [mTLS with federation CA, secure aggregation, record-level DP-SGD]
+transfers:
+  - destination: Research partner, Geneva (CH)
+    safeguards: EU adequacy decision for Switzerland
+"""
+
+
+def write_processing_record(node: Path, text: str = PROCESSING_RECORD) -> Path:
+    """Put a GDPR Art. 30 record in the node directory."""
+    path = node / "processing-record.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""The `compliance` command: one module per subcommand, no business logic here."""

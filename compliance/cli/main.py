@@ -1,0 +1,50 @@
+"""Entry point of the `compliance` console script (see pyproject.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from compliance.cli import export, show, verify
+from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_USAGE
+from compliance.errors import ComplianceError
+
+DESCRIPTION = """\
+HealthFed compliance tools for a node's tamper-evident audit log: verify it, list its
+events, and export audit reports for regulators (PDF, HTML, CSV, FHIR R4).
+Run `compliance COMMAND --help` for each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per module."""
+    parser = argparse.ArgumentParser(
+        prog="compliance", description=DESCRIPTION, epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in (verify, export, show):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (documented in --help)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except ComplianceError as exc:
+        print(f"compliance: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as exc:
+        print(f"compliance: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The report as sections of simple blocks (paragraphs, key/value lists, tables, the chart).
+
+Why an intermediate layout: the PDF and HTML reports must show the same words and numbers;
+building the text once here leaves each renderer only typography.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from compliance.events import EVENT_KINDS
+from compliance.report.data import SECTIONS, ReportData
+from compliance.signing import fingerprint
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    emphasis: bool = False
+
+
+@dataclass(frozen=True)
+class KeyValues:
+    rows: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    caption: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    empty: str = "None in this period."
+
+
+@dataclass(frozen=True)
+class HashList:
+    label: str
+    hashes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Placeholder for the privacy chart; each renderer embeds it in its own way."""
+
+    caption: str
+
+
+Block = Union[Paragraph, KeyValues, Table, HashList, Chart]
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    blocks: tuple[Block, ...] = field(default_factory=tuple)
+
+
+def short(value: str, length: int = 16) -> str:
+    """A long hex value cut for tables (full values appear in the integrity section/CSV)."""
+    return value if len(value) <= length else value[:length] + "…"
+
+
+def title_block(data: ReportData) -> tuple[str, str]:
+    """Report title and subtitle."""
+    return (
+        f"HealthFed audit report — {data.origin}",
+        f"Period {data.period.label_from} to {data.period.label_to} · generated "
+        f"{data.generated_at}",
+    )
+
+
+def build_sections(data: ReportData) -> list[Section]:
+    """All sections, in the order of `SECTIONS`."""
+    sections = [
+        _scope(data), _integrity(data), _events(data), _flagged(data), _privacy(data),
+        _rounds(data), _gdpr(data), _hipaa(data),
+    ]
+    assert tuple(s.title for s in sections) == SECTIONS
+    return sections
+
+
+def _scope(data: ReportData) -> Section:
+    return Section(SECTIONS[0], (
+        KeyValues((
+            ("Node (origin)", data.origin),
+            ("Node state directory", data.node_dir),
+            ("Audit log file", data.db_path),
+            ("Period requested", f"{data.period.label_from} to {data.period.label_to}"),
+            ("Period covered (UTC)", f"{data.period.start_text} ≤ recorded < {data.period.end_text}"),
+            ("Events in period", str(len(data.events))),
+            ("Entries in the whole log", str(data.log_size)),
+            ("Report generated (UTC)", data.generated_at),
+        )),
+        Paragraph(
+            "This report is computed from the node's tamper-evident audit log: an RFC 9162 "
+            "Merkle tree over canonical-JSON entries with an Ed25519-signed checkpoint after "
+            "every entry. Entries carry the fields of a FHIR R4 AuditEvent."
+        ),
+    ))
+
+
+def _integrity(data: ReportData) -> Section:
+    integrity = data.integrity
+    blocks: list[Block] = [
+        Paragraph(f"Verification result: {integrity.summary}", emphasis=True),
+    ]
+    if integrity.first_bad_index is not None:
+        blocks.append(Paragraph(
+            f"Entries from index {integrity.first_bad_index} on cannot be trusted; the "
+            "figures below are computed from the log as stored and are not evidence."
+        ))
+    rows: list[tuple[str, str]] = [
+        ("Trusted key (SHA-256 of Ed25519 public key)", integrity.key_fingerprint),
+        ("Trusted key taken from", integrity.key_source),
+    ]
+    latest = integrity.latest
+    if latest is not None:
+        rows += [
+            ("Latest checkpoint: origin", latest.origin),
+            ("Latest checkpoint: tree size", str(latest.size)),
+            ("Latest checkpoint: root hash", latest.root_hash),
+            ("Latest checkpoint: signed at", latest.timestamp),
+            ("Latest checkpoint: Ed25519 signature", latest.signature.hex()),
+            ("Latest checkpoint: public key", latest.public_key.hex()),
+            ("Latest checkpoint: key fingerprint", fingerprint(latest.public_key)),
+        ]
+    else:
+        rows.append(("Latest checkpoint", "none verified"))
+    blocks.append(KeyValues(tuple(rows)))
+    blocks.append(Paragraph(
+        "Signed message = 'healthfed/audit-checkpoint/v1\\n' + canonical JSON of {origin, "
+        "size, root_hash, timestamp}. Proofs follow RFC 9162 §2.1.3–2.1.4 (leaf = "
+        "SHA-256(0x00‖entry), node = SHA-256(0x01‖left‖right)); each was verified when this "
+        "report was generated."
+    ))
+    for proof in integrity.proofs:
+        blocks.append(HashList(
+            f"{proof.label} — {'verified' if proof.verified else 'NOT verified'}"
+            + ("" if proof.hashes else " (empty proof)"),
+            proof.hashes,
+        ))
+    return Section(SECTIONS[1], tuple(blocks))
+
+
+def _events(data: ReportData) -> Section:
+    def display(kind: str) -> str:
+        definition = EVENT_KINDS.get(kind)
+        return f"{definition.type.code} {definition.type.display}" if definition else "?"
+
+    return Section(SECTIONS[2], (
+        Table("By type", ("Event kind", "FHIR AuditEvent.type", "Count"),
+              tuple((kind, display(kind), str(n)) for kind, n in data.by_kind)),
+        Table("By outcome", ("Outcome", "Count"),
+              tuple((o.replace("_", " "), str(n)) for o, n in data.by_outcome)),
+        Table("By actor (requesting agent)", ("Actor", "Count"),
+              tuple((a, str(n)) for a, n in data.by_actor)),
+    ))
+
+
+def _flagged(data: ReportData) -> Section:
+    rows = tuple(
+        (str(item.entry.index), item.entry.recorded, item.entry.kind,
+         item.entry.outcome_name.replace("_", " "), item.entry.actor, item.why,
+         str(item.entry.detail.get("reason", "")))
+        for item in data.flagged
+    )
+    return Section(SECTIONS[3], (
+        Paragraph("Refusals (connections, plans, rounds, revoked certificates), security "
+                  "events, and every event whose outcome was not success."),
+        Table("Refusals and security events", ("Entry", "Recorded (UTC)", "Kind", "Outcome",
+              "Actor", "Listed because", "Reason"), rows),
+    ))
+
+
+def _privacy(data: ReportData) -> Section:
+    rows = tuple(
+        (p.dataset, f"{p.epsilon_spent:.4g}", f"{p.epsilon_budget:.4g}",
+         f"{p.epsilon_remaining:.4g}" + (" EXCEEDED" if p.epsilon_remaining < 0 else ""),
+         f"{p.delta_budget:.3g}", f"{p.largest_delta:.3g}", str(p.charges_in_period))
+        for p in data.privacy
+    )
+    return Section(SECTIONS[4], (
+        Paragraph("Differential-privacy budget per dataset as of the end of the period, from "
+                  "the dp.charge events the node records before anything is released "
+                  "(ε spent is the privacy ledger's cumulative total)."),
+        Table("Privacy spent and remaining", ("Dataset", "ε spent", "ε budget", "ε remaining",
+              "δ budget", "largest δ per charge", "charges in period"), rows,
+              empty="No dp.charge events up to the end of the period."),
+        Chart("Cumulative ε spent per dataset over time; dashed lines are the budgets."),
+    ))
+
+
+def _rounds(data: ReportData) -> Section:
+    rows = tuple(
+        (short(r.plan_hash), str(r.round), r.status, ", ".join(r.participants) or "—",
+         "; ".join(r.reasons) or "—", r.first_recorded)
+        for r in data.rounds
+    )
+    return Section(SECTIONS[5], (
+        Table("Training rounds", ("Plan", "Round", "Status", "Participants", "Reasons",
+              "First event (UTC)"), rows),
+    ))
+
+
+def _gdpr(data: ReportData) -> Section:
+    record = data.processing_record
+    controller = record.controller
+    transfers = "; ".join(f"{t.destination} (safeguards: {t.safeguards})"
+                          for t in record.transfers) or "None"
+    return Section(SECTIONS[6], (
+        Paragraph("Record of processing activities under GDPR Art. 30(1), as declared in "
+                  "the node's processing-record.yaml."),
+        KeyValues((
+            ("Controller (Art. 30(1)(a))", f"{controller.name} — {controller.contact}"),
+            ("Representative", controller.representative or "—"),
+            ("Data protection officer", controller.dpo_contact or "—"),
+            ("Purpose of processing (b)", record.purpose),
+            ("Categories of data subjects (c)", "; ".join(record.data_subject_categories)),
+            ("Categories of personal data (c)", "; ".join(record.data_categories)),
+            ("Recipients (d)", "; ".join(record.recipients) or "None"),
+            ("Transfers to third countries (e)", transfers),
+            ("Retention (f)", record.retention),
+            ("Security measures (g)", "; ".join(record.security_measures)),
+        )),
+    ))
+
+
+def _hipaa(data: ReportData) -> Section:
+    rows = tuple(
+        (d.recorded, d.recipient, f"{d.kind}, {d.bytes} bytes", short(d.sha256),
+         f"{short(d.plan_hash, 12)} / {d.round}", str(d.index))
+        for d in data.disclosures
+    )
+    total = sum(d.bytes for d in data.disclosures)
+    return Section(SECTIONS[7], (
+        Paragraph("Accounting of disclosures (45 CFR §164.528 style): every payload that left "
+                  "the node in the period — date, recipient, description and purpose. Raw "
+                  "records never leave a silo; payloads are masked model updates or "
+                  "allow-listed aggregate metrics."),
+        KeyValues((
+            ("Purpose of disclosures", data.processing_record.purpose),
+            ("Disclosures in period", str(len(data.disclosures))),
+            ("Bytes disclosed in period", str(total)),
+        )),
+        Table("Disclosures", ("When (UTC)", "Recipient", "What", "SHA-256", "Plan / round",
+              "Entry"), rows),
+    ))
