@@ -88,6 +88,11 @@ class MalformedInput(DataLayerError, ValueError):
             self.code = code
 
 
+def tag_text(tag: int) -> str:
+    """A DICOM tag as people write it: (GGGG,EEEE)."""
+    return f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
+
+
 class InstanceRejected(DataLayerError, ValueError):
     """A DICOM instance cannot be used for training; `code` says why (one per reason)."""
 

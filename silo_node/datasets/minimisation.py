@@ -93,7 +93,7 @@ def _unhandled(findings: list[Finding], handled: dict[str, str]) -> None:
         )
 
 
-def _holdout(strata: pd.Series, fraction: float, seed: bytes) -> np.ndarray:
+def holdout(strata: pd.Series, fraction: float, seed: bytes) -> np.ndarray:
     """Deterministic stratified holdout: within each label value, a seeded permutation puts
     round(fraction * count) records in test."""
     rng = np.random.default_rng(int.from_bytes(seed[:8], "big"))
@@ -174,5 +174,5 @@ def minimise_table(
         table[SPLIT_COLUMN] = split.astype(str).to_numpy()
         outcomes.append(ColumnOutcome(policy.split.column, "kept", "train/test split"))
     else:
-        table[SPLIT_COLUMN] = _holdout(table[policy.label], policy.split.holdout_fraction, bytes.fromhex(content_sha256))
+        table[SPLIT_COLUMN] = holdout(table[policy.label], policy.split.holdout_fraction, bytes.fromhex(content_sha256))
     return table.reset_index(drop=True), outcomes, findings

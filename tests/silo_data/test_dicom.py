@@ -1,0 +1,226 @@
+"""DICOM ingestion: pydicom's own test files are each ingested or rejected with a specific
+reason, the Annex E Basic Profile holds attribute by attribute, UIDs are replaced
+consistently, burned-in annotation is quarantined and batches are all or nothing."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from silo_node.datasets.errors import DataLayerError, MalformedInput
+from silo_node.datasets.policy import DatasetPolicy
+from silo_node.datasets.registry import DatasetRegistry
+from silo_node.deid.annex_e_table import BASIC_PROFILE
+from silo_node.deid.dicom_deid import DicomDeidentifier
+
+from .plans import make_plan
+
+REASONS = {"NO_PIXEL_DATA", "NOT_DICOM", "PIXEL_DATA_UNDECODABLE", "DICOMDIR", "MULTI_FRAME",
+           "PHOTOMETRIC_UNSUPPORTED", "MALFORMED_TRUNCATED", "MALFORMED_DICOM"}
+SECRET = b"s" * 32
+
+
+def _folder(tmp_path: Path, files: list[Path], labels: list[str] | None = None, name: str = "in") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    rows = ["file,label"]
+    for index, source in enumerate(files):
+        target = f"{index:03d}_{source.name}"
+        shutil.copy(source, folder / target)
+        rows.append(f"{target},{(labels or ['1'])[index % len(labels or ['1'])]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _stored(state_dir: Path, name: str) -> list[Dataset]:
+    return [pydicom.dcmread(p) for p in sorted((state_dir / "datasets" / name / "instances").glob("*.dcm"))]
+
+
+def _testdata() -> list[Path]:
+    return sorted(p for p in map(Path, get_testdata_files()) if p.is_file())
+
+
+def test_every_pydicom_test_file_is_ingested_or_rejected_with_a_reason(registry: DatasetRegistry, tmp_path: Path) -> None:
+    outcomes: dict[str, str] = {}
+    for index, source in enumerate(_testdata()):
+        folder = _folder(tmp_path, [source], name=f"f{index}")
+        try:
+            report = registry.add(f"d{index}", folder, "dicom", None)
+            outcomes[source.name] = "ingested" if report.instances == {"ingested": 1} else str(report.instances)
+        except DataLayerError as error:  # anything else is a crash and fails the test
+            assert error.code in REASONS, (source.name, error.code)
+            assert str(folder) in str(error)
+            outcomes[source.name] = error.code
+    assert sum(v == "ingested" for v in outcomes.values()) >= 60
+    assert outcomes["CT_small.dcm"] == "ingested" and outcomes["MR_small.dcm"] == "ingested"
+    assert outcomes["rtplan.dcm"] == "NO_PIXEL_DATA"
+    assert outcomes["MR_truncated.dcm"] == "MALFORMED_TRUNCATED"
+    assert outcomes["rtdose.dcm"] == "MULTI_FRAME"
+    assert outcomes["README.txt"] == "NOT_DICOM"
+
+
+def test_a_rejected_batch_leaves_nothing_and_skip_mode_reports_reasons(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path
+) -> None:
+    files = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "MR_truncated.dcm")]
+    folder = _folder(tmp_path, files)
+    with pytest.raises(DataLayerError) as caught:
+        registry.add("batch", folder, "dicom", None)
+    assert caught.value.code == "NO_PIXEL_DATA" and "2 of 4 files unusable" in str(caught.value)
+    assert registry.list() == []
+    assert [p.name for p in (state_dir / "datasets").iterdir()] == ["deid-secret.key"]
+    policy = DatasetPolicy.from_document({"features": {"image": {"transforms": ["identity"]}}, "label": "label",
+                                          "dicom": {"on_reject": "skip"}})
+    report = registry.add("batch", folder, "dicom", policy)
+    assert report.instances == {"ingested": 2, "rejected: NO_PIXEL_DATA": 1, "rejected: MALFORMED_TRUNCATED": 1}
+
+
+def test_truncated_dicom_names_file_and_tag(registry: DatasetRegistry, tmp_path: Path) -> None:
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    (folder / "cut.dcm").write_bytes(data[: len(data) // 2])
+    (folder / "labels.csv").write_text("file,label\ncut.dcm,1\n")
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("cut", folder, "dicom", None)
+    assert caught.value.tag == "(7FE0,0010)" and caught.value.file == str(folder / "cut.dcm")
+    assert "(7FE0,0010)" in str(caught.value)
+
+
+def _value_for(vr: str, tag: int) -> object:
+    """A distinctive original value of the right VR for each profile attribute."""
+    token = f"{tag:08X}"
+    if vr == "SQ":
+        item = Dataset()
+        item.PatientName = f"Inner^{token}"
+        item.ReferencedSOPInstanceUID = f"1.2.3.{tag}"
+        return Sequence([item])
+    return {
+        "UI": f"1.2.826.0.1.{tag}", "DA": "20210314", "DT": "20210314101112", "TM": "101112", "AS": "047Y",
+        "IS": "7", "DS": "7.5", "US": 7, "SS": 7, "UL": 7, "SL": 7, "FL": 7.5, "FD": 7.5, "AT": 0x00100010,
+        "OB": b"ORIG" + token.encode(), "OW": b"ORIG" + token.encode(), "UN": b"ORIG" + token.encode(),
+        "UR": f"http://orig/{token}", "CS": f"C{token}", "AE": f"AE{token}",
+    }.get(vr, f"Original {token}")
+
+
+def _profile_dataset() -> Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for tag in BASIC_PROFILE:
+        try:
+            vr = dictionary_VR(tag).split(" ")[0]
+        except KeyError:
+            continue
+        ds.add_new(tag, vr, _value_for(vr, tag))
+    ds.add_new(0x00091001, "LO", "private secret")
+    ds.add_new(0x60003000, "OW", b"\x01\x02")
+    return ds
+
+
+def test_annex_e_attribute_by_attribute() -> None:
+    original = _profile_dataset()
+    ds = _profile_dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DicomDeidentifier(SECRET).deidentify(ds, file="profile")
+    checked = 0
+    for tag, action in BASIC_PROFILE.items():
+        if tag not in original:
+            continue
+        checked += 1
+        before = original[tag]
+        after = ds.get(tag)
+        name = keyword_for_tag(tag) or f"{tag:08X}"
+        if action in ("X", "X/Z", "X/D", "X/Z/D"):
+            assert after is None, name
+        elif action in ("Z", "Z/D"):
+            assert after is None or after.is_empty or (after.VR == "SQ" and len(after.value) == 0), name
+        elif action == "X/Z/U*":
+            inner = after.value[0] if after is not None and len(after.value) else Dataset()
+            assert inner.get("ReferencedSOPInstanceUID") != before.value[0].ReferencedSOPInstanceUID, name
+            assert "Inner" not in str(inner.get("PatientName", "")), name
+        else:  # D and U: replaced (or, for an undecodable UN value, removed), never the original
+            assert after is None or after.value != before.value, name
+            assert after is not None or before.VR == "UN", name
+            if before.VR == "SQ":
+                assert "Inner" not in str(after.value), name
+    assert checked > 550
+    assert 0x00091001 not in ds and 0x60003000 not in ds
+    assert ds.PatientIdentityRemoved == "YES"
+    assert [i.CodeValue for i in ds.DeidentificationMethodCodeSequence] == ["113100"]
+    assert ds.LongitudinalTemporalInformationModified == "REMOVED"
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID != original.SOPInstanceUID
+
+
+def test_retain_options() -> None:
+    ds = _profile_dataset()
+    options = ("patient_characteristics", "device_identity", "uids", "longitudinal_modified_dates")
+    DicomDeidentifier(SECRET, options).deidentify(ds, file="x")
+    original = _profile_dataset()
+    assert ds.PatientSex == original.PatientSex and ds.PatientAge == original.PatientAge
+    assert ds.DeviceSerialNumber == original.DeviceSerialNumber
+    assert ds.StudyInstanceUID == original.StudyInstanceUID
+    assert ds.StudyDate != original.StudyDate and len(ds.StudyDate) == 8  # shifted, not removed
+    assert ds.InstitutionName != original.InstitutionName if "InstitutionName" in ds else True
+    assert "PatientName" not in ds or not ds.PatientName
+    codes = {i.CodeValue for i in ds.DeidentificationMethodCodeSequence}
+    assert codes == {"113100", "113108", "113109", "113110", "113107"}
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_uids_replaced_consistently_within_the_silo(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    source = Path(get_testdata_file("CT_small.dcm"))
+    folder = _folder(tmp_path, [source, source], labels=["0", "1"])
+    second = pydicom.dcmread(folder / "001_CT_small.dcm")
+    second.SOPInstanceUID = second.SOPInstanceUID + ".2"
+    second.save_as(folder / "001_CT_small.dcm")
+    registry.add("ct", folder, "dicom", None)
+    stored = _stored(state_dir, "ct")
+    original = pydicom.dcmread(source)
+    assert len(stored) == 2
+    assert stored[0].StudyInstanceUID == stored[1].StudyInstanceUID != original.StudyInstanceUID
+    assert stored[0].SOPInstanceUID != stored[1].SOPInstanceUID
+    assert all(s.StudyInstanceUID.startswith("2.25.") for s in stored)
+    assert DicomDeidentifier(SECRET).replace_uid("1.2.3") != DicomDeidentifier(b"t" * 32).replace_uid("1.2.3")
+    for ds in stored:
+        assert "PatientName" not in ds or not ds.PatientName
+        assert not any(element.tag.is_private for element in ds)
+        assert ds.PatientIdentityRemoved == "YES"
+    blob = b"".join(p.read_bytes() for p in (state_dir / "datasets").rglob("*") if p.is_file())
+    assert str(original.PatientName).encode() not in blob and original.StudyInstanceUID.encode() not in blob
+
+
+def test_burned_in_annotation_is_quarantined(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    source = Path(get_testdata_file("CT_small.dcm"))
+    folder = _folder(tmp_path, [source, Path(get_testdata_file("MR_small.dcm"))], labels=["0", "1"])
+    burned = pydicom.dcmread(folder / "000_CT_small.dcm")
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(folder / "000_CT_small.dcm")
+    report = registry.add("mixed", folder, "dicom", None)
+    assert report.instances == {"ingested": 1, "quarantined: BURNED_IN_ANNOTATION": 1}
+    assert len(_stored(state_dir, "mixed")) == 1
+    assert "burned" not in str(report).lower() or "BURNED_IN_ANNOTATION" in str(report)
+
+
+def test_image_view(registry: DatasetRegistry, tmp_path: Path) -> None:
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG-lossy.dcm", "rtdose_1frame.dcm"]
+    files = [Path(get_testdata_file(n)) for n in names] * 2
+    folder = _folder(tmp_path, files, labels=["0", "1"])
+    policy = DatasetPolicy.from_document({"features": {"image": {"transforms": ["identity"]}}, "label": "label",
+                                          "dicom": {"on_reject": "skip", "image_size": 32}})
+    report = registry.add("img", folder, "dicom", policy)
+    plan = make_plan(model={"id": "small_cnn", "image_size": 16}, features=[{"name": "image", "transform": "identity"}],
+                     label={"name": "label", "positive_values": ["1"]})
+    train, test = registry.training_view("img", plan, "train"), registry.training_view("img", plan, "test")
+    assert train.n + test.n == report.records_kept
+    assert train.images.shape == (train.n, 16, 16, 1) and train.images.dtype == np.float32
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.labels.shape == (train.n, 1)
