@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("run", "ledger")
+COMMAND_MODULES = ("run", "data", "plans", "egress", "ledger")
 
 
 def build_parser() -> argparse.ArgumentParser:

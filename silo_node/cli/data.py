@@ -1,0 +1,129 @@
+"""`silo-node data`: register, list, show and remove the datasets this silo may train on.
+
+Also holds the two helpers every silo-node data-layer command shares: the --state-dir
+option and opening the silo database in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from silo_node.datasets.errors import DataLayerError
+from silo_node.datasets.policy import DatasetPolicy
+from silo_node.datasets.registry import DatasetRegistry
+from silo_node.storage import open_silo_db
+
+STATE_ENV = "HEALTHFED_SILO_STATE"
+DB_FILE = "silo.sqlite3"
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get(STATE_ENV, "silo-state")),
+        help=f"the silo's state folder (holds {DB_FILE} and the de-identified datasets); "
+        f"default: ${STATE_ENV} or ./silo-state",
+    )
+
+
+def open_db(args: argparse.Namespace) -> sqlite3.Connection:
+    return open_silo_db(Path(args.state_dir) / DB_FILE)
+
+
+def fail(error: DataLayerError) -> int:
+    print(f"refused [{error.code}]: {error}", file=sys.stderr)
+    return 1
+
+
+def _registry(args: argparse.Namespace) -> DatasetRegistry:
+    return DatasetRegistry(open_db(args), Path(args.state_dir) / "datasets")
+
+
+def _add(args: argparse.Namespace) -> int:
+    try:
+        policy = DatasetPolicy.from_yaml(args.policy) if args.policy else None
+        report = _registry(args).add(args.name, args.path, args.kind, policy, actor=args.actor)
+    except DataLayerError as error:
+        return fail(error)
+    print(report)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    infos = _registry(args).list()
+    if not infos:
+        print("no datasets registered (add one with: silo-node data add NAME PATH --kind tabular --policy FILE)")
+    for info in infos:
+        print(f"{info.name:<24} {info.kind:<8} {info.n_records:>8} records  {info.n_train:>7} train  "
+              f"{info.n_test:>6} test  registered {info.registered_at}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        info = _registry(args).show(args.name)
+    except DataLayerError as error:
+        return fail(error)
+    print(info)
+    print()
+    print("Ingestion report:")
+    print(info.report)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    try:
+        _registry(args).remove(args.name, actor=args.actor)
+    except DataLayerError as error:
+        return fail(error)
+    print(f"removed dataset {args.name!r} and its de-identified copy (the original export is untouched)")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    data = subparsers.add_parser(
+        "data", help="register and manage the datasets training may use",
+        description="Register hospital exports with the silo. Registration de-identifies the data "
+        "(HIPAA Safe Harbor for tables, DICOM PS3.15 Annex E for images), keeps only the columns "
+        "the policy allows, and stores that copy in the state folder; the original export is not "
+        "read again.",
+    )
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    add = commands.add_parser(
+        "add", help="register a CSV/Parquet file or a DICOM folder",
+        description="Register PATH as dataset NAME and print what was kept, generalised or dropped, "
+        "and why. Refused (exit 1, nothing stored) if the export carries identifiers the policy "
+        "does not handle, or is malformed (the message names the file and row or tag).",
+        epilog="Example: silo-node data add heart exports/heart.csv --kind tabular --policy heart-policy.yaml",
+    )
+    add.add_argument("name", metavar="NAME", help="dataset name used by training plans (letters, digits, _ . -)")
+    add.add_argument("path", metavar="PATH", type=Path, help="a .csv/.parquet file, or a folder of DICOM files")
+    add.add_argument("--kind", required=True, choices=["tabular", "dicom"], help="what PATH holds")
+    add.add_argument("--policy", type=Path, metavar="FILE",
+                     help="YAML dataset policy: allowed features, label, identifier handling "
+                     "(required for tabular; DICOM defaults to the Basic Profile and labels.csv)")
+    add.add_argument("--actor", default=os.environ.get("USER", "silo-node"), help="who registers it (for the record)")
+    add_state_dir(add)
+    add.set_defaults(func=_add)
+
+    listing = commands.add_parser("list", help="list registered datasets", description="List registered datasets.")
+    add_state_dir(listing)
+    listing.set_defaults(func=_list)
+
+    show = commands.add_parser("show", help="show one dataset and its ingestion report",
+                               description="Show a dataset's policy, stored columns, hashes and ingestion report.")
+    show.add_argument("name", metavar="NAME")
+    add_state_dir(show)
+    show.set_defaults(func=_show)
+
+    remove = commands.add_parser("remove", help="remove a dataset and its de-identified copy",
+                                 description="Forget a dataset and delete the silo's de-identified copy of it.")
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--actor", default=os.environ.get("USER", "silo-node"), help="who removes it (for the record)")
+    add_state_dir(remove)
+    remove.set_defaults(func=_remove)

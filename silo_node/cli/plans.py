@@ -1,0 +1,108 @@
+"""`silo-node plans`: review the training plans the federation has sent this silo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from silo_node.approvals import PlanApprovals
+from silo_node.cli.data import add_state_dir, fail, open_db
+from silo_node.datasets.errors import DataLayerError
+from silo_node.policy import ApprovalPolicy
+
+POLICY_FILE = "approval-policy.yaml"
+
+
+def _approvals(args: argparse.Namespace) -> PlanApprovals:
+    path = args.approval_policy or Path(args.state_dir) / POLICY_FILE
+    policy = ApprovalPolicy.from_yaml(path) if path.exists() else ApprovalPolicy()
+    return PlanApprovals(open_db(args), policy)
+
+
+def _list(args: argparse.Namespace) -> int:
+    records = _approvals(args).list()
+    if not records:
+        print("no plans received yet")
+    for r in records:
+        until = f" until {r.expires_at}" if r.expires_at else ""
+        print(f"{r.plan_hash[:16]}  {r.status:<8} {r.name:<24} received {r.received_at}"
+              f"{f'  {r.reason}' if r.reason else ''}{until}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        approvals = _approvals(args)
+        print(approvals.show(args.plan_hash))
+        print("\nDecisions:")
+        for at, event, actor, reason in approvals.history(approvals.record(args.plan_hash).plan_hash):
+            print(f"  {at}  {event:<9} by {actor}{f'  ({reason})' if reason else ''}")
+    except DataLayerError as error:
+        return fail(error)
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    expires = None if args.expires_in_days is None else datetime.now(timezone.utc) + timedelta(days=args.expires_in_days)
+    try:
+        approvals = _approvals(args)
+        approvals.approve(args.plan_hash, by=args.by, expires_at=expires)
+        record = approvals.record(args.plan_hash)
+    except DataLayerError as error:
+        return fail(error)
+    print(f"approved plan {record.name!r} ({record.plan_hash[:16]})" + (f" until {record.expires_at}" if record.expires_at else ""))
+    return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    try:
+        _approvals(args).reject(args.plan_hash, by=args.by, reason=args.reason)
+    except DataLayerError as error:
+        return fail(error)
+    print(f"rejected plan {args.plan_hash}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    plans = subparsers.add_parser(
+        "plans", help="review, approve or reject training plans",
+        description="Training plans arrive from the federation as pending. Nothing trains on this "
+        "silo's data until a plan is approved here (or by the local approval policy), and a plan "
+        "outside the approval policy is refused whoever approves it.",
+    )
+    commands = plans.add_subparsers(dest="plans_command", required=True, metavar="ACTION")
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        add_state_dir(parser)
+        parser.add_argument("--approval-policy", type=Path, metavar="FILE",
+                            help=f"node approval policy YAML (default: STATE_DIR/{POLICY_FILE}, else built-in limits)")
+
+    listing = commands.add_parser("list", help="list received plans and their status",
+                                  description="List received plans: pending, approved, rejected or expired.")
+    common(listing)
+    listing.set_defaults(func=_list)
+
+    show = commands.add_parser("show", help="explain a plan in plain words",
+                               description="Explain what the plan does, with which data, and what leaves the silo.")
+    show.add_argument("plan_hash", metavar="HASH", help="plan hash (the first 8+ characters are enough)")
+    common(show)
+    show.set_defaults(func=_show)
+
+    approve = commands.add_parser("approve", help="approve a plan",
+                                  description="Approve a plan so it may train on this silo's data until it expires.")
+    approve.add_argument("plan_hash", metavar="HASH")
+    approve.add_argument("--by", default=os.environ.get("USER", "data-steward"), help="who approves (recorded)")
+    approve.add_argument("--expires-in-days", type=float, metavar="DAYS",
+                         help="approval lifetime (default: the policy's approval_lifetime_days)")
+    common(approve)
+    approve.set_defaults(func=_approve)
+
+    reject = commands.add_parser("reject", help="reject a plan", description="Reject a plan; it will not run here.")
+    reject.add_argument("plan_hash", metavar="HASH")
+    reject.add_argument("--reason", default="REJECTED_BY_STEWARD", help="short reason code or words (recorded)")
+    reject.add_argument("--by", default=os.environ.get("USER", "data-steward"), help="who rejects (recorded)")
+    common(reject)
+    reject.set_defaults(func=_reject)
