@@ -10,6 +10,7 @@ policy auto-approves, and only until the approval expires. Every state change is
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ class PlanApprovals:
         rows = self._conn.execute("SELECT * FROM plans ORDER BY received_at, plan_hash").fetchall()
         return [self._record(row) for row in rows]
 
-    def history(self, plan_hash: str) -> list[tuple[str, str, str, str | None]]:
+    def history(self, plan_hash: str) -> builtins.list[tuple[str, str, str, str | None]]:
         """(at, event, actor, reason) for every decision about the plan, oldest first."""
         rows = self._conn.execute(
             "SELECT at, event, actor, reason FROM plan_decisions WHERE plan_hash = ? ORDER BY id", (plan_hash,)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from silo_node.datasets.errors import PolicyInvalid
@@ -130,10 +130,10 @@ class DatasetPolicy(_Strict):
         if self.label in self.features:
             raise ValueError(f"label {self.label!r} is also listed as a feature")
         for column, feature in self.features.items():
-            action = self.identifiers.get(column)
-            if action == "shift_days" and set(feature.transforms) != {"year"}:
+            handling = self.identifiers.get(column)
+            if handling == "shift_days" and set(feature.transforms) != {"year"}:
                 raise ValueError(f"{column!r}: a shifted date can only be used with transform year")
-            if action == "zip3" and set(feature.transforms) != {"one_hot"}:
+            if handling == "zip3" and set(feature.transforms) != {"one_hot"}:
                 raise ValueError(f"{column!r}: a 3-digit ZIP can only be used with one_hot")
         return self
 

@@ -8,7 +8,7 @@ numbers, never a frame it could ask for more columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -97,6 +97,3 @@ def tabular_view(name: str, frame: pd.DataFrame, plan: Plan, subset: str) -> Tra
     labels = positive_labels(frame[plan.label.name], plan.label.positive_values)[chosen]
     return TrainingView(name, subset, np.ascontiguousarray(features, dtype=np.float32), labels, tuple(names))
 
-
-def describe_shape(view: TrainingView) -> dict[str, Any]:
-    return {"n": view.n, "features": list(view.features.shape), "positives": int(view.labels.sum())}

@@ -165,7 +165,7 @@ class DicomDeidentifier:
 def _shift(value: Any, days: int) -> Any:
     """Shifts a DA or DT value (or several) by `days`; None when a value is not a date."""
     values = list(value) if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, str)) else [value]
-    shifted = []
+    shifted: list[str] = []
     for item in values:
         text = str(item).strip()
         if not text:
