@@ -108,7 +108,9 @@ class AuditLog:
         return self._public_key
 
     def root(self, size: int | None = None) -> bytes:
-        """Merkle root of the first `size` entries (all by default)."""
+        """Merkle root of the first `size` entries (all by default, including entries other
+        processes appended)."""
+        self._refresh()
         return self._tree.root(size)
 
     def record(

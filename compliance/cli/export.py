@@ -11,6 +11,7 @@ from compliance.cli.common import (
     EXIT_CODES_HELP,
     EXIT_INTEGRITY,
     EXIT_OK,
+    EXIT_USAGE,
     add_log_arguments,
     locate_log,
 )
@@ -78,13 +79,14 @@ def _default_actor() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    location = locate_log(args, args.parser)
-    if location.node is None:
+    node = locate_log(args, args.parser).node
+    if node is None:
         args.parser.error("export needs --node DIR (it reads the record of processing and "
                           "records the export in the node's log)")
+        return EXIT_USAGE
     period = parse_period(args.date_from, args.date_to)
     outcome = export_report(
-        location.node.root, period, args.format, args.out,
+        node.root, period, args.format, args.out,
         actor=args.actor or _default_actor(), public_key=args.public_key,
         witness_db=args.witness,
     )

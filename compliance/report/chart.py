@@ -19,14 +19,14 @@ def privacy_chart(privacy: Sequence[DatasetPrivacy], fmt: Literal["svg", "png"])
     """Cumulative ε per dataset (steps) against its budget (dashed), over time."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.backends.backend_svg import FigureCanvasSVG
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 3.6), dpi=110)
     axes = figure.add_subplot()
     for position, row in enumerate(privacy):
         colour = _COLOURS[position % len(_COLOURS)]
-        times = [t for t, _ in row.series]
+        times = [date2num(t) for t, _ in row.series]
         spent = [value for _, value in row.series]
         axes.step(times, spent, where="post", marker="o", color=colour, label=f"{row.dataset} ε spent")
         axes.axhline(row.epsilon_budget, color=colour, linestyle="--", linewidth=1,
