@@ -1,0 +1,282 @@
+"""DP-SGD client work: what runs inside the MapReduceForm's `work` on every silo.
+
+Contract: the same as TFF's model-delta client work (`ClientResult(update=initial - final
+trainable weights, update_weight)`), so it composes with
+`tff.learning.templates.compose_learning_process` and a (secure) mean aggregator.
+
+Why the graph does not depend on any silo's dataset size: the noise multiplier sigma and the
+expected batch size q*n differ per silo, but the client-work computation must be
+byte-identical on every silo (fingerprints are compared). So both reach the graph as data:
+each element of the client dataset is
+`OrderedDict(x=..., y=..., noise_multiplier=sigma, expected_batch_size=q*n)` (see
+`healthfed_common.dp.sampling`, which also does the Poisson sampling the accountant assumes).
+
+Per step: per-example gradients (one forward pass, vectorised backward via `tape.jacobian`
+with pfor, as tensorflow-privacy's vectorised optimizers do), each clipped to global L2 norm
+C with the formula of tensorflow-privacy's `GaussianSumQuery.preprocess_record`, batched
+(see `clip_per_example` for why not `vectorized_map` of the method itself), accumulated and
+noised through that query (N(0, (sigma*C)^2) per coordinate), and divided by the expected
+batch size (not the realised one: that would leak membership).
+
+Noise entropy: `GaussianSumQuery.get_noised_result` uses an unseeded `tf.random` op, whose
+values become a fixed function of the graph if anything sets a graph-level seed (TFF tracing,
+Keras, a test). Ours overrides only the noise source: stateless normals whose seed comes
+from a `NonDeterministicInts` op evaluated afresh at every step, so every run of the same
+serialized graph draws new noise.
+
+`update_weight` is the sum of the expected batch sizes over the round's steps (about
+local_epochs * n): example weighting without releasing the realised sample counts, so a
+small silo's (larger) noise is down-weighted in the federated mean.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dp_accounting
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
+
+PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+NOISE_MULTIPLIER_KEY = "noise_multiplier"
+EXPECTED_BATCH_SIZE_KEY = "expected_batch_size"
+
+
+def binary_crossentropy_per_example(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per-example loss for the registry's sigmoid-output binary classifiers."""
+    loss = tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.NONE)
+    return loss(y_true, y_pred)
+
+
+def _x_y_specs(input_spec: Any) -> tuple[Any, Any]:
+    if isinstance(input_spec, Mapping):
+        return input_spec["x"], input_spec["y"]
+    x_spec, y_spec = input_spec
+    return x_spec, y_spec
+
+
+def dp_element_spec(model_input_spec: Any) -> collections.OrderedDict[str, Any]:
+    """The element spec of a DP client dataset, given the model's `(x, y)` input spec."""
+    x_spec, y_spec = _x_y_specs(model_input_spec)
+    return collections.OrderedDict(
+        x=x_spec,
+        y=y_spec,
+        noise_multiplier=tf.TensorSpec([], tf.float32),
+        expected_batch_size=tf.TensorSpec([], tf.float32),
+    )
+
+
+def fresh_seed() -> tf.Tensor:
+    """A stateless-RNG seed drawn from run-time entropy (re-evaluated each time it runs)."""
+    return tf.raw_ops.NonDeterministicInts(shape=tf.constant([2], tf.int32), dtype=tf.int64)
+
+
+class RuntimeEntropyGaussianSumQuery(GaussianSumQuery):
+    """tensorflow-privacy's GaussianSumQuery (clip each record's global L2 norm, sum, add
+    N(0, stddev^2)), with the noise drawn from run-time entropy; see the module docstring."""
+
+    def get_noised_result(self, sample_state: Any, global_state: Any) -> tuple[Any, Any, Any]:
+        leaves = tf.nest.flatten(sample_state)
+        seeds = tf.random.experimental.stateless_split(fresh_seed(), num=len(leaves))
+        noised = [
+            leaf
+            + tf.random.stateless_normal(
+                tf.shape(leaf), seed=seeds[index], stddev=tf.cast(global_state.stddev, leaf.dtype),
+                dtype=leaf.dtype,
+            )
+            for index, leaf in enumerate(leaves)
+        ]
+        event = dp_accounting.GaussianDpEvent(global_state.stddev / global_state.l2_norm_clip)
+        return tf.nest.pack_sequence_as(sample_state, noised), global_state, event
+
+
+def dp_sgd_gradient(
+    per_example_grads: list[tf.Tensor],
+    *,
+    l2_norm_clip: float | tf.Tensor,
+    noise_multiplier: tf.Tensor,
+    expected_batch_size: tf.Tensor,
+) -> list[tf.Tensor]:
+    """(sum_i clip(g_i) + N(0, (sigma*C)^2 I)) / expected_batch_size, over the leading axis.
+
+    Public so tests and the benchmark exercise exactly the code the client work runs."""
+    clip = tf.cast(l2_norm_clip, tf.float32)
+    query = RuntimeEntropyGaussianSumQuery(clip, tf.cast(noise_multiplier, tf.float32) * clip)
+    global_state = query.initial_global_state()
+    params = query.derive_sample_params(global_state)
+    template = [tf.TensorSpec(g.shape[1:], g.dtype) for g in per_example_grads]
+    clipped = clip_per_example(per_example_grads, params)
+    sample_state = query.initial_sample_state(template)
+    sample_state = query.accumulate_preprocessed_record(
+        sample_state, [tf.reduce_sum(c, axis=0) for c in clipped]
+    )
+    noised, _, _ = query.get_noised_result(sample_state, global_state)
+    denominator = tf.maximum(tf.cast(expected_batch_size, tf.float32), 1e-12)
+    return [tf.cast(n, tf.float32) / denominator for n in noised]
+
+
+def clip_per_example(per_example_grads: list[tf.Tensor], l2_norm_clip: tf.Tensor) -> list[tf.Tensor]:
+    """Each example's gradient (a slice along axis 0 across all tensors) scaled to global L2
+    norm <= C: the formula of `GaussianSumQuery.preprocess_record` (`tf.clip_by_global_norm`:
+    g * C / max(||g||, C)), batched. Running that method under `tf.vectorized_map` instead
+    falls back to a while loop (pfor has no converter for L2Loss); tests check both agree."""
+    squared = [
+        tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=1)
+        for g in per_example_grads
+    ]
+    norms = tf.sqrt(tf.add_n(squared))
+    clip = tf.cast(l2_norm_clip, norms.dtype)
+    scale = clip / tf.maximum(norms, clip)
+    return [
+        g * tf.reshape(tf.cast(scale, g.dtype), [-1] + [1] * (len(g.shape) - 1))
+        for g in per_example_grads
+    ]
+
+
+def per_example_gradients(
+    model: Any, trainable: list[tf.Variable], x: Any, y: Any, per_example_loss: PerExampleLoss
+) -> list[tf.Tensor]:
+    """Per-example gradients of `per_example_loss` w.r.t. `trainable` (leading batch axis)."""
+    with tf.GradientTape() as tape:
+        predictions = model.predict_on_batch(x, training=True)
+        losses = tf.reshape(per_example_loss(y, predictions), [-1])
+    jacobian = tape.jacobian(
+        losses,
+        trainable,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        experimental_use_pfor=True,
+    )
+    return list(jacobian)
+
+
+def _build_client_update(
+    model_fn: Callable[[], Any],
+    l2_norm_clip: float,
+    per_example_loss: PerExampleLoss,
+) -> Callable[..., Any]:
+    model = model_fn()
+
+    @tf.function
+    def client_update(optimizer: Any, initial_weights: Any, data: tf.data.Dataset, hparams: Any) -> Any:
+        weights = tff.learning.models.ModelWeights.from_model(model)
+        tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+        trainable = list(tf.nest.flatten(weights.trainable))
+        specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+
+        def reduce_fn(state: Any, batch: Mapping[str, Any]) -> Any:
+            steps, expected_examples, optimizer_state = state
+            grads = per_example_gradients(model, trainable, batch["x"], batch["y"], per_example_loss)
+            noised = dp_sgd_gradient(
+                grads,
+                l2_norm_clip=l2_norm_clip,
+                noise_multiplier=batch[NOISE_MULTIPLIER_KEY],
+                expected_batch_size=batch[EXPECTED_BATCH_SIZE_KEY],
+            )
+            optimizer_state, updated = optimizer.next(
+                optimizer_state, tuple(trainable), tuple(noised)
+            )
+            for variable, value in zip(trainable, updated):
+                variable.assign(value)
+            return (
+                steps + 1,
+                expected_examples + tf.cast(batch[EXPECTED_BATCH_SIZE_KEY], tf.float32),
+                optimizer_state,
+            )
+
+        optimizer_state = optimizer.set_hparams(optimizer.initialize(specs), hparams)
+        initial = (tf.constant(0, tf.int32), tf.constant(0.0, tf.float32), optimizer_state)
+        steps, expected_examples, _ = data.reduce(initial, reduce_fn)
+        delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
+        delta, non_finite = _zero_all_if_any_non_finite(delta)
+        weight = tf.where(non_finite > 0, tf.constant(0.0), expected_examples)
+        stats = collections.OrderedDict(
+            dp_steps=steps,
+            expected_examples=expected_examples,
+            non_finite_updates=non_finite,
+        )
+        return tff.learning.templates.ClientResult(update=delta, update_weight=weight), stats
+
+    return client_update
+
+
+def _zero_all_if_any_non_finite(structure: Any) -> tuple[Any, tf.Tensor]:
+    """Zeros every tensor when any is NaN/inf (as TFF's model-delta work does), so a
+    diverged silo contributes nothing; returns (structure, 1 if zeroed else 0)."""
+    flat = tf.nest.flatten(structure)
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
+    zeroed = [tf.where(finite, t, tf.zeros_like(t)) for t in flat]
+    return tf.nest.pack_sequence_as(structure, zeroed), tf.cast(tf.logical_not(finite), tf.int32)
+
+
+def build_dp_sgd_client_work(
+    model_fn: Callable[[], Any],
+    optimizer: Any,
+    *,
+    l2_norm_clip: float,
+    per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
+) -> Any:
+    """A `tff.learning.templates.ClientWorkProcess` doing record-level DP-SGD.
+
+    `model_fn` returns a `tff.learning.models.VariableModel` (e.g. from
+    `tff.learning.models.from_keras_model`) whose `input_spec` is `(x, y)` or
+    `OrderedDict(x=, y=)`; the client data is a sequence of `dp_element_spec(input_spec)`.
+    `optimizer` is a `tff.learning.optimizers.Optimizer`; its hyper-parameters are the
+    process state, as in TFF's model-delta client work. `l2_norm_clip` is fixed in the graph
+    (it is a plan field, the same on every silo).
+
+    Measurements (summed over silos, plain sums -- only public, size-derived counts, so they
+    are safe to release without noise): dp_steps, expected_examples, non_finite_updates."""
+    if l2_norm_clip <= 0:
+        raise ValueError("l2_norm_clip must be > 0")
+    with tf.Graph().as_default():
+        model = model_fn()
+        element_spec = dp_element_spec(model.input_spec)
+    element_type = tff.types.tensorflow_to_type(element_spec)
+    data_type = tff.SequenceType(element_type)
+    weights_type = tff.learning.models.weights_type_from_model(model)
+
+    whimsy_state = optimizer.initialize(tf.TensorSpec([], tf.float32))
+    initial_hparams = optimizer.get_hparams(whimsy_state)
+
+    @tff.federated_computation
+    def init_fn() -> Any:
+        return tff.federated_value(initial_hparams, tff.SERVER)
+
+    state_type = init_fn.type_signature.result.member
+
+    @tff.tensorflow.computation(state_type)
+    def get_hparams_fn(state: Any) -> Any:
+        return state
+
+    @tff.tensorflow.computation(state_type, state_type)
+    def set_hparams_fn(state: Any, hparams: Any) -> Any:
+        del state
+        return hparams
+
+    @tff.tensorflow.computation(state_type, weights_type, data_type)
+    def client_update_computation(hparams: Any, initial_weights: Any, dataset: Any) -> Any:
+        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss)
+        return update(optimizer, initial_weights, dataset, hparams)
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(weights_type, tff.CLIENTS),
+        tff.FederatedType(data_type, tff.CLIENTS),
+    )
+    def next_fn(state: Any, weights: Any, client_data: Any) -> Any:
+        state_at_clients = tff.federated_broadcast(state)
+        client_result, stats = tff.federated_map(
+            client_update_computation, (state_at_clients, weights, client_data)
+        )
+        measurements = tff.federated_zip(
+            collections.OrderedDict(train=tff.federated_sum(stats))
+        )
+        return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
+
+    return tff.learning.templates.ClientWorkProcess(
+        init_fn, next_fn, get_hparams_fn=get_hparams_fn, set_hparams_fn=set_hparams_fn
+    )
