@@ -64,18 +64,22 @@ class VerificationResult:
 
     def summary(self) -> str:
         """One paragraph an officer can paste into a ticket."""
-        head = (
-            f"{self.entries} entries, {self.checkpoints_checked} signed checkpoints and "
-            f"{self.consistency_proofs_checked} consistency proofs checked with key "
-            f"{self.trusted_key_fingerprint[:16]}…"
+        key = f"key {self.trusted_key_fingerprint[:16]}…"
+        witness = (
+            f", {self.witness_checkpoints_checked} witnessed checkpoints matched"
+            if self.witness_checkpoints_checked
+            else ""
         )
-        if self.witness_checkpoints_checked:
-            head += f"; {self.witness_checkpoints_checked} witnessed checkpoints matched"
         if self.problem is None:
-            return f"VERIFIED: {head}."
+            return (
+                f"VERIFIED: {self.entries} entries, {self.checkpoints_checked} signed "
+                f"checkpoints and {self.consistency_proofs_checked} consistency proofs checked "
+                f"with {key}{witness}."
+            )
         return (
-            f"FAILED at entry {self.problem.index}: {self.problem.reason} ({head} before the "
-            "failure)."
+            f"FAILED at entry {self.problem.index}: {self.problem.reason}. ({self.entries} "
+            f"entries stored; {self.checkpoints_checked} checkpoints verified with {key} "
+            f"before the failure{witness}.)"
         )
 
 
