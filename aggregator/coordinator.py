@@ -97,6 +97,7 @@ class Coordinator:
             f"minimum {plan.min_silos_per_round} per round; secure aggregation: "
             f"{plan.secure_aggregation.protocol} (integer parts are summed IN PLAIN by the aggregator)"
         )
+        self._wait_for_silos()
         try:
             for round_number in range(start, plan.rounds + 1):
                 began = time.time()
@@ -114,6 +115,24 @@ class Coordinator:
         self._store.finish_plan(plan.plan_hash, "completed")
         self._board.finish(PlanFinished(plan.plan_hash, self.report.rounds_completed))
         return self.report
+
+    def _wait_for_silos(self, timeout_s: float = 900.0) -> None:
+        """Round deadlines count from each offer, so the first round waits until enough
+        silos have connected at all (a silo that never connects is reported, not waited on
+        forever)."""
+        needed = self.plan.min_silos_per_round
+        deadline = time.time() + timeout_s
+        announced = False
+        while time.time() < deadline:
+            seen = set(self._board.last_seen) & self._silos
+            if len(seen) >= needed:
+                return
+            if not announced:
+                self._progress(f"waiting for at least {needed} of {len(self._silos)} silos to connect")
+                announced = True
+            time.sleep(0.5)
+        missing = sorted(self._silos - set(self._board.last_seen))
+        self._progress(f"only {len(self._silos) - len(missing)} silos connected within {timeout_s:.0f}s; never seen: {missing}")
 
     def _collect(self, task: TrainTask | EvaluateTask, validate: Callable[[Any], str | None]) -> dict[str, Any]:
         self._board.open(task, self._silos, validate)
@@ -158,7 +177,6 @@ class Coordinator:
                 + (f"; no answer before the {plan.round_deadline_s:.0f}s deadline from {missing}" if missing else "")
             )
             self._progress(message)
-            log.error(message)
             self._record("round.completed", outcome="serious_failure", plan_hash=plan.plan_hash,
                          round=round_number, reason=message)
         raise PlanFailed(

@@ -74,5 +74,9 @@ def provision_federation(
                 "state_dir": "state",
             },
         )
+        # The kit's state directory knows whose it is, so local commands run before the
+        # first `silo-node run` (e.g. `data add`) already sign audit entries as this silo.
+        (kit / "state").mkdir(parents=True, exist_ok=True)
+        (kit / "state" / "node-identity").write_text(silo_id + "\n")
         kits[silo_id] = kit
     return Federation(aggregator_dir, config_path, kits)

@@ -17,6 +17,7 @@ from silo_node.runner import SiloServices
 from silo_node.storage import open_silo_db
 
 DB_FILE = "silo.sqlite3"
+IDENTITY_FILE = "node-identity"
 
 
 @dataclass
@@ -34,18 +35,49 @@ def audit_paths(state_dir: Path) -> tuple[Path, Path]:
     return state_dir / "audit" / "audit.sqlite3", state_dir / "audit" / "signing.key"
 
 
+class NodeIdentityUnknown(LookupError):
+    """A state directory used before any command opened it with the silo's config."""
+
+
+def _identity(state: Path, silo_id: str | None) -> str:
+    """The silo id is written into the state directory the first time the node is opened
+    with its config, so later local commands sign audit entries as the same origin."""
+    marker = state / IDENTITY_FILE
+    if silo_id is not None:
+        if marker.exists() and marker.read_text().strip() != silo_id:
+            raise NodeIdentityUnknown(f"{state} belongs to silo {marker.read_text().strip()!r}, not {silo_id!r}")
+        marker.write_text(silo_id + "\n")
+        return silo_id
+    if not marker.exists():
+        raise NodeIdentityUnknown(f"{state} has no node identity yet; pass --config silo.yaml once")
+    return marker.read_text().strip()
+
+
+def open_audit_log(state: Path) -> AuditLog | None:
+    """The node's audit log, for local commands; None before the node has an identity."""
+    marker = state / IDENTITY_FILE
+    if not marker.exists():
+        return None
+    db_path, key_path = audit_paths(state)
+    return AuditLog.open(db_path, key_path, origin=f"silo:{marker.read_text().strip()}")
+
+
 def open_silo_services(config: SiloConfig) -> SiloNode:
-    state = config.state_dir
+    return open_silo_node(config.state_dir, config.silo_id, policy_file=config.policy_file)
+
+
+def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None = None) -> SiloNode:
     state.mkdir(parents=True, exist_ok=True)
+    silo_id = _identity(state, silo_id)
     connection = open_silo_db(state / DB_FILE)
     db_path, key_path = audit_paths(state)
-    audit = AuditLog.open(db_path, key_path, origin=f"silo:{config.silo_id}")
-    policy = ApprovalPolicy.from_yaml(config.policy_file) if config.policy_file else ApprovalPolicy()
+    audit = AuditLog.open(db_path, key_path, origin=f"silo:{silo_id}")
+    policy = ApprovalPolicy.from_yaml(policy_file) if policy_file else ApprovalPolicy()
     return SiloNode(
-        silo_id=config.silo_id,
+        silo_id=silo_id,
         registry=DatasetRegistry(connection, state / "datasets", audit=audit),
         approvals=PlanApprovals(connection, policy, audit=audit),
-        egress=EgressRecord(connection),
+        egress=EgressRecord(connection, audit=audit),
         audit=audit,
         connection=connection,
     )

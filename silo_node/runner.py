@@ -104,9 +104,8 @@ class SiloRunner:
             answer = Refusal(silo_id, task.task_id, task.plan_hash, round_number, refusal.code, refusal.message)
         payload = codec.encode(answer)
         if not isinstance(answer, Refusal):
+            # recorded (size, sha256, recipient; audit event payload.released) before it leaves
             self._services.egress.record(task.plan_hash, round_number, type(answer).__name__, payload, "aggregator")
-            self._audit("payload.released", plan_hash=task.plan_hash, round=round_number,
-                        kind=type(answer).__name__, bytes=len(payload), recipient="aggregator")
         ack = self._connection.submit(answer)
         if isinstance(ack, Ack) and not ack.accepted:
             log.warning("aggregator did not accept %s: %s %s", task.task_id, ack.code, ack.message)

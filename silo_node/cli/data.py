@@ -16,6 +16,7 @@ from typing import Any
 from silo_node.datasets.errors import DataLayerError
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.registry import DatasetRegistry
+from silo_node.node import open_audit_log
 from silo_node.storage import open_silo_db
 
 STATE_ENV = "HEALTHFED_SILO_STATE"
@@ -40,7 +41,8 @@ def fail(error: DataLayerError) -> int:
 
 
 def _registry(args: argparse.Namespace) -> DatasetRegistry:
-    return DatasetRegistry(open_db(args), Path(args.state_dir) / "datasets")
+    state = Path(args.state_dir)
+    return DatasetRegistry(open_db(args), state / "datasets", audit=open_audit_log(state))
 
 
 def _add(args: argparse.Namespace) -> int:
