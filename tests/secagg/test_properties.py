@@ -129,3 +129,18 @@ def test_each_phase_tolerates_n_minus_t_and_aborts_below(phase: Phase, neighbour
     check_round(params, ok, 11)
     with pytest.raises(TooFewSurvivors):
         run_round(params, inputs, {s: phase for s in ids[:5]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("neighbours", [None, "default"])
+def test_larger_federation_with_dropouts(neighbours: str | None) -> None:
+    """40 silos, d = 20 000, 64-bit and 20-bit vectors, two dropouts at every phase."""
+    from healthfed_common.secagg import default_neighbours
+
+    k = default_neighbours(40) if neighbours == "default" else None
+    params = make_params(40, 21, (64, 20), (20_000, 3), neighbours=k)
+    ids = params.participants
+    drop_at: dict[str, Phase] = {}
+    for i, phase in enumerate(PHASES):
+        drop_at.update({ids[3 * i]: phase, ids[3 * i + 1]: phase})
+    check_round(params, drop_at, 5)
