@@ -123,8 +123,10 @@ def round_case(n: int, d: int, neighbours: int | None, train: float, reps: int,
         result = run_round(params, inputs, drop_at)
         wall = time.perf_counter() - start
         runs.append((max(result.silo_seconds.values()), statistics.mean(result.silo_seconds.values()),
-                     result.server_seconds, wall, result))
-    silo_max, silo_mean, server, wall, result = min(runs, key=lambda r: r[0] + r[2])
+                     result.server_seconds, wall, statistics.median(result.silo_seconds.values()), result))
+    # best of the repetitions, metric by metric: the cores are shared, noise only ever adds time
+    silo_max, silo_mean, server, wall, silo_median = (min(r[i] for r in runs) for i in range(5))
+    result = runs[-1][5]
     expected = np.zeros(d, dtype=np.uint64)
     for s in result.counted:
         np.add(expected, inputs[s][0], out=expected)
@@ -138,7 +140,7 @@ def round_case(n: int, d: int, neighbours: int | None, train: float, reps: int,
         "n": n, "d": d, "bits": BITS, "protocol": "classic" if params.degree == n - 1 else "secagg+",
         "neighbours": params.degree, "threshold": params.threshold, "share_threshold": params.share_threshold,
         "dropped": drop_at or {}, "exact_sum": exact, "counted": len(result.counted),
-        "silo_seconds_max": silo_max, "silo_seconds_mean": silo_mean, "aggregator_seconds": server,
+        "silo_seconds_max": silo_max, "silo_seconds_mean": silo_mean, "silo_seconds_median": silo_median, "aggregator_seconds": server,
         "simulation_wall_seconds": wall, "plain_sum_seconds": plain,
         "train_seconds": train,
         "round_ratio": secure_round / plain_round,
@@ -331,7 +333,7 @@ def main() -> None:
     for d in sizes:
         for n in (4, 10, 50):
             for k in sorted({None, default_neighbours(n)}, key=lambda v: -1 if v is None else v):
-                reps = 3 if d <= 10**4 else 1
+                reps = 3 if d <= 10**4 or n <= 10 else 2
                 case = round_case(n, d, k, args.train_seconds, reps, with_flower=not args.no_flower)
                 rounds.append(case)
                 print(f"n={n:3d} d={d:8d} {case['protocol']:8s} k={case['neighbours']:2d} "
