@@ -47,7 +47,7 @@ def test_per_example_gradients_are_clipped_to_the_bound() -> None:
             loss = tf.reduce_sum(binary_crossentropy_per_example(y[i : i + 1], model.predict_on_batch(x[i : i + 1])))
         single = tape.gradient(loss, trainable)
         for g, s in zip(grads, single):
-            np.testing.assert_allclose(g[i].numpy(), s.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(g[i].numpy(), s.numpy(), rtol=1e-4, atol=1e-5)
     clip = 0.5
     norms_before = np.sqrt(sum(np.sum(g.numpy().reshape(64, -1) ** 2, axis=1) for g in grads))
     assert (norms_before > clip).sum() > 10 and (norms_before < clip).sum() > 0
