@@ -68,16 +68,19 @@ def test_three_rounds_through_real_processes_equal_tff_process_next(tmp_path: Pa
             features, labels = _train_view(federation, silo_id, plan_document)
             arrays[f"{silo_id}/features"], arrays[f"{silo_id}/labels"] = features, labels
     np.savez(tmp_path / "data.npz", **arrays)
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "tests.federation.tff_reference", str(plan_path), str(tmp_path / "data.npz"),
-         str(tmp_path / "reference.json")],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _, stderr = reference.communicate(timeout=300)
-    finally:
-        os.killpg(reference.pid, signal.SIGKILL)  # TFF's worker_binary lives in this group
-    assert reference.returncode == 0, stderr[-3000:]
+    log_path = tmp_path / "reference.log"
+    with log_path.open("w") as log:
+        # A file, not a pipe: TFF's worker_binary inherits it and would hold a pipe open.
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "tests.federation.tff_reference", str(plan_path), str(tmp_path / "data.npz"),
+             str(tmp_path / "reference.json")],
+            start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            reference.wait(timeout=300)
+        finally:
+            os.killpg(reference.pid, signal.SIGKILL)  # TFF's worker_binary lives in this group
+    assert reference.returncode == 0, log_path.read_text()[-3000:]
     expected = [np.asarray(a, dtype=np.float32) for a in json.loads((tmp_path / "reference.json").read_text())]
     assert len(expected) == 2
     for got, want in zip(state[:2], expected):
@@ -139,6 +142,7 @@ def test_silo_refuses_a_plan_its_dataset_cannot_serve_and_the_aggregator_records
 
 
 def test_no_process_outlives_a_federation_run(tmp_path: Path, write_plan) -> None:
+    started = time.time()
     plan_path = write_plan(toy_plan(rounds=1, min_silos=3))
     with local_federation(tmp_path / "run", SILOS, printer=None) as federation:
         _setup(federation, tmp_path)
@@ -150,7 +154,10 @@ def test_no_process_outlives_a_federation_run(tmp_path: Path, write_plan) -> Non
     time.sleep(0.5)
     survivors = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert survivors == []
-    workers = [p for p in psutil.process_iter(["name", "cmdline"]) if "worker_binary" in " ".join(p.info["cmdline"] or [])]
+    workers = [
+        p for p in psutil.process_iter(["cmdline", "create_time"])
+        if "worker_binary" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= started
+    ]
     assert workers == [], "TFF's worker_binary must never be started by HealthFed processes"
 
 
