@@ -44,6 +44,7 @@ class RunReport:
     model_path: str | None = None
     refusals: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_round: int = 0
+    dp_declarations: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 ProgressHook = Callable[[str], None]
@@ -155,6 +156,9 @@ class Coordinator:
             self._note_answers(round_number, attempt, answers)
             if len(results) >= plan.min_silos_per_round:
                 outcome = aggregate_round(comps, state, sorted(results, key=lambda r: r.silo_id))
+                for result in results:
+                    if result.declarations:
+                        self.report.dp_declarations[result.silo_id] = dict(result.declarations)
                 seconds = time.time() - began
                 self.report.round_metrics.append(
                     {"round": round_number, "attempt": attempt, "silos": sorted(r.silo_id for r in results),
@@ -162,10 +166,10 @@ class Coordinator:
                 )
                 self._record("round.completed", plan_hash=plan.plan_hash, round=round_number,
                              silos=sorted(r.silo_id for r in results))
+                shown = ", ".join(f"{name} {value:.4g}" for name, value in sorted(outcome.metrics.items()))
                 self._progress(
                     f"round {round_number}/{plan.rounds}: {len(results)}/{len(self._silos)} silos, "
-                    f"loss {outcome.metrics.get('loss', float('nan')):.4f}, "
-                    f"accuracy {outcome.metrics.get('binary_accuracy', float('nan')):.3f}, {seconds:.1f}s"
+                    f"{shown or 'no training metrics released'}, {seconds:.1f}s"
                 )
                 return outcome.state
             missing = sorted(self._silos - set(answers))

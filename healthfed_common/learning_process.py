@@ -64,9 +64,10 @@ def _input_spec(plan: Plan) -> Any:
 
 
 def build_learning_process(plan: Plan) -> Any:
-    """FedAvg weighted by examples, with the model delta and the weights summed through
-    `SecureSumFactory`: the update leaves `work` already clipped and quantized to integers,
-    ready for secure aggregation."""
+    """FedAvg weighted by examples (by expected examples under DP-SGD), with the model delta
+    and the weights summed through `SecureSumFactory`: the update leaves `work` already
+    clipped and quantized to integers, ready for secure aggregation. With `plan.dp` the
+    client work is record-level DP-SGD (healthfed_common.dp), so what leaves is noised."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -80,16 +81,29 @@ def build_learning_process(plan: Plan) -> Any:
             metrics=[tf.keras.metrics.BinaryAccuracy()],
         )
 
+    # Under DP-SGD a silo's weight is its summed expected batch sizes, which can exceed
+    # examples x epochs by up to one batch per epoch.
+    max_weight = plan.local_epochs * (plan.max_examples_per_silo + (plan.batch_size if plan.dp else 0))
     aggregator = tff.aggregators.MeanFactory(
         value_sum_factory=tff.aggregators.SecureSumFactory(
             upper_bound_threshold=float(plan.update_bound),
             lower_bound_threshold=-float(plan.update_bound),
         ),
         weight_sum_factory=tff.aggregators.SecureSumFactory(
-            upper_bound_threshold=float(plan.max_examples_per_silo * plan.local_epochs),
+            upper_bound_threshold=float(max_weight),
             lower_bound_threshold=0.0,
         ),
     )
+    if plan.dp is not None:
+        from healthfed_common.dp.process import build_dp_fed_avg
+
+        return build_dp_fed_avg(
+            model_fn,
+            client_optimizer=_tff_optimizer(plan.client_optimizer),
+            server_optimizer=_tff_optimizer(plan.server_optimizer),
+            l2_norm_clip=plan.dp.l2_norm_clip,
+            model_aggregator=aggregator,
+        )
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=_tff_optimizer(plan.client_optimizer),

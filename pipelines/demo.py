@@ -50,14 +50,15 @@ DATASET_POLICY: dict[str, Any] = {
 APPROVAL_POLICY: dict[str, Any] = {
     "auto_approve": True,
     "allowed_models": ["logistic_regression", "mlp"],
-    "require_dp": False,
+    "require_dp": True,
     "require_secure_aggregation": False,
-    "max_epsilon": 10.0,
+    "max_epsilon": 5.0,
+    "max_delta": 1e-5,
     "approval_lifetime_days": 30,
 }
 
 
-def demo_plan(rounds: int = 6) -> dict[str, Any]:
+def demo_plan(rounds: int = 8) -> dict[str, Any]:
     return {
         "name": "demo-cardiac-risk",
         "description": "Predict a cardiac event within one year from routine clinical measurements.",
@@ -72,18 +73,21 @@ def demo_plan(rounds: int = 6) -> dict[str, Any]:
              "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},
         ],
         "label": {"name": LABEL, "positive_values": ["1"]},
-        "client_optimizer": {"name": "sgd", "learning_rate": 0.05},
+        "client_optimizer": {"name": "sgd", "learning_rate": 0.3},
         "server_optimizer": {"name": "sgd", "learning_rate": 1.0},
         "local_epochs": 2,
         "batch_size": 32,
         "rounds": rounds,
         "min_silos_per_round": 2,
         "round_deadline_s": 120,
+        "dp": {"target_epsilon": 3.0, "target_delta": 1e-5, "l2_norm_clip": 1.0, "accountant": "rdp"},
         "seeds": {"model_init": 11, "data_order": 5},
     }
 
+PRIVACY_BUDGET = {"epsilon": 10.0, "delta": 1e-5}
 
-def run_demo(out: Path, rounds: int = 6) -> dict[str, Any]:
+
+def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
     started = time.time()
     if out.exists():
         shutil.rmtree(out)
@@ -100,6 +104,8 @@ def run_demo(out: Path, rounds: int = 6) -> dict[str, Any]:
             report = federation.register_dataset(silo_id, DATASET, exports[silo_id], DATASET_POLICY)
             print(f"--- {silo_id}: silo-node data add {DATASET} (de-identification + minimisation) ---")
             print(report.rstrip())
+            federation.silo_cli(silo_id, "ledger", "set-budget", DATASET, "--epsilon", str(PRIVACY_BUDGET["epsilon"]),
+                                "--delta", str(PRIVACY_BUDGET["delta"]))
         aggregator_out = out / "aggregator"
         aggregator = federation.start_aggregator(plan_path, aggregator_out)
         for silo_id in silo_ids:
@@ -121,7 +127,8 @@ def run_demo(out: Path, rounds: int = 6) -> dict[str, Any]:
         "model_path": report["model_path"],
         "plan_hash": report["plan_hash"],
         "secure_aggregation": report["secure_aggregation"],
-        "dp": None,
+        "dp": {**demo_plan(rounds)["dp"], "budget_per_dataset": PRIVACY_BUDGET,
+               "declared_by_silos": report.get("dp_declarations", {})},
         "round_seconds": [round(s, 3) for s in report["round_seconds"]],
         "duration_s": round(time.time() - started, 3),
     }
@@ -132,7 +139,7 @@ def run_demo(out: Path, rounds: int = 6) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (recreated)")
-    parser.add_argument("--rounds", type=int, default=6, help="training rounds (default 6)")
+    parser.add_argument("--rounds", type=int, default=8, help="training rounds (default 8)")
     args = parser.parse_args(argv)
     summary = run_demo(args.out, args.rounds)
     aggregate = summary["final_metrics"]["aggregate"]

@@ -13,6 +13,8 @@ from silo_node.approvals import PlanApprovals
 from silo_node.datasets.registry import DatasetRegistry
 from silo_node.egress import EgressRecord
 from silo_node.policy import ApprovalPolicy
+from silo_node.privacy_ledger import PrivacyLedger
+from silo_node.released_results import ReleasedResults
 from silo_node.runner import SiloServices
 from silo_node.storage import open_silo_db
 
@@ -78,6 +80,8 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
         registry=DatasetRegistry(connection, state / "datasets", audit=audit),
         approvals=PlanApprovals(connection, policy, audit=audit),
         egress=EgressRecord(connection, audit=audit),
+        ledger=PrivacyLedger(connection, audit=audit, actor=f"silo:{silo_id}"),
+        released=ReleasedResults(connection),
         audit=audit,
         connection=connection,
     )

@@ -9,10 +9,11 @@ Refusals carry a stable code and a message written here, never exception text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from healthfed_common.errors import HealthFedError, PlanInvalid, UnknownModel
 from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
 from healthfed_common.plan import Plan, parse_plan
 from healthfed_common.wire import codec
+from silo_node.released_results import input_digest
 from healthfed_common.wire.messages import (
     Ack,
     EvaluateResult,
@@ -57,6 +59,7 @@ class SiloServices:
     egress: Any
     audit: Any = None
     ledger: Any = None
+    released: Any = None
 
 
 class SiloRunner:
@@ -157,24 +160,79 @@ class SiloRunner:
                 "FINGERPRINT_MISMATCH",
                 "the computation announced by the aggregator differs from the one this silo built from the plan",
             )
+        input_sha256 = input_digest(task.client_input)
+        previous = self._services.released.get(task.plan_hash, task.round)
+        if previous is not None:
+            stored_digest, stored = previous
+            if stored_digest == input_sha256 or plan.dp is not None:
+                if stored_digest != input_sha256:
+                    raise TaskRefused(
+                        "ROUND_ALREADY_RELEASED",
+                        f"round {task.round} of this plan was already released from a different model state; "
+                        "training it again would spend privacy twice",
+                    )
+                log.info("round %d: re-sending the update released before (no retraining)", task.round)
+                return replace(stored, task_id=task.task_id)
+        dataset_factory = self._dataset_factory(plan, view, task.round)
         began = time.time()
-        outputs = computations.work(
-            list(task.client_input),
-            [training_dataset_factory(view.features, view.labels, plan, task.round)],
-        )
+        outputs = computations.work(list(task.client_input), [dataset_factory])
         metrics_count, secure_count = computations.work_parts[:2]
         log.info("round %d: trained on %d records in %.1fs", task.round, len(view.labels), time.time() - began)
-        return TrainResult(
+        result = TrainResult(
             silo_id=self._services.silo_id, task_id=task.task_id, plan_hash=task.plan_hash, round=task.round,
             metrics_part=tuple(outputs[:metrics_count]),
             secure_parts=tuple(outputs[metrics_count : metrics_count + secure_count]),
+            declarations=self._privacy_declaration(plan),
         )
+        self._services.released.put(result, input_sha256)
+        return result
+
+    def _dataset_factory(self, plan: Plan, view: Any, round_number: int) -> Any:
+        """Non-private plans: the plan-seeded shuffled batches. DP plans: the silo calibrates
+        its own noise for its dataset size, charges the ledger durably BEFORE training (so
+        no update can leave uncharged), and Poisson-samples with OS entropy."""
+        if plan.dp is None:
+            return training_dataset_factory(view.features, view.labels, plan, round_number)
+        from healthfed_common.dp.accounting import SamplingSchedule, silo_dp_parameters
+        from healthfed_common.dp.sampling import poisson_dataset_factory
+
+        ledger = self._services.ledger
+        if ledger is None:
+            raise TaskRefused("PRIVACY_LEDGER_UNAVAILABLE", "this silo has no privacy ledger")
+        try:
+            params = _dp_parameters(plan, view.n)
+            ledger.charge(plan.dataset, plan.plan_hash, round_number, params.round_event, plan.dp.accountant)
+        except Exception as error:
+            code = getattr(error, "code", None)
+            if code is None:
+                raise
+            raise TaskRefused(str(code), _safe_message(error)) from None
+        schedule = SamplingSchedule(view.n, plan.batch_size, plan.local_epochs)
+        return poisson_dataset_factory(
+            view.features, view.labels, schedule=schedule, noise_multiplier=params.noise_multiplier
+        )
+
+    def _privacy_declaration(self, plan: Plan) -> dict[str, float]:
+        """What this silo declares it has spent on the plan's dataset (aggregate numbers)."""
+        ledger = self._services.ledger
+        if plan.dp is None or ledger is None:
+            return {}
+        spent, delta = ledger.spent(plan.dataset)
+        remaining, _ = ledger.remaining(plan.dataset)
+        return {"epsilon_spent": float(spent), "delta": float(delta), "epsilon_remaining": float(remaining)}
 
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
         plan = self._checked_plan(task.plan_json, task.plan_hash)
         view = self._view(plan, "test")
         metrics = evaluate_weights(plan, list(task.model_weights), view.features, view.labels)
         return EvaluateResult(self._services.silo_id, task.task_id, task.plan_hash, int(len(view.labels)), metrics)
+
+
+@functools.lru_cache(maxsize=32)
+def _dp_parameters(plan: Plan, dataset_size: int) -> Any:
+    from healthfed_common.dp.accounting import silo_dp_parameters
+
+    return silo_dp_parameters(plan, dataset_size)
 
 
 def evaluate_weights(plan: Plan, weights: list[np.ndarray], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -61,7 +61,8 @@ class PlanFinished:
 @dataclass(frozen=True)
 class TrainResult:
     """`work`'s output: the plainly aggregated part (allow-listed training metrics) and the
-    integer vectors for the secure sum (summed in plain until secure aggregation is on)."""
+    integer vectors for the secure sum (summed in plain until secure aggregation is on).
+    `declarations`: the silo's own statement of privacy spent on the plan's dataset."""
 
     silo_id: str
     task_id: str
@@ -69,6 +70,7 @@ class TrainResult:
     round: int
     metrics_part: tuple[np.ndarray, ...]
     secure_parts: tuple[np.ndarray, ...]
+    declarations: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""What this silo already released per (plan, round): a retried round re-sends the same
+update instead of training again.
+
+Why: under DP-SGD every training run draws fresh noise, so re-running `work` for a round
+whose update may already have reached the aggregator would spend privacy twice while the
+ledger (rightly) charges the round once. Storing the released result makes retries free and
+exact, across aggregator restarts and silo restarts alike."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+
+from healthfed_common.wire import codec
+from healthfed_common.wire.messages import TrainResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS released_result (
+    plan_hash TEXT NOT NULL, round INTEGER NOT NULL, input_sha256 TEXT NOT NULL,
+    payload BLOB NOT NULL, released_at REAL NOT NULL, PRIMARY KEY (plan_hash, round))
+"""
+
+
+def input_digest(arrays: tuple[object, ...]) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(memoryview(array).tobytes())  # type: ignore[arg-type]
+    return digest.hexdigest()
+
+
+class ReleasedResults:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        conn.execute(_SCHEMA)
+
+    def get(self, plan_hash: str, round_number: int) -> tuple[str, TrainResult] | None:
+        row = self._conn.execute(
+            "SELECT input_sha256, payload FROM released_result WHERE plan_hash=? AND round=?",
+            (plan_hash, round_number),
+        ).fetchone()
+        return (row[0], codec.decode(row[1])) if row else None
+
+    def put(self, result: TrainResult, input_sha256: str) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO released_result VALUES (?,?,?,?,?)",
+            (result.plan_hash, result.round, input_sha256, codec.encode(result), time.time()),
+        )
