@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from aggregator import pki
+from aggregator.audit import AggregatorAudit
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ def provision_federation(
         },
     )
     kits: dict[str, Path] = {}
+    audit = AggregatorAudit(aggregator_dir / "state")
+    audit.record("certificate.issued", actor="coordinator", entities={"subject": pki.AGGREGATOR_TLS_NAME, "serial": server.serial_hex})
     for silo_id in silo_ids:
         kit = out_dir / "kits" / silo_id
         issued = pki.issue_silo_certificate(ca, silo_id, validity_days=validity_days)
@@ -79,4 +82,7 @@ def provision_federation(
         (kit / "state").mkdir(parents=True, exist_ok=True)
         (kit / "state" / "node-identity").write_text(silo_id + "\n")
         kits[silo_id] = kit
+        audit.record("certificate.issued", actor="coordinator", entities={"subject": silo_id, "serial": issued.serial_hex},
+                     detail={"not_after": issued.certificate.not_valid_after_utc.isoformat()})
+    audit.close()
     return Federation(aggregator_dir, config_path, kits)

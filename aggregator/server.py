@@ -19,6 +19,7 @@ from healthfed_common.errors import WireFormatError
 from healthfed_common.wire import codec
 from healthfed_common.wire.messages import (
     Ack,
+    AuditCheckpoint,
     EvaluateResult,
     PollRequest,
     Refusal,
@@ -29,6 +30,7 @@ from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METH
 log = logging.getLogger("healthfed.aggregator.server")
 
 RefusalHook = Callable[[str, str, str], None]
+WitnessHook = Callable[[str, dict, tuple], "str | None"]
 
 
 class FederationService:
@@ -38,7 +40,9 @@ class FederationService:
         store: StateStore,
         enrolled: frozenset[str],
         on_refused_connection: RefusalHook | None = None,
+        witness: WitnessHook | None = None,
     ) -> None:
+        self._witness = witness
         self._board = board
         self._store = store
         self._enrolled = enrolled
@@ -84,9 +88,14 @@ class FederationService:
 
     def submit(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         message = self._decode(request, context)
-        if not isinstance(message, (TrainResult, EvaluateResult, Refusal)):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Submit expects a result or a refusal")
+        if not isinstance(message, (TrainResult, EvaluateResult, Refusal, AuditCheckpoint)):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Submit expects a result, a refusal or a checkpoint")
         self._authenticate(context, message.silo_id)
+        if isinstance(message, AuditCheckpoint):
+            if self._witness is None:
+                return codec.encode(Ack(False, "NO_WITNESS", "this aggregator does not witness checkpoints"))
+            problem = self._witness(message.silo_id, dict(message.checkpoint), message.consistency_proof)
+            return codec.encode(Ack(problem is None, "CHECKPOINT_REJECTED" if problem else "", problem or ""))
         ack: Ack = self._board.submit(message)
         if not ack.accepted:
             log.warning("rejected answer from %s: %s %s", message.silo_id, ack.code, ack.message)

@@ -14,7 +14,7 @@ from silo_node.datasets.registry import DatasetRegistry
 from silo_node.egress import EgressRecord
 from silo_node.policy import ApprovalPolicy
 from silo_node.privacy_ledger import PrivacyLedger
-from silo_node.released_results import ReleasedResults
+from silo_node.released_results import ReleasedResults, WitnessedCheckpoints
 from silo_node.runner import SiloServices
 from silo_node.storage import open_silo_db
 
@@ -82,6 +82,7 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
         egress=EgressRecord(connection, audit=audit),
         ledger=PrivacyLedger(connection, audit=audit, actor=f"silo:{silo_id}"),
         released=ReleasedResults(connection),
+        witnessed=WitnessedCheckpoints(connection),
         audit=audit,
         connection=connection,
     )

@@ -46,3 +46,18 @@ class ReleasedResults:
             "INSERT OR IGNORE INTO released_result VALUES (?,?,?,?,?)",
             (result.plan_hash, result.round, input_sha256, codec.encode(result), time.time()),
         )
+
+
+class WitnessedCheckpoints:
+    """The size of this silo's audit log at the last checkpoint the aggregator accepted."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        conn.execute("CREATE TABLE IF NOT EXISTS witnessed_checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL)")
+
+    def last_size(self) -> int:
+        row = self._conn.execute("SELECT size FROM witnessed_checkpoint WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_last_size(self, size: int) -> None:
+        self._conn.execute("INSERT INTO witnessed_checkpoint VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET size = excluded.size", (size,))

@@ -27,6 +27,7 @@ from healthfed_common.wire import codec
 from silo_node.released_results import input_digest
 from healthfed_common.wire.messages import (
     Ack,
+    AuditCheckpoint,
     EvaluateResult,
     EvaluateTask,
     PlanFinished,
@@ -60,6 +61,7 @@ class SiloServices:
     audit: Any = None
     ledger: Any = None
     released: Any = None
+    witnessed: Any = None
 
 
 class SiloRunner:
@@ -113,6 +115,23 @@ class SiloRunner:
         if isinstance(ack, Ack) and not ack.accepted:
             log.warning("aggregator did not accept %s: %s %s", task.task_id, ack.code, ack.message)
         self.tasks_done += 1
+        self._send_checkpoint()
+
+    def _send_checkpoint(self) -> None:
+        """Hands the aggregator a signed checkpoint of this silo's audit log, with the
+        consistency proof from the last one it accepted, so history cannot be rewritten."""
+        audit, witnessed = self._services.audit, self._services.witnessed
+        if audit is None or witnessed is None:
+            return
+        checkpoint = audit.sign_checkpoint()
+        previous = witnessed.last_size()
+        proof = tuple(audit.consistency_proof(previous, checkpoint.size)) if 0 < previous < checkpoint.size else ()
+        message = AuditCheckpoint(self._services.silo_id, checkpoint.to_dict(), proof, previous)
+        ack = self._connection.submit(message)
+        if isinstance(ack, Ack) and ack.accepted:
+            witnessed.set_last_size(checkpoint.size)
+        else:
+            log.warning("aggregator did not witness audit checkpoint %d: %s", checkpoint.size, getattr(ack, "message", ack))
 
     # -- checks shared by both task kinds ---------------------------------------------
     def _checked_plan(self, plan_json: bytes, plan_hash: str) -> Plan:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
 from aggregator.state_store import StateStore
 from healthfed_common.startup_kit import ConfigInvalid
@@ -41,5 +42,9 @@ def run(args: argparse.Namespace) -> int:
     store = StateStore(config.state_dir / "aggregator.sqlite3")
     store.revoke(serial, args.silo, args.reason)
     store.close()
+    audit = AggregatorAudit(config.state_dir)
+    audit.record("certificate.revoked", actor="coordinator", entities={"silo": args.silo, "serial": serial},
+                 detail={"reason": args.reason})
+    audit.close()
     print(f"revoked certificate {serial} of {args.silo}")
     return 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
 from aggregator.coordinator import Coordinator, PlanFailed
 from aggregator.server import FederationService, start_server
@@ -45,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"aggregator run: {error}", file=sys.stderr)
         return 1
     store = StateStore(config.state_dir / "aggregator.sqlite3")
+    audit = AggregatorAudit(config.state_dir)
     board = TaskBoard()
-    service = FederationService(board, store, frozenset(config.silos))
+
+    def refused(who: str, code: str, message: str) -> None:
+        audit.record("connection.refused", actor=who, outcome="minor_failure", requestor=True,
+                     detail={"code": code, "reason": message})
+
+    service = FederationService(board, store, frozenset(config.silos), on_refused_connection=refused,
+                                witness=audit.witness)
     server, port = start_server(config, service)
     print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
     stop = {"signal": None}
@@ -61,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {}
     try:
         coordinator = Coordinator(
-            plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True)
+            plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True),
+            audit=audit,
         )
         result = coordinator.run(export_dir=args.out / "model")
         report = result.__dict__ | {"status": "completed"}
@@ -73,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print("aggregator run: interrupted; the plan resumes from its last checkpoint on restart", file=sys.stderr)
         server.stop(grace=1).wait()
         store.close()
+        audit.close()
         return 1
     report |= {
         "duration_s": round(time.time() - started, 3),
@@ -89,4 +99,5 @@ def run(args: argparse.Namespace) -> int:
         pass
     server.stop(grace=1).wait()
     store.close()
+    audit.close()
     return status

@@ -96,6 +96,18 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class AuditCheckpoint:
+    """A silo's latest signed audit-log checkpoint with the consistency proof from the
+    last one the aggregator accepted: the aggregator witnesses it, so the silo cannot later
+    rewrite its history unnoticed (nor can the aggregator claim it saw another one)."""
+
+    silo_id: str
+    checkpoint: dict[str, str | int]
+    consistency_proof: tuple[bytes, ...]
+    previous_size: int
+
+
+@dataclass(frozen=True)
 class Ack:
     accepted: bool
     code: str = ""
@@ -111,5 +123,6 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TrainResult,
     EvaluateResult,
     Refusal,
+    AuditCheckpoint,
     Ack,
 )

@@ -1,0 +1,93 @@
+"""The aggregator's audit log and its witness store of silo checkpoints.
+
+gRPC handlers run on a thread pool and SQLite connections belong to one thread, so each
+thread opens its own handle on the same files (the log serialises appends with
+BEGIN IMMEDIATE and catches up with entries other handles wrote)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from compliance.audit_log import AuditLog
+from compliance.checkpoints import SignedCheckpoint
+from compliance.errors import ComplianceError
+from compliance.witness import WitnessStore
+
+ORIGIN = "aggregator"
+
+
+def audit_paths(state_dir: Path) -> tuple[Path, Path, Path]:
+    """(audit log, signing key, witness store) in the layout `compliance --node` reads."""
+    audit = state_dir / "audit"
+    return audit / "audit.sqlite3", audit / "signing.key", audit / "witness.sqlite3"
+
+
+class AggregatorAudit:
+    def __init__(self, state_dir: Path) -> None:
+        self._log_path, self._key_path, self._witness_path = audit_paths(state_dir)
+        self._keys_path = state_dir / "audit" / "silo-audit-keys.sqlite3"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: list[Any] = []
+        self._log()  # create the log (and key) now, in the opening thread
+
+    def _log(self) -> AuditLog:
+        log = getattr(self._local, "log", None)
+        if log is None:
+            log = AuditLog.open(self._log_path, self._key_path, origin=ORIGIN)
+            self._local.log = log
+            with self._lock:
+                self._handles.append(log)
+        return log
+
+    def _witness(self) -> WitnessStore:
+        store = getattr(self._local, "witness", None)
+        if store is None:
+            store = WitnessStore.open(self._witness_path)
+            self._local.witness = store
+            with self._lock:
+                self._handles.append(store)
+        return store
+
+    def record(self, kind: str, **kwargs: Any) -> int:
+        return self._log().record(kind, **kwargs)
+
+    def _pinned_key(self, silo_id: str, offered: bytes) -> bytes:
+        """Trust on first use: the first checkpoint a silo sends (over its mutually
+        authenticated connection) pins its audit key; a later key change is refused."""
+        with sqlite3.connect(self._keys_path, timeout=30.0) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS silo_audit_key (silo_id TEXT PRIMARY KEY, public_key BLOB NOT NULL)")
+            db.execute("INSERT OR IGNORE INTO silo_audit_key VALUES (?, ?)", (silo_id, offered))
+            row = db.execute("SELECT public_key FROM silo_audit_key WHERE silo_id=?", (silo_id,)).fetchone()
+        return bytes(row[0])
+
+    def witness(self, silo_id: str, checkpoint: dict[str, Any], proof: tuple[bytes, ...]) -> str | None:
+        """Stores a silo's signed checkpoint if it extends what we saw; returns why not."""
+        try:
+            signed = SignedCheckpoint.from_dict(checkpoint)
+        except (ComplianceError, KeyError, TypeError, ValueError) as error:
+            return f"malformed checkpoint ({type(error).__name__})"
+        if signed.origin != f"silo:{silo_id}":
+            return f"checkpoint origin {signed.origin!r} is not this silo"
+        try:
+            self._witness().accept(signed, list(proof), self._pinned_key(silo_id, signed.public_key))
+        except ComplianceError as error:
+            self.record("checkpoint.witnessed", actor=ORIGIN, outcome="serious_failure",
+                        detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash,
+                                "reason": str(error)[:300]})
+            return str(error)
+        self.record("checkpoint.witnessed", actor=ORIGIN,
+                    detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash})
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles:
+                try:
+                    handle.close()
+                except (sqlite3.ProgrammingError, ComplianceError):
+                    pass  # a handle of another (finished) thread
+            self._handles.clear()
