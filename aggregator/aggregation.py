@@ -20,11 +20,19 @@ class RoundOutcome:
     per_silo: dict[str, dict[str, float]]
 
 
-def expected_result_problem(computations: FederatedComputations, result: TrainResult) -> str | None:
-    """Why a silo's result cannot be aggregated (wrong count, dtype or shape), or None."""
+def expected_result_problem(computations: FederatedComputations, result: TrainResult, *, secure: bool = False) -> str | None:
+    """Why a silo's result cannot be aggregated (wrong count, dtype or shape), or None. In a
+    securely aggregated round the integer parts must NOT be sent in the result (they travel
+    masked), and a key advertisement must be."""
     leaves = flatten_tensor_types(computations.work.type_signature.result)
     parts = computations.work_parts
     metric_leaves, secure_leaves = leaves[: parts[0]], leaves[parts[0] : parts[0] + parts[1]]
+    if secure:
+        from healthfed_common.secagg import KeyAdvertisement
+
+        if not isinstance(result.secagg, KeyAdvertisement):
+            return "a securely aggregated round needs the silo's key advertisement"
+        secure_leaves = []
     for label, values, expected in (
         ("metrics_part", result.metrics_part, metric_leaves),
         ("secure_parts", result.secure_parts, secure_leaves),

@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
+from aggregator.secure_sum import run_secure_sum
 from aggregator.state_store import StateStore
+from healthfed_common.secagg import SecAggError
+from healthfed_common.secure_round import from_vectors, session_params
 from aggregator.task_board import TaskBoard
 from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
 from healthfed_common.plan import Plan
@@ -23,6 +26,7 @@ from healthfed_common.wire.messages import (
     EvaluateTask,
     PlanFinished,
     Refusal,
+    SecAggSession,
     TrainResult,
     TrainTask,
 )
@@ -96,7 +100,9 @@ class Coordinator:
         self._progress(
             f"plan {plan.name} ({plan.plan_hash[:12]}): {plan.rounds} rounds, {len(self._silos)} silos enrolled, "
             f"minimum {plan.min_silos_per_round} per round; secure aggregation: "
-            f"{plan.secure_aggregation.protocol} (integer parts are summed IN PLAIN by the aggregator)"
+            + (f"{plan.secure_aggregation.protocol} (the aggregator learns only the sum)"
+               if plan.secure_aggregation.protocol != "none"
+               else "none (integer parts are summed IN PLAIN by the aggregator)")
         )
         self._wait_for_silos()
         try:
@@ -143,19 +149,37 @@ class Coordinator:
 
     def _run_round(self, round_number: int, state: list[np.ndarray], plan_json: bytes) -> list[np.ndarray]:
         plan, comps = self.plan, self.computations
+        secure = plan.secure_aggregation.protocol != "none"
         for attempt in range(1, self._max_attempts + 1):
             began = time.time()
             client_input = comps.prepare(state)
+            params = session_params(plan, comps, sorted(self._silos), round_number, attempt) if secure else None
             task = TrainTask(
                 task_id=self._task_id("train", round_number, attempt), plan_json=plan_json,
                 plan_hash=plan.plan_hash, round=round_number, attempt=attempt,
                 fingerprint=comps.fingerprint, client_input=tuple(client_input),
+                secagg=None if params is None else SecAggSession(
+                    params.session_id, params.participants, params.threshold, params.bitwidths,
+                    params.vector_lengths, params.neighbours or 0),
             )
-            answers = self._collect(task, lambda r: expected_result_problem(comps, r))
+            answers = self._collect(task, lambda r: expected_result_problem(comps, r, secure=secure))
             results = [a for a in answers.values() if isinstance(a, TrainResult)]
             self._note_answers(round_number, attempt, answers)
+            secure_sums = None
+            if params is not None and len(results) >= plan.min_silos_per_round:
+                try:
+                    sums, counted = run_secure_sum(
+                        self._board, params, results, plan_hash=plan.plan_hash, round_number=round_number,
+                        task_prefix=task.task_id, deadline_s=plan.round_deadline_s, progress=self._progress,
+                    )
+                except SecAggError as error:
+                    results = []
+                    self._progress(f"round {round_number} attempt {attempt}: secure aggregation aborted, nothing revealed ({error.code}: {error})")
+                else:
+                    results = [r for r in results if r.silo_id in counted]
+                    secure_sums = from_vectors(comps, sums)
             if len(results) >= plan.min_silos_per_round:
-                outcome = aggregate_round(comps, state, sorted(results, key=lambda r: r.silo_id))
+                outcome = aggregate_round(comps, state, sorted(results, key=lambda r: r.silo_id), secure_sums)
                 for result in results:
                     if result.declarations:
                         self.report.dp_declarations[result.silo_id] = dict(result.declarations)

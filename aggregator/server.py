@@ -23,6 +23,7 @@ from healthfed_common.wire.messages import (
     EvaluateResult,
     PollRequest,
     Refusal,
+    SecAggReply,
     TrainResult,
 )
 from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METHOD
@@ -88,7 +89,7 @@ class FederationService:
 
     def submit(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         message = self._decode(request, context)
-        if not isinstance(message, (TrainResult, EvaluateResult, Refusal, AuditCheckpoint)):
+        if not isinstance(message, (TrainResult, EvaluateResult, Refusal, AuditCheckpoint, SecAggReply)):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Submit expects a result, a refusal or a checkpoint")
         self._authenticate(context, message.silo_id)
         if isinstance(message, AuditCheckpoint):

@@ -18,19 +18,25 @@ from healthfed_common.wire.messages import (
     EvaluateTask,
     PlanFinished,
     Refusal,
+    SecAggPhaseTask,
+    SecAggReply,
     TrainResult,
     TrainTask,
     Wait,
 )
 
-Answer = TrainResult | EvaluateResult | Refusal
+Task = TrainTask | EvaluateTask | SecAggPhaseTask
+Answer = TrainResult | EvaluateResult | Refusal | SecAggReply
 Validator = Callable[[Any], str | None]
 
 
 @dataclass
 class _OpenTask:
-    task: TrainTask | EvaluateTask
-    selected: frozenset[str]
+    """One task id, with the message each selected silo receives (the same for all, or
+    per silo for secure-aggregation phases)."""
+
+    task_id: str
+    tasks: dict[str, Task]
     validate: Validator
     answers: dict[str, Answer] = field(default_factory=dict)
     handed_out: set[str] = field(default_factory=set)
@@ -44,9 +50,15 @@ class TaskBoard:
         self._idle_retry_s = idle_retry_s
         self.last_seen: dict[str, float] = {}
 
-    def open(self, task: TrainTask | EvaluateTask, selected: frozenset[str], validate: Validator) -> None:
+    def open(self, task: Task, selected: frozenset[str], validate: Validator) -> None:
+        self.open_each({silo: task for silo in selected}, validate)
+
+    def open_each(self, tasks: dict[str, Task], validate: Validator) -> None:
+        ids = {task.task_id for task in tasks.values()}
+        if len(ids) != 1:
+            raise ValueError("one open task id at a time")
         with self._condition:
-            self._open = _OpenTask(task, selected, validate)
+            self._open = _OpenTask(ids.pop(), dict(tasks), validate)
             self._condition.notify_all()
 
     def close(self) -> dict[str, Answer]:
@@ -60,13 +72,13 @@ class TaskBoard:
             self._finished = message
             self._open = None
 
-    def poll(self, silo_id: str) -> TrainTask | EvaluateTask | Wait | PlanFinished:
+    def poll(self, silo_id: str) -> Task | Wait | PlanFinished:
         with self._condition:
             self.last_seen[silo_id] = time.time()
             current = self._open
-            if current is not None and silo_id in current.selected and silo_id not in current.answers:
+            if current is not None and silo_id in current.tasks and silo_id not in current.answers:
                 current.handed_out.add(silo_id)
-                return current.task
+                return current.tasks[silo_id]
             if self._finished is not None:
                 return self._finished
             reason = "waiting for the next round" if current is None else "not selected for this task"
@@ -75,9 +87,9 @@ class TaskBoard:
     def submit(self, answer: Answer) -> Ack:
         with self._condition:
             current = self._open
-            if current is None or answer.task_id != current.task.task_id:
+            if current is None or answer.task_id != current.task_id:
                 return Ack(False, "STALE_TASK", "no open task with this id (late or replayed answer)")
-            if answer.silo_id not in current.selected:
+            if answer.silo_id not in current.tasks:
                 return Ack(False, "NOT_SELECTED", "this silo was not selected for the task")
             if answer.silo_id in current.answers:
                 return Ack(False, "DUPLICATE", "an answer from this silo was already accepted")
@@ -91,7 +103,7 @@ class TaskBoard:
     def wait_for_answers(self, deadline: float) -> dict[str, Answer]:
         """Blocks until every selected silo answered or the deadline passed."""
         with self._condition:
-            while self._open is not None and len(self._open.answers) < len(self._open.selected):
+            while self._open is not None and len(self._open.answers) < len(self._open.tasks):
                 remaining = deadline - time.time()
                 if remaining <= 0:
                     break

@@ -33,6 +33,9 @@ from healthfed_common.wire.messages import (
     PlanFinished,
     PollRequest,
     Refusal,
+    SecAggPhaseTask,
+    SecAggReply,
+    SharesBundle,
     TrainResult,
     TrainTask,
     Wait,
@@ -70,6 +73,9 @@ class SiloRunner:
         self._connection = connection
         self._poll_interval = poll_interval_s
         self.tasks_done = 0
+        # session id -> (protocol client, this silo's integer vectors); in memory only: a
+        # silo that restarts mid-protocol is a dropout, which the protocol tolerates.
+        self._sessions: dict[bytes, tuple[Any, list[np.ndarray]]] = {}
 
     def _audit(self, event_kind: str, outcome: str = "success", **detail: Any) -> None:
         if self._services.audit is not None:
@@ -84,6 +90,8 @@ class SiloRunner:
                 self._answer(response, self._train)
             elif isinstance(response, EvaluateTask):
                 self._answer(response, self._evaluate)
+            elif isinstance(response, SecAggPhaseTask):
+                self._answer(response, self._secagg_phase)
             elif isinstance(response, PlanFinished):
                 log.info("plan %s finished after %d rounds", response.plan_hash[:12], response.rounds_completed)
                 if exit_when_finished:
@@ -191,7 +199,7 @@ class SiloRunner:
                         "training it again would spend privacy twice",
                     )
                 log.info("round %d: re-sending the update released before (no retraining)", task.round)
-                return replace(stored, task_id=task.task_id)
+                return self._secure_or_plain(plan, computations, task, replace(stored, task_id=task.task_id))
         dataset_factory = self._dataset_factory(plan, view, task.round)
         began = time.time()
         outputs = computations.work(list(task.client_input), [dataset_factory])
@@ -204,7 +212,51 @@ class SiloRunner:
             declarations=self._privacy_declaration(plan),
         )
         self._services.released.put(result, input_sha256)
-        return result
+        return self._secure_or_plain(plan, computations, task, result)
+
+    def _secure_or_plain(self, plan: Plan, computations: FederatedComputations, task: TrainTask,
+                         result: TrainResult) -> TrainResult:
+        """Under secure aggregation the integer parts stay here until masked: the result
+        carries only the allow-listed metrics and this silo's key advertisement."""
+        if task.secagg is None:
+            if plan.secure_aggregation.protocol != "none":
+                raise TaskRefused("SECURE_AGGREGATION_REQUIRED", "the plan requires secure aggregation but the round offers none")
+            return result
+        from healthfed_common.secagg import SecAggClient
+        from healthfed_common.secure_round import session_params, to_vectors
+
+        offered = task.secagg
+        expected = session_params(plan, computations, offered.participants, task.round, task.attempt)
+        announced = (offered.session_id, tuple(offered.participants), offered.threshold, tuple(offered.bitwidths),
+                     tuple(offered.vector_lengths), offered.neighbours or None)
+        derived = (expected.session_id, expected.participants, expected.threshold, expected.bitwidths,
+                   expected.vector_lengths, expected.neighbours)
+        if announced != derived or self._services.silo_id not in expected.participants:
+            raise TaskRefused("SECAGG_SESSION_MISMATCH",
+                              "the secure-aggregation session offered differs from the one derived from the plan")
+        client = SecAggClient(self._services.silo_id, expected)
+        self._sessions = {expected.session_id: (client, to_vectors(result.secure_parts))}
+        return replace(result, secure_parts=(), secagg=client.advertise_keys())
+
+    def _secagg_phase(self, task: SecAggPhaseTask) -> SecAggReply:
+        from healthfed_common.secagg import SecAggError
+
+        session = self._sessions.get(getattr(task.payload, "session_id", b""))
+        if session is None:
+            raise TaskRefused("SECAGG_UNKNOWN_SESSION", "this silo holds no state for that secure-aggregation session")
+        client, vectors = session
+        try:
+            if task.phase == "share_keys":
+                payload: Any = SharesBundle(client.share_keys(task.payload))
+            elif task.phase == "masked_input":
+                payload = client.masked_input(task.payload, vectors)
+            elif task.phase == "unmask":
+                payload = client.unmask(task.payload)
+            else:
+                raise TaskRefused("SECAGG_UNKNOWN_PHASE", f"unknown phase {task.phase!r}")
+        except SecAggError as error:
+            raise TaskRefused(error.code, str(error)[:300]) from None
+        return SecAggReply(self._services.silo_id, task.task_id, task.plan_hash, task.round, payload)
 
     def _dataset_factory(self, plan: Plan, view: Any, round_number: int) -> Any:
         """Non-private plans: the plan-seeded shuffled batches. DP plans: the silo calibrates

@@ -37,6 +37,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, Any]:
+    spec = plan.secure_aggregation
+    if spec.protocol == "none":
+        return {"protocol": "none", "note": "integer update parts were summed in plain by the aggregator"}
+    from healthfed_common.secagg import PROTOCOL_NAME, default_neighbours, default_threshold
+
+    n = len(silos)
+    return {
+        "protocol": spec.protocol,
+        "implementation": PROTOCOL_NAME,
+        "threshold": spec.threshold or default_threshold(n),
+        "participants_per_round": n,
+        "neighbours": (spec.neighbours or default_neighbours(n)) if spec.protocol == "secagg_plus" else n - 1,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(levelname)s %(message)s")
     try:
@@ -89,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "plan_hash": plan.plan_hash,
         "silos": sorted(config.silos),
         "secure_aggregation": plan.secure_aggregation.protocol,
+        "secure_aggregation_details": _secure_aggregation_summary(plan, config.silos),
         "fingerprint": coordinator.computations.fingerprint,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import numpy as np
+
+from healthfed_common.secagg import (
+    EncryptedShare,
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    ShareInbox,
+    UnmaskRequest,
+    UnmaskResponse,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -40,6 +52,7 @@ class TrainTask:
     attempt: int
     fingerprint: str
     client_input: tuple[np.ndarray, ...]
+    secagg: "SecAggSession | None" = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class TrainResult:
     metrics_part: tuple[np.ndarray, ...]
     secure_parts: tuple[np.ndarray, ...]
     declarations: dict[str, float] = field(default_factory=dict)
+    secagg: Any = None  # the silo's KeyAdvertisement when the round is securely aggregated
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,48 @@ class Refusal:
     round: int
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class SecAggSession:
+    """The secure-aggregation session of a round, as the aggregator announces it; each silo
+    re-derives it (healthfed_common.secure_round) and refuses a different one."""
+
+    session_id: bytes
+    participants: tuple[str, ...]
+    threshold: int
+    bitwidths: tuple[int, ...]
+    vector_lengths: tuple[int, ...]
+    neighbours: int
+
+
+@dataclass(frozen=True)
+class SecAggPhaseTask:
+    """One later phase of a round's protocol for one silo: `payload` is the KeyRoster
+    (phase share_keys), that silo's ShareInbox (masked_input) or the UnmaskRequest (unmask)."""
+
+    task_id: str
+    plan_hash: str
+    round: int
+    phase: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class SecAggReply:
+    """A silo's protocol message for a phase: its encrypted shares, masked input (with the
+    plain, allow-listed metrics) or unmasking shares."""
+
+    silo_id: str
+    task_id: str
+    plan_hash: str
+    round: int
+    payload: Any
+
+
+@dataclass(frozen=True)
+class SharesBundle:
+    shares: tuple[EncryptedShare, ...]
 
 
 @dataclass(frozen=True)
@@ -125,4 +181,15 @@ MESSAGE_TYPES: tuple[type, ...] = (
     Refusal,
     AuditCheckpoint,
     Ack,
+    SecAggSession,
+    SecAggPhaseTask,
+    SecAggReply,
+    SharesBundle,
+    KeyAdvertisement,
+    KeyRoster,
+    EncryptedShare,
+    ShareInbox,
+    MaskedInput,
+    UnmaskRequest,
+    UnmaskResponse,
 )
