@@ -117,9 +117,12 @@ class LocalFederation:
             "--plan", str(plan_path), "--out", str(out_dir), "--linger", str(linger_s),
         ))
 
-    def start_silo(self, silo_id: str) -> Member:
+    def start_silo(self, silo_id: str, *, exit_when_finished: bool = True) -> Member:
+        """`exit_when_finished=False` keeps the silo polling after a plan ends, so several
+        plans (one aggregator process each) can run against the same silo processes."""
+        flags = ["--exit-when-finished"] if exit_when_finished else []
         return self._start(silo_id, _command(
-            "silo_node.cli.main", "run", "--config", str(self.kit(silo_id) / "silo.yaml"), "--exit-when-finished",
+            "silo_node.cli.main", "run", "--config", str(self.kit(silo_id) / "silo.yaml"), *flags,
         ))
 
     def wait(self, name: str, timeout_s: float) -> int:
