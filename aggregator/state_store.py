@@ -86,6 +86,14 @@ class StateStore:
         ).fetchone()
         return Checkpoint(plan_hash, row[0], decode_arrays(row[1])) if row else None
 
+    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[np.ndarray]:
+        row = self._db.execute(
+            "SELECT state FROM checkpoints WHERE plan_hash=? AND round=?", (plan_hash, round_number)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no checkpoint for round {round_number} of plan {plan_hash[:12]}")
+        return decode_arrays(row[0])
+
     def record_outcome(
         self, plan_hash: str, round_number: int, attempt: int, silo_id: str, outcome: str,
         code: str = "", message: str = "",

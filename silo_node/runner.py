@@ -123,6 +123,8 @@ class SiloRunner:
         if isinstance(ack, Ack) and not ack.accepted:
             log.warning("aggregator did not accept %s: %s %s", task.task_id, ack.code, ack.message)
         self.tasks_done += 1
+        if isinstance(task, SecAggPhaseTask) and isinstance(ack, Ack) and ack.accepted:
+            log.info("round %d: secure-aggregation phase %s answered", task.round, task.phase)
         self._send_checkpoint()
 
     def _send_checkpoint(self) -> None:
@@ -250,6 +252,7 @@ class SiloRunner:
                 payload: Any = SharesBundle(client.share_keys(task.payload))
             elif task.phase == "masked_input":
                 payload = client.masked_input(task.payload, vectors)
+                log.info("round %d: masked input ready for the aggregator", task.round)
             elif task.phase == "unmask":
                 payload = client.unmask(task.payload)
             else:

