@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from typing import Any
 
@@ -19,12 +20,17 @@ log = logging.getLogger("healthfed.silo.connection")
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+class ConnectionStopped(Exception):
+    """The silo was asked to stop while waiting to reach the aggregator."""
+
+
 class AggregatorRefused(PermissionError):
     """The aggregator refused this silo (revoked, not enrolled, identity mismatch...)."""
 
 
 class AggregatorConnection:
-    def __init__(self, config: SiloConfig, call_timeout_s: float = 60.0) -> None:
+    def __init__(self, config: SiloConfig, call_timeout_s: float = 60.0, stop: threading.Event | None = None) -> None:
+        self._stop = stop or threading.Event()
         credentials = grpc.ssl_channel_credentials(
             root_certificates=config.tls.ca_certificate.read_bytes(),
             private_key=config.tls.private_key.read_bytes(),
@@ -50,6 +56,8 @@ class AggregatorConnection:
     def _call(self, method: Any, message: Any, *, retry_until: float | None) -> Any:
         delay = 0.5
         while True:
+            if self._stop.is_set():
+                raise ConnectionStopped("stopped")
             try:
                 return codec.decode(method(codec.encode(message), timeout=self._timeout))
             except grpc.RpcError as error:
@@ -60,7 +68,8 @@ class AggregatorConnection:
                     raise
                 sleep = min(delay, self._max_backoff) * random.uniform(0.5, 1.0)
                 log.info("aggregator unreachable (%s); retrying in %.1fs", status.name, sleep)
-                time.sleep(sleep)
+                if self._stop.wait(sleep):  # SIGTERM during a long outage ends the wait at once
+                    raise ConnectionStopped("stopped while the aggregator was unreachable")
                 delay *= 2
 
     def poll(self, message: Any, retry_until: float | None = None) -> Any:

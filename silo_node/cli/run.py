@@ -12,7 +12,7 @@ from typing import Any
 
 from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import load_silo_config
-from silo_node.connection import AggregatorConnection, AggregatorRefused
+from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
 from silo_node.node import open_silo_services
 from silo_node.runner import SiloRunner
 
@@ -46,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     services = open_silo_services(config)
-    connection = AggregatorConnection(config)
+    connection = AggregatorConnection(config, stop=stop)
     try:
         SiloRunner(services, connection, config.poll_interval_s).serve(stop, args.exit_when_finished)
+    except ConnectionStopped:
+        print("silo-node run: stopped", file=sys.stderr)
     except AggregatorRefused as refused:
         print(f"silo-node run: the aggregator refused this silo: {refused}", file=sys.stderr)
         return 1
