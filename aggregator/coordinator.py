@@ -65,7 +65,9 @@ class Coordinator:
         progress: ProgressHook = print,
         max_round_attempts: int = 3,
         audit: Any = None,
+        metrics: Any = None,
     ) -> None:
+        self._metrics = metrics
         self.plan = plan
         self._board = board
         self._store = store
@@ -112,6 +114,9 @@ class Coordinator:
                 self._store.save_checkpoint(plan.plan_hash, round_number, state)
                 self.report.rounds_completed = round_number
                 self.report.round_seconds.append(time.time() - began)
+                if self._metrics is not None:
+                    silos = len(self.report.round_metrics[-1]["silos"]) if self.report.round_metrics else 0
+                    self._metrics.round_completed(time.time() - began, silos=silos, round_number=round_number)
             self.report.evaluation = self._evaluate(state, plan_json)
             if export_dir is not None:
                 self.report.model_path = str(self._export(state, export_dir))
@@ -215,6 +220,8 @@ class Coordinator:
     def _note_answers(self, round_number: int, attempt: int, answers: dict[str, Any]) -> None:
         for silo_id in sorted(self._silos):
             answer = answers.get(silo_id)
+            if self._metrics is not None and (answer is None or isinstance(answer, Refusal)):
+                self._metrics.refusal(answer.code) if answer is not None else self._metrics.no_answer()
             if isinstance(answer, Refusal):
                 self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "refused",
                                            answer.code, answer.message)

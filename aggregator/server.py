@@ -42,8 +42,10 @@ class FederationService:
         enrolled: frozenset[str],
         on_refused_connection: RefusalHook | None = None,
         witness: WitnessHook | None = None,
+        metrics: Any = None,
     ) -> None:
         self._witness = witness
+        self._metrics = metrics
         self._board = board
         self._store = store
         self._enrolled = enrolled
@@ -80,12 +82,19 @@ class FederationService:
         except WireFormatError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{error.code}: {error}")
 
+    def _count(self, request: bytes, silo_id: str, reply: bytes) -> bytes:
+        if self._metrics is not None:
+            self._metrics.bytes_in(len(request))
+            self._metrics.silo_seen(silo_id)
+            self._metrics.bytes_out(len(reply))
+        return reply
+
     def poll(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         message = self._decode(request, context)
         if not isinstance(message, PollRequest):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Poll expects a PollRequest")
         self._authenticate(context, message.silo_id)
-        return codec.encode(self._board.poll(message.silo_id))
+        return self._count(request, message.silo_id, codec.encode(self._board.poll(message.silo_id)))
 
     def submit(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         message = self._decode(request, context)
@@ -96,11 +105,12 @@ class FederationService:
             if self._witness is None:
                 return codec.encode(Ack(False, "NO_WITNESS", "this aggregator does not witness checkpoints"))
             problem = self._witness(message.silo_id, dict(message.checkpoint), message.consistency_proof)
-            return codec.encode(Ack(problem is None, "CHECKPOINT_REJECTED" if problem else "", problem or ""))
+            reply = codec.encode(Ack(problem is None, "CHECKPOINT_REJECTED" if problem else "", problem or ""))
+            return self._count(request, message.silo_id, reply)
         ack: Ack = self._board.submit(message)
         if not ack.accepted:
             log.warning("rejected answer from %s: %s %s", message.silo_id, ack.code, ack.message)
-        return codec.encode(ack)
+        return self._count(request, message.silo_id, codec.encode(ack))
 
 
 def _identity(data: bytes) -> bytes:

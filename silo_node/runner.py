@@ -68,7 +68,8 @@ class SiloServices:
 
 
 class SiloRunner:
-    def __init__(self, services: SiloServices, connection: Any, poll_interval_s: float = 2.0) -> None:
+    def __init__(self, services: SiloServices, connection: Any, poll_interval_s: float = 2.0, metrics: Any = None) -> None:
+        self._metrics = metrics
         self._services = services
         self._connection = connection
         self._poll_interval = poll_interval_s
@@ -86,6 +87,8 @@ class SiloRunner:
         log.info("silo %s polling the aggregator", silo_id)
         while not stop.is_set():
             response = self._connection.poll(PollRequest(silo_id, __version__))
+            if self._metrics is not None:
+                self._metrics.contact()
             if isinstance(response, TrainTask):
                 self._answer(response, self._train)
             elif isinstance(response, EvaluateTask):
@@ -119,6 +122,11 @@ class SiloRunner:
         if not isinstance(answer, Refusal):
             # recorded (size, sha256, recipient; audit event payload.released) before it leaves
             self._services.egress.record(task.plan_hash, round_number, type(answer).__name__, payload, "aggregator")
+            if self._metrics is not None:
+                self._metrics.task_run("evaluate" if isinstance(task, EvaluateTask) else "train")
+                self._metrics.bytes_released(len(payload))
+        elif self._metrics is not None:
+            self._metrics.refusal(answer.code)
         ack = self._connection.submit(answer)
         if isinstance(ack, Ack) and not ack.accepted:
             log.warning("aggregator did not accept %s: %s %s", task.task_id, ack.code, ack.message)

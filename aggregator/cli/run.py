@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import time
@@ -13,6 +12,8 @@ from typing import Any
 
 from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
+from aggregator.metrics import AggregatorMetrics
+from healthfed_common.json_logging import configure_logging
 from aggregator.coordinator import Coordinator, PlanFailed
 from aggregator.server import FederationService, start_server
 from aggregator.state_store import StateStore
@@ -34,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for the model and run report")
     parser.add_argument("--linger", type=float, default=3.0,
                         help="seconds to keep serving after the plan ends so hospitals learn it finished")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics on this port (default: off)")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
     parser.set_defaults(func=run)
 
 
@@ -54,7 +59,7 @@ def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s aggregator %(levelname)s %(message)s", force=True)
+    configure_logging(args.log_format == "json", "aggregator")
     try:
         config = load_aggregator_config(args.config)
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
@@ -64,13 +69,16 @@ def run(args: argparse.Namespace) -> int:
     store = StateStore(config.state_dir / "aggregator.sqlite3")
     audit = AggregatorAudit(config.state_dir)
     board = TaskBoard()
+    metrics = AggregatorMetrics(config.federation, enrolled=set(config.silos))
+    metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None
 
     def refused(who: str, code: str, message: str) -> None:
+        metrics.connection_refused(who, code, message)
         audit.record("connection.refused", actor=who, outcome="minor_failure", requestor=True,
                      detail={"code": code, "reason": message})
 
     service = FederationService(board, store, frozenset(config.silos), on_refused_connection=refused,
-                                witness=audit.witness)
+                                witness=audit.witness, metrics=metrics)
     server, port = start_server(config, service)
     print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
     stop = {"signal": None}
@@ -86,13 +94,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         coordinator = Coordinator(
             plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True),
-            audit=audit,
+            audit=audit, metrics=metrics,
         )
         result = coordinator.run(export_dir=args.out / "model")
         report = result.__dict__ | {"status": "completed"}
+        metrics.plan_finished("completed")
     except PlanFailed as failure:
         print(f"aggregator run: {failure}", file=sys.stderr, flush=True)
         report = coordinator.report.__dict__ | {"status": "failed", "error": str(failure)}
+        metrics.plan_finished("failed")
         status = 1
     except KeyboardInterrupt:
         print("aggregator run: interrupted; the plan resumes from its last checkpoint on restart", file=sys.stderr)
@@ -117,4 +127,6 @@ def run(args: argparse.Namespace) -> int:
     server.stop(grace=1).wait()
     store.close()
     audit.close()
+    if metrics_server is not None:
+        metrics_server.close()
     return status

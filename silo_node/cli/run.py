@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -13,6 +12,8 @@ from typing import Any
 from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import load_silo_config
 from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
+from healthfed_common.json_logging import configure_logging
+from silo_node.metrics import SiloMetrics
 from silo_node.node import open_silo_services
 from silo_node.runner import SiloRunner
 
@@ -28,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, required=True, help="silo.yaml from the startup kit")
     parser.add_argument("--exit-when-finished", action="store_true",
                         help="exit once the aggregator reports the plan finished (for scripted runs)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics on this port (default: off)")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     except HealthFedError as error:
         print(f"silo-node run: {error}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s silo {config.silo_id} %(levelname)s %(message)s", force=True)
+    configure_logging(args.log_format == "json", f"silo {config.silo_id}")
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -46,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     services = open_silo_services(config)
+    metrics = SiloMetrics(config.silo_id, state_dir=config.state_dir)
+    metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None
     connection = AggregatorConnection(config, stop=stop)
     try:
-        SiloRunner(services, connection, config.poll_interval_s).serve(stop, args.exit_when_finished)
+        SiloRunner(services, connection, config.poll_interval_s, metrics=metrics).serve(stop, args.exit_when_finished)
     except ConnectionStopped:
         print("silo-node run: stopped", file=sys.stderr)
     except AggregatorRefused as refused:
@@ -57,4 +64,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         connection.close()
         services.close()
+        if metrics_server is not None:
+            metrics_server.close()
     return 0

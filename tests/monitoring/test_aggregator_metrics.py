@@ -85,6 +85,9 @@ def test_endpoint_binds_loopback_by_default_and_registries_are_isolated() -> Non
     assert samples[("healthfed_aggregator_rounds_completed_total", ())] == 0
     # the port is released on close
     with socket.socket() as sock:
+        # SO_REUSEADDR: the scrape's connection may sit in TIME_WAIT; a listener still
+        # holding the port would make this bind fail regardless.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
 
 
