@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from healthfed_common.startup_kit import TLSFiles, load_yaml_model
+from healthfed_common.startup_kit import TLSFiles, load_yaml_model, resolve_path, resolve_tls
 
 
 class AggregatorConfig(BaseModel):
@@ -20,22 +20,14 @@ class AggregatorConfig(BaseModel):
     silos: tuple[str, ...] = Field(description="Enrolled silo ids (certificate CNs).")
 
 
-def _resolve(base: Path, path: Path) -> Path:
-    return path if path.is_absolute() else base / path
-
-
 def load_aggregator_config(path: Path) -> AggregatorConfig:
     config = load_yaml_model(path, AggregatorConfig)
     assert isinstance(config, AggregatorConfig)
     base = path.parent.resolve()
     return config.model_copy(
         update={
-            "tls": TLSFiles(
-                ca_certificate=_resolve(base, config.tls.ca_certificate),
-                certificate=_resolve(base, config.tls.certificate),
-                private_key=_resolve(base, config.tls.private_key),
-            ),
-            "ca_private_key": _resolve(base, config.ca_private_key),
-            "state_dir": _resolve(base, config.state_dir),
+            "tls": resolve_tls(base, config.tls),
+            "ca_private_key": resolve_path(base, config.ca_private_key),
+            "state_dir": resolve_path(base, config.state_dir),
         }
     )

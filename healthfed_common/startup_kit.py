@@ -40,8 +40,17 @@ class SiloConfig(BaseModel):
     policy_file: Path | None = Field(default=None, description="Local approval policy (YAML); none = manual approval.")
 
 
-def _resolve(base: Path, path: Path) -> Path:
+def resolve_path(base: Path, path: Path) -> Path:
+    """Config files name other files relative to themselves."""
     return path if path.is_absolute() else (base / path)
+
+
+def resolve_tls(base: Path, tls: TLSFiles) -> TLSFiles:
+    return TLSFiles(
+        ca_certificate=resolve_path(base, tls.ca_certificate),
+        certificate=resolve_path(base, tls.certificate),
+        private_key=resolve_path(base, tls.private_key),
+    )
 
 
 def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
@@ -64,12 +73,8 @@ def load_silo_config(path: Path) -> SiloConfig:
     base = path.parent.resolve()
     return config.model_copy(
         update={
-            "tls": TLSFiles(
-                ca_certificate=_resolve(base, config.tls.ca_certificate),
-                certificate=_resolve(base, config.tls.certificate),
-                private_key=_resolve(base, config.tls.private_key),
-            ),
-            "state_dir": _resolve(base, config.state_dir),
-            "policy_file": _resolve(base, config.policy_file) if config.policy_file else None,
+            "tls": resolve_tls(base, config.tls),
+            "state_dir": resolve_path(base, config.state_dir),
+            "policy_file": resolve_path(base, config.policy_file) if config.policy_file else None,
         }
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+from silo_node.audit_sink import AuditSink
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,11 +63,6 @@ class PlanNotApprovable(DataLayerError, PermissionError):
         self.reason = reason
 
 
-class AuditSink(Protocol):
-    def record(
-        self, kind: str, *, actor: str, outcome: str = "success",
-        entities: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
-    ) -> object: ...
 
 
 @dataclass(frozen=True)

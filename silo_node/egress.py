@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from silo_node.audit_sink import AuditSink
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,11 +28,6 @@ CREATE TABLE IF NOT EXISTS egress (
 """
 
 
-class AuditSink(Protocol):
-    def record(
-        self, kind: str, *, actor: str, outcome: str = "success",
-        entities: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
-    ) -> object: ...
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from silo_node.audit_sink import AuditSink
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -113,16 +114,6 @@ class ChargeConflict(PrivacyLedgerError, ValueError):
     code = "PRIVACY_CHARGE_CONFLICT"
 
 
-class AuditSink(Protocol):
-    def record(
-        self,
-        kind: str,
-        *,
-        actor: str,
-        outcome: str = "success",
-        entities: Any = None,
-        detail: Any = None,
-    ) -> Any: ...
 
 
 @dataclass(frozen=True)

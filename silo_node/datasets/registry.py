@@ -13,6 +13,7 @@ import re
 import shutil
 import sqlite3
 import uuid
+from silo_node.audit_sink import AuditSink
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,13 +53,6 @@ CREATE TABLE IF NOT EXISTS datasets (
 """
 
 
-class AuditSink(Protocol):
-    """What the registry needs of the node's audit log (compliance.audit_log.AuditLog)."""
-
-    def record(
-        self, kind: str, *, actor: str, outcome: str = "success",
-        entities: Mapping[str, Any] | None = None, detail: Mapping[str, Any] | None = None,
-    ) -> object: ...
 
 
 @dataclass(frozen=True)
