@@ -188,6 +188,7 @@ class Coordinator:
                 for result in results:
                     if result.declarations:
                         self.report.dp_declarations[result.silo_id] = dict(result.declarations)
+                        self._store.record_declaration(plan.plan_hash, round_number, result.silo_id, dict(result.declarations))
                 seconds = time.time() - began
                 self.report.round_metrics.append(
                     {"round": round_number, "attempt": attempt, "silos": sorted(r.silo_id for r in results),

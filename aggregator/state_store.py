@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS round_outcomes (
     plan_hash TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL, silo_id TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, message TEXT, recorded_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS privacy_declarations (
+    plan_hash TEXT NOT NULL, round INTEGER NOT NULL, silo_id TEXT NOT NULL, epsilon_spent REAL,
+    epsilon_remaining REAL, delta REAL, recorded_at REAL NOT NULL, PRIMARY KEY (plan_hash, round, silo_id));
 CREATE TABLE IF NOT EXISTS revoked_certificates (
     serial_hex TEXT PRIMARY KEY, silo_id TEXT NOT NULL, revoked_at REAL NOT NULL, reason TEXT NOT NULL);
 """
@@ -109,6 +112,23 @@ class StateStore:
             "WHERE plan_hash=? ORDER BY recorded_at",
             (plan_hash,),
         ).fetchall()
+
+    def record_declaration(self, plan_hash: str, round_number: int, silo_id: str, declaration: dict[str, float]) -> None:
+        """A silo's own statement of privacy spent on the plan's dataset, as sent with its
+        result; the aggregator cannot verify it, it keeps it for the coordinator to see."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO privacy_declarations VALUES (?,?,?,?,?,?,?)",
+            (plan_hash, round_number, silo_id, declaration.get("epsilon_spent"),
+             declaration.get("epsilon_remaining"), declaration.get("delta"), time.time()),
+        )
+
+    def declarations(self, plan_hash: str | None = None) -> list[tuple[str, int, str, float, float, float]]:
+        """Latest declaration per (plan, silo): plan_hash, round, silo, ε spent, ε left, δ."""
+        query = (
+            "SELECT plan_hash, MAX(round), silo_id, epsilon_spent, epsilon_remaining, delta FROM privacy_declarations"
+            + (" WHERE plan_hash=?" if plan_hash else "") + " GROUP BY plan_hash, silo_id ORDER BY plan_hash, silo_id"
+        )
+        return self._db.execute(query, (plan_hash,) if plan_hash else ()).fetchall()
 
     def revoke(self, serial_hex: str, silo_id: str, reason: str) -> None:
         self._db.execute(

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("provision", "run", "revoke")
+COMMAND_MODULES = ("provision", "run", "revoke", "spending")
 
 
 def build_parser() -> argparse.ArgumentParser:
