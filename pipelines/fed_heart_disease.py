@@ -6,7 +6,11 @@ What runs. Four `silo-node run` processes (cleveland, hungarian, switzerland, va
 `pipelines.local_federation.LocalFederation`: provisioning, an approval policy per silo,
 `silo-node data add` with a dataset policy, `silo-node ledger set-budget`, then the plans. The
 silos are started once (without --exit-when-finished) and serve every plan; the aggregator is
-restarted with each plan (it runs one plan per process). Three settings x 5 seeds = 15 plans:
+restarted with each plan (it runs one plan per process). A silo that exits between plans is
+started again on the same kit and state and the restart is reported in the JSON: today every
+silo exits with 1 when the previous plan's aggregator process shuts down, because the poll in
+flight ends with gRPC CANCELLED, which silo_node/connection.py does not retry (its _RETRYABLE
+holds UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED only). Three settings x 5 seeds = 15 plans:
 no DP; target (epsilon=1, delta=1e-3); target (epsilon=0.1, delta=1e-3). Seed s sets
 `seeds.model_init = seeds.data_order = s` (DP noise and Poisson sampling use OS entropy anyway).
 Each silo evaluates the final model on its own `test` subset (EvaluateTask); the figure is
@@ -418,6 +422,7 @@ def run_federation(work: Path, exports: dict[str, Path], chosen: dict[str, Hyper
         printer(f"registered {DATASET} on 4 silos through `silo-node data add` in {time.time() - began:.0f}s")
         for silo_id in HOSPITALS:
             federation.start_silo(silo_id, exit_when_finished=False)
+        restarts: list[dict[str, Any]] = []
         for setting in settings:
             for seed in seeds:
                 document = plan_document(setting, chosen[setting], seed)
@@ -428,7 +433,10 @@ def run_federation(work: Path, exports: dict[str, Path], chosen: dict[str, Hyper
                 out_dir = work / "aggregator" / document["name"]
                 began = time.time()
                 aggregator = federation.start_aggregator(plan_path, out_dir, linger_s=1.0)
-                status = federation.wait("aggregator", timeout_s=900)
+                while aggregator.process.poll() is None and time.time() - began < 900:
+                    restarts += _restart_dead_silos(federation, document["name"], printer)
+                    time.sleep(2.0)
+                status = federation.wait("aggregator", timeout_s=60)
                 if status != 0:
                     dead = {s: federation.members[s].process.poll() for s in HOSPITALS}
                     raise RuntimeError(f"plan {document['name']}: aggregator exited {status} (silo exit codes {dead}):\n"
@@ -451,7 +459,24 @@ def run_federation(work: Path, exports: dict[str, Path], chosen: dict[str, Hyper
                         f"{run['mean_per_hospital_accuracy']:.3f} "
                         + " ".join(f"{s} {a:.3f}" for s, a in accuracy.items()) + f" ({run['seconds']:.0f}s)")
         ledgers = _ledger_per_plan(federation, runs)
-    return {"runs": runs, "ledger": ledgers, "registration_reports": registration}
+    return {"runs": runs, "ledger": ledgers, "registration_reports": registration, "silo_restarts": restarts}
+
+
+def _restart_dead_silos(federation: Any, plan_name: str, printer: Any) -> list[dict[str, Any]]:
+    """A `silo-node run` that exited between plans (seen here: exit 1 when the previous
+    plan's aggregator process shut down under its poll) is started again on the same kit
+    and state -- what hospital IT's service manager would do. Each restart is reported."""
+    restarted = []
+    for silo_id in HOSPITALS:
+        member = federation.members[silo_id]
+        code = member.process.poll()
+        if code is None:
+            continue
+        tail = [line for line in member.lines if line.strip()][-12:]
+        restarted.append({"before_plan": plan_name, "silo": silo_id, "exit_code": code, "last_lines": tail})
+        printer(f"silo {silo_id} had exited ({code}); restarting it. Its last lines:\n  " + "\n  ".join(tail))
+        federation.start_silo(silo_id, exit_when_finished=False)
+    return restarted
 
 
 def _ledger_per_plan(federation: Any, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -606,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             "chosen": {s: chosen[s].__dict__ for s in settings},
         },
         "results": results,
+        "silo_restarts_between_plans": federation["silo_restarts"],
         "privacy": {"budget_per_dataset": PRIVACY_BUDGET, "approval_policy": APPROVAL_POLICY,
                     "ledger": federation["ledger"],
                     "note": "dp_declarations_cumulative (run report) is what each silo declares after the plan: "
