@@ -107,9 +107,11 @@ def write_hospital(folder: Path, *, n: int, seed: int, size: int = 64, positive_
     return ExportSummary(folder, n, positives, min(burned_in, n))
 
 
-def write_federation(out: Path, *, hospitals: int = 3, per_hospital: int = 60, size: int = 64, seed: int = 0) -> list[ExportSummary]:
+def write_federation(out: Path, *, hospitals: int = 3, per_hospital: int = 60, size: int = 64, seed: int = 0,
+                     burned_in: int = 1) -> list[ExportSummary]:
+    """One folder per hospital; class balance differs between hospitals (35 %, 45 %, 55 % ...)."""
     return [write_hospital(out / f"hospital_{h}", n=per_hospital, seed=seed + h, size=size,
-                           positive_share=0.35 + 0.1 * h, hospital=HOSPITALS[h % len(HOSPITALS)])
+                           positive_share=0.35 + 0.1 * h, burned_in=burned_in, hospital=HOSPITALS[h % len(HOSPITALS)])
             for h in range(hospitals)]
 
 
