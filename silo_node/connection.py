@@ -17,7 +17,11 @@ from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METH
 
 log = logging.getLogger("healthfed.silo.connection")
 
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# CANCELLED: the aggregator was stopped mid-call (restart, deploy); it will come back.
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 class ConnectionStopped(Exception):
