@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
+import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +132,6 @@ class FederatedComputations:
     secure_sum_bitwidths: tuple[int, ...]
     has_max_input_sums: bool
     has_modular_sums: bool
-    process: Any
 
     @property
     def fingerprint(self) -> str:
@@ -158,15 +161,9 @@ class FederatedComputations:
         return state[: self.model_weight_count]
 
 
-def _graph(computation: Any) -> GraphComputation:
-    import tensorflow_federated as tff
-
-    return GraphComputation(tff.framework.serialize_computation(computation))
-
-
-@functools.lru_cache(maxsize=8)
-def build_federated_computations(plan: Plan) -> FederatedComputations:
-    """Deterministic: the same plan gives byte-identical graphs in every process."""
+def serialize_federated_computations(plan: Plan) -> dict[str, bytes]:
+    """Traces the plan's process in THIS process and returns each component's serialized
+    proto plus the form's static facts. Meant to run in a fresh process (see below)."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -175,16 +172,77 @@ def build_federated_computations(plan: Plan) -> FederatedComputations:
     process = build_learning_process(plan)
     mrf = tff.backends.mapreduce.get_map_reduce_form_for_computation(process.next)
     initialize = tff.backends.mapreduce.get_state_initialization_computation(process.initialize)
-    bitwidth_values = _graph(mrf.secure_sum_bitwidth)()
-    components = {name: _graph(getattr(mrf, name)) for name in MRF_COMPONENTS}
-    has_max_input = len(flatten_tensor_types(mrf.secure_sum_max_input.type_signature.result)) > 0
-    has_modular = len(flatten_tensor_types(mrf.secure_modular_sum_modulus.type_signature.result)) > 0
+    protos = {name: getattr(mrf, name) for name in MRF_COMPONENTS}
+    protos["initialize"] = initialize
+    protos["secure_sum_bitwidth"] = mrf.secure_sum_bitwidth
+    out = {name: tff.framework.serialize_computation(c).SerializeToString(deterministic=True) for name, c in protos.items()}
+    facts = {
+        "has_max_input_sums": len(flatten_tensor_types(mrf.secure_sum_max_input.type_signature.result)) > 0,
+        "has_modular_sums": len(flatten_tensor_types(mrf.secure_modular_sum_modulus.type_signature.result)) > 0,
+    }
+    out["facts"] = json.dumps(facts).encode()
+    return out
+
+
+def _from_serialized(plan: Plan, blobs: dict[str, bytes]) -> FederatedComputations:
+    from tensorflow_federated.proto.v0 import computation_pb2
+
+    def graph(name: str) -> GraphComputation:
+        proto = computation_pb2.Computation()
+        proto.ParseFromString(blobs[name])
+        return GraphComputation(proto)
+
+    facts = json.loads(blobs["facts"])
     return FederatedComputations(
         plan=plan,
-        initialize=_graph(initialize),
-        secure_sum_bitwidths=tuple(int(b) for b in bitwidth_values),
-        has_max_input_sums=has_max_input,
-        has_modular_sums=has_modular,
-        process=process,
-        **components,
+        initialize=graph("initialize"),
+        secure_sum_bitwidths=tuple(int(b) for b in graph("secure_sum_bitwidth")()),
+        has_max_input_sums=bool(facts["has_max_input_sums"]),
+        has_modular_sums=bool(facts["has_modular_sums"]),
+        **{name: graph(name) for name in MRF_COMPONENTS},
     )
+
+
+@functools.lru_cache(maxsize=8)
+def build_federated_computations(plan: Plan) -> FederatedComputations:
+    """Traced in a fresh Python process, always. TF numbers traced functions with a
+    process-wide counter (`__inference_client_update_<n>`), so the graphs a process traces
+    depend on what it traced before: a silo that already ran one plan would build another
+    fingerprint for the next plan than the aggregator. A fresh process gives every node the
+    same bytes for the same plan and HealthFed version."""
+    model_entry(plan.model.id)  # fail fast, in this process, with UnknownModel
+    result = subprocess.run(
+        [sys.executable, "-m", "healthfed_common.learning_process"],
+        input=plan.canonical_bytes(), capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if result.returncode != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError("building the plan's computation failed: " + " | ".join(tail))
+    return _from_serialized(plan, _unframe(result.stdout))
+
+
+def _frame(blobs: dict[str, bytes]) -> bytes:
+    parts = []
+    for name, blob in blobs.items():
+        key = name.encode()
+        parts += [struct.pack(">I", len(key)), key, struct.pack(">Q", len(blob)), blob]
+    return b"".join(parts)
+
+
+def _unframe(data: bytes) -> dict[str, bytes]:
+    blobs: dict[str, bytes] = {}
+    offset = 0
+    while offset < len(data):
+        (key_length,) = struct.unpack_from(">I", data, offset)
+        key = data[offset + 4 : offset + 4 + key_length].decode()
+        offset += 4 + key_length
+        (length,) = struct.unpack_from(">Q", data, offset)
+        blobs[key] = data[offset + 8 : offset + 8 + length]
+        offset += 8 + length
+    return blobs
+
+
+if __name__ == "__main__":
+    from healthfed_common.plan import parse_plan
+
+    sys.stdout.buffer.write(_frame(serialize_federated_computations(parse_plan(sys.stdin.buffer.read()))))
