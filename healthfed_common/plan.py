@@ -31,11 +31,17 @@ class FeatureSpec(StrictModel):
     `standardize`: numeric, centred and scaled with the silo's own training statistics.
     `identity`: numeric, used as is. `one_hot`: categorical, one column per listed category
     (values outside the list encode as all zeros). `year`: a date reduced to its year.
+
+    `standardize_indicators` (one_hot only): centre and scale each indicator column with the
+    silo's own training mean and sample std, as published protocols such as FLamby's
+    Fed-Heart-Disease do; it derives nothing the 0/1 indicators do not already carry, so the
+    silo's allow-list for one_hot covers it.
     """
 
     name: Identifier
     transform: Literal["standardize", "identity", "one_hot", "year"] = "standardize"
     categories: tuple[str, ...] | None = None
+    standardize_indicators: bool = False
 
     @model_validator(mode="after")
     def _categories_only_for_one_hot(self) -> "FeatureSpec":
@@ -43,6 +49,8 @@ class FeatureSpec(StrictModel):
             raise ValueError(f"feature {self.name!r}: one_hot needs a non-empty categories list")
         if self.transform != "one_hot" and self.categories is not None:
             raise ValueError(f"feature {self.name!r}: categories are only for one_hot")
+        if self.standardize_indicators and self.transform != "one_hot":
+            raise ValueError(f"feature {self.name!r}: standardize_indicators is only for one_hot")
         return self
 
     @property

@@ -200,7 +200,8 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
     features: list[dict[str, Any]] = []
     for name in FEATURE_ORDER:
         if name in CATEGORIES:
-            features.append({"name": name, "transform": "one_hot", "categories": list(CATEGORIES[name])})
+            features.append({"name": name, "transform": "one_hot", "categories": list(CATEGORIES[name]),
+                             "standardize_indicators": True})
         else:
             features.append({"name": name, "transform": "standardize"})
     return {

@@ -288,6 +288,8 @@ def explain(
     ]
     for spec in plan.features:
         words = _TRANSFORM_WORDS[spec.transform].format(categories=", ".join(spec.categories or ()))
+        if spec.standardize_indicators:
+            words += ", each centred and scaled with this hospital's own training mean and spread"
         lines.append(f"  - {spec.name}: {words}")
     lines.append(f"  - label {plan.label.name}: positive when it is one of {', '.join(plan.label.positive_values)}")
     lines.append("")

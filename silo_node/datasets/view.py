@@ -64,20 +64,29 @@ def _years(values: pd.Series) -> pd.Series:
     return plain.fillna(dated).astype("float64")
 
 
+def _standardized(array: np.ndarray, train_values: np.ndarray, mean: float) -> np.ndarray:
+    """Centred and scaled by the training SAMPLE std (ddof=1, as pandas, R and torch
+    compute it, so published protocols reproduce); a constant training column is only centred."""
+    std = float(train_values.std(ddof=1)) if train_values.size > 1 else 0.0
+    return (array - mean) / (std if std > 0 else 1.0)
+
+
 def _columns_for(spec: FeatureSpec, values: pd.Series, train: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if spec.transform == "one_hot":
         assert spec.categories is not None
         text = canonical_text(values)
-        block = np.stack([(text == c).fillna(False).to_numpy(dtype=np.float32) for c in spec.categories], axis=1)
-        return block, [f"{spec.name}={c}" for c in spec.categories]
+        block = np.stack([(text == c).fillna(False).to_numpy(dtype=np.float64) for c in spec.categories], axis=1)
+        if spec.standardize_indicators:
+            block = np.stack([_standardized(column, column[train], float(column[train].mean()) if train.any() else 0.0)
+                              for column in block.T], axis=1)
+        return block.astype(np.float32), [f"{spec.name}={c}" for c in spec.categories]
     numbers = _years(values) if spec.transform == "year" else pd.to_numeric(values, errors="coerce").astype("float64")
     array = numbers.to_numpy(dtype=np.float64)
     train_values = array[train & ~np.isnan(array)]
     mean = float(train_values.mean()) if train_values.size else 0.0
     array = np.where(np.isnan(array), mean, array)  # missing -> training mean
     if spec.transform == "standardize":
-        std = float(train_values.std()) if train_values.size else 0.0
-        array = (array - mean) / (std if std > 0 else 1.0)
+        array = _standardized(array, train_values, mean)
     return array.astype(np.float32).reshape(-1, 1), [spec.name]
 
 

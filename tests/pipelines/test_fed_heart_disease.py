@@ -41,9 +41,10 @@ def test_export_has_header_and_split_and_stays_out_of_the_repo(exports: dict[str
 
 
 def test_silo_view_gives_the_protocols_13_features(exports: dict[str, Path]) -> None:
-    """The silo's own view (minimisation + tabular_view) of each export: 13 inputs, numeric
-    columns standardised with the hospital's train statistics, cp/restecg one-hot without
-    their first level, labels num > 0 -- checked against a direct computation."""
+    """The silo's own view (minimisation + tabular_view) of each export: 13 inputs, cp/restecg
+    one-hot without their first level, EVERY input (dummies included) standardised with the
+    hospital's train mean and sample std, labels num > 0 -- checked against a direct
+    computation of the README's protocol."""
     from healthfed_common.plan import parse_plan
 
     plan = parse_plan(fhd.plan_document("no_dp", fhd.SELECTED["no_dp"], 0))
@@ -60,11 +61,11 @@ def test_silo_view_gives_the_protocols_13_features(exports: dict[str, Path]) -> 
         columns = []
         for feature in fhd.FEATURE_ORDER:
             values = numbers[feature].astype(float).to_numpy()
-            if feature in fhd.CATEGORIES:
-                columns += [(values == float(c)).astype(float) for c in fhd.CATEGORIES[feature]]
-            else:
-                std = values[train].std()
-                columns.append((values - values[train].mean()) / (std if std > 0 else 1.0))
+            raw = ([(values == float(c)).astype(float) for c in fhd.CATEGORIES[feature]]
+                   if feature in fhd.CATEGORIES else [values])
+            for column in raw:  # README step 5: every input, train mean, sample std (torch's default)
+                std = column[train].std(ddof=1)
+                columns.append((column - column[train].mean()) / (std if std > 0 else 1.0))
         expected = np.stack(columns, axis=1)
         np.testing.assert_allclose(x_train, expected[train], atol=1e-5)
         np.testing.assert_allclose(x_test, expected[~train], atol=1e-5)

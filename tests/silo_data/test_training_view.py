@@ -33,12 +33,38 @@ def test_view_shapes_and_train_statistics(heart: DatasetRegistry) -> None:
     assert train.columns == ("age", "sex", "cp=2", "cp=3", "cp=4", "trestbps", "chol", "thalach", "oldpeak")
     standardized = [0, 5, 6, 7, 8]
     np.testing.assert_allclose(train.features[:, standardized].mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(train.features[:, standardized].std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(train.features[:, standardized].std(axis=0, ddof=1), 1, atol=1e-4)  # sample std
     assert abs(test.features[:, standardized].mean()) > 1e-4  # test uses train statistics
     onehot = train.features[:, 2:5]
     assert set(np.unique(onehot)) <= {0.0, 1.0} and (onehot.sum(axis=1) <= 1).all()
     # Stratified: the positive share is about the same in both subsets.
     assert abs(train.labels.mean() - test.labels.mean()) < 0.03
+
+
+def test_standardized_indicators_use_train_mean_and_sample_std(heart: DatasetRegistry) -> None:
+    features = [dict(f) for f in HEART_FEATURES]
+    for feature in features:
+        if feature.get("transform") == "one_hot":
+            feature["standardize_indicators"] = True
+    plan = make_plan(features=features)
+    plain = heart.training_view("heart", make_plan(), "train")
+    train = heart.training_view("heart", plan, "train")
+    test = heart.training_view("heart", plan, "test")
+    plain_test = heart.training_view("heart", make_plan(), "test")
+    for column in (2, 3, 4):  # cp=2, cp=3, cp=4
+        indicator = plain.features[:, column].astype(np.float64)
+        mean, std = indicator.mean(), indicator.std(ddof=1)
+        np.testing.assert_allclose(train.features[:, column], (indicator - mean) / std, atol=1e-5)
+        # The test subset is scaled with the TRAIN statistics, never its own.
+        np.testing.assert_allclose(test.features[:, column], (plain_test.features[:, column] - mean) / std, atol=1e-5)
+    assert train.columns == plain.columns
+
+
+def test_standardize_indicators_is_refused_outside_one_hot() -> None:
+    features = [dict(f) for f in HEART_FEATURES]
+    features[0] = {**features[0], "standardize_indicators": True}
+    with pytest.raises(ValueError, match="standardize_indicators is only for one_hot"):
+        make_plan(features=features)
 
 
 def test_split_is_deterministic_and_seeded_by_content(registry: DatasetRegistry, tmp_path: Path) -> None:
