@@ -52,6 +52,10 @@ class RunReport:
 
 
 ProgressHook = Callable[[str], None]
+# (round number, that round's `RunReport.round_metrics` entry, DP spending declared by the
+# silos counted in it). Called before the round is checkpointed: a crash in between re-runs
+# the round and the hook sees it again, so it must replace what it wrote for that round.
+RoundHook = Callable[[int, dict[str, Any], dict[str, dict[str, float]]], None]
 
 
 class Coordinator:
@@ -66,8 +70,10 @@ class Coordinator:
         max_round_attempts: int = 3,
         audit: Any = None,
         metrics: Any = None,
+        on_round: RoundHook | None = None,
     ) -> None:
         self._metrics = metrics
+        self._on_round = on_round
         self.plan = plan
         self._board = board
         self._store = store
@@ -111,6 +117,11 @@ class Coordinator:
             for round_number in range(start, plan.rounds + 1):
                 began = time.time()
                 state = self._run_round(round_number, state, plan_json)
+                if self._on_round is not None:
+                    record = self.report.round_metrics[-1]
+                    declared = {s: self.report.dp_declarations[s] for s in record["silos"]
+                                if s in self.report.dp_declarations}
+                    self._on_round(round_number, record, declared)
                 self._store.save_checkpoint(plan.plan_hash, round_number, state)
                 self.report.rounds_completed = round_number
                 self.report.round_seconds.append(time.time() - began)
