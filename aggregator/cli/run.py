@@ -13,6 +13,7 @@ from typing import Any
 from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
 from aggregator.metrics import AggregatorMetrics
+from aggregator.metrics_release import RoundMetricsRelease, RoundMetricsUnusable, plan_metrics_dir
 from healthfed_common.json_logging import configure_logging
 from aggregator.coordinator import Coordinator, PlanFailed
 from aggregator.server import FederationService, start_server
@@ -39,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve Prometheus /metrics on this port (default: off)")
     parser.add_argument("--metrics-address", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
+    parser.add_argument("--round-metrics-dir", type=Path, default=None, metavar="DIR",
+                        help="where each completed round's aggregate metrics (round seconds, silos counted, "
+                        "training loss/accuracy, declared DP spending) are released, one subdirectory per plan "
+                        "(the first 16 hex digits of its hash) holding metrics.csv (one row per round, column "
+                        "'round') and tensorboard/ (run `tensorboard --logdir DIR`). Default: STATE_DIR/metrics "
+                        "from aggregator.yaml. A resumed plan continues the same files; a round run again "
+                        "after a crash replaces its CSV row")
+    parser.add_argument("--no-round-metrics", action="store_true",
+                        help="do not write the per-round CSV and TensorBoard files")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
     except (HealthFedError, OSError) as error:
         print(f"aggregator run: {error}", file=sys.stderr)
         return 1
+    releaser: RoundMetricsRelease | None = None
+    if not args.no_round_metrics:
+        directory = plan_metrics_dir(args.round_metrics_dir or config.state_dir / "metrics", plan.plan_hash)
+        try:
+            releaser = RoundMetricsRelease(directory, warn=lambda line: print(line, flush=True))
+        except (RoundMetricsUnusable, OSError) as error:
+            print(f"aggregator run: {error}", file=sys.stderr)
+            return 1
+        print(f"round metrics: {releaser.csv_path} and TensorBoard logdir {releaser.tensorboard_dir}", flush=True)
     store = StateStore(config.state_dir / "aggregator.sqlite3")
     audit = AggregatorAudit(config.state_dir)
     board = TaskBoard()
@@ -94,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         coordinator = Coordinator(
             plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True),
-            audit=audit, metrics=metrics,
+            audit=audit, metrics=metrics, on_round=releaser.release_round if releaser is not None else None,
         )
         result = coordinator.run(export_dir=args.out / "model")
         report = result.__dict__ | {"status": "completed"}
@@ -117,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         "secure_aggregation": plan.secure_aggregation.protocol,
         "secure_aggregation_details": _secure_aggregation_summary(plan, config.silos),
         "fingerprint": coordinator.computations.fingerprint,
+        "round_metrics_files": None if releaser is None else
+        {"csv": str(releaser.csv_path), "tensorboard": str(releaser.tensorboard_dir)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run-report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -16,6 +16,7 @@ from aggregator.state_store import StateStore
 from healthfed_common.plan import parse_plan
 from pipelines.local_federation import LocalFederation, local_federation
 from tests.federation.conftest import DATASET, OPEN_APPROVAL_POLICY, TOY_POLICY, toy_plan, write_toy_export
+from tests.monitoring.release_files import read_csv
 
 SILOS = ["north", "south"]
 
@@ -60,7 +61,10 @@ def _run(tmp_path: Path, plan_path: Path, kill_after: str | None) -> list[np.nda
             assert federation.wait("aggregator", 300) == 0, "\n".join(restarted.lines[-30:])
         else:
             assert federation.wait("aggregator", 300) == 0
-        assert federation.run_report(work / "out")["rounds_completed"] == 4
+        report = federation.run_report(work / "out")
+        assert report["rounds_completed"] == 4
+        # The released per-round CSV continues across the restart: each round once, in order.
+        assert [row["round"] for row in read_csv(Path(report["round_metrics_files"]["csv"]))] == ["1", "2", "3", "4"]
         return _final_state(federation, plan.plan_hash)
 
 

@@ -21,6 +21,7 @@ from pipelines.local_federation import LocalFederation, local_federation
 from silo_node.datasets.registry import DatasetRegistry
 from silo_node.storage import open_silo_db
 from tests.federation.conftest import DATASET, OPEN_APPROVAL_POLICY, TOY_POLICY, toy_plan, write_toy_export
+from tests.monitoring.release_files import read_csv, read_scalars
 
 SILOS = ["north", "south", "east"]
 ROWS = {"north": 60, "south": 40, "east": 80}
@@ -62,6 +63,7 @@ def test_three_rounds_through_real_processes_equal_tff_process_next(tmp_path: Pa
         report = federation.run_report(tmp_path / "out")
         assert report["rounds_completed"] == 3
         assert report["secure_aggregation"] == "none"
+        _assert_round_metrics_released(report)
         state = _final_weights(federation, plan.plan_hash)
         arrays = {}
         for silo_id in sorted(SILOS):
@@ -159,6 +161,24 @@ def test_no_process_outlives_a_federation_run(tmp_path: Path, write_plan) -> Non
         if "worker_binary" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] >= started
     ]
     assert workers == [], "TFF's worker_binary must never be started by HealthFed processes"
+
+
+def _assert_round_metrics_released(report: dict) -> None:
+    """`aggregator run` released one CSV row and one set of TensorBoard scalars per round,
+    by default under its state dir, with the figures its run report holds."""
+    files = report["round_metrics_files"]
+    assert "/state/metrics/" in files["csv"]
+    rows = read_csv(Path(files["csv"]))
+    scalars = read_scalars(Path(files["tensorboard"]))
+    assert [row["round"] for row in rows] == ["1", "2", "3"]
+    for row, record in zip(rows, report["round_metrics"]):
+        assert int(row["silos"]) == len(record["silos"]) == 3
+        assert float(row["round_seconds"]) == pytest.approx(record["seconds"])
+        assert record["aggregate"], "the form reports training metrics"
+        for name, value in record["aggregate"].items():
+            assert float(row[f"train/{name}"]) == pytest.approx(value)
+            assert scalars[f"train/{name}"][record["round"]] == [pytest.approx(value, rel=1e-6)]
+    assert sorted(scalars["round_seconds"]) == [1, 2, 3]
 
 
 def _wait_for_line(member, text: str, timeout_s: float) -> None:

@@ -3,34 +3,17 @@ the real files they write, including a resume after a crash that re-runs a round
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
 
 from aggregator.metrics_release import RoundMetricsRelease, plan_metrics_dir
+from tests.monitoring.release_files import read_csv, read_scalars
 
 
 def _record(round_number: int, loss: float, silos: list[str]) -> dict:
     return {"round": round_number, "attempt": 1, "silos": silos, "seconds": 1.5 + round_number,
             "aggregate": {"loss": loss, "binary_accuracy": 0.5 + loss / 10}, "per_silo": {}}
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def read_scalars(logdir: Path) -> dict[str, dict[int, list[float]]]:
-    """tag -> step -> every value written at that step, over all event files in the logdir."""
-    scalars: dict[str, dict[int, list[float]]] = {}
-    for events in sorted(logdir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(events)):
-            for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                scalars.setdefault(value.tag, {}).setdefault(event.step, []).append(number)
-    return scalars
 
 
 def test_one_csv_row_and_one_set_of_scalars_per_round(tmp_path: Path) -> None:
