@@ -15,7 +15,7 @@ import numpy as np
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
 from aggregator.secure_sum import run_secure_sum
-from aggregator.state_store import StateStore
+from aggregator.state_store import StateBackend
 from healthfed_common.secagg import SecAggError
 from healthfed_common.secure_round import from_vectors, session_params
 from aggregator.task_board import TaskBoard
@@ -63,7 +63,7 @@ class Coordinator:
         self,
         plan: Plan,
         board: TaskBoard,
-        store: StateStore,
+        store: StateBackend,
         silos: frozenset[str],
         *,
         progress: ProgressHook = print,

@@ -13,7 +13,7 @@ import grpc
 
 from aggregator.config import AggregatorConfig
 from aggregator.pki import certificate_serial_hex
-from aggregator.state_store import StateStore
+from aggregator.state_store import StateBackend
 from aggregator.task_board import TaskBoard
 from healthfed_common.errors import WireFormatError
 from healthfed_common.wire import codec
@@ -38,7 +38,7 @@ class FederationService:
     def __init__(
         self,
         board: TaskBoard,
-        store: StateStore,
+        store: StateBackend,
         enrolled: frozenset[str],
         on_refused_connection: RefusalHook | None = None,
         witness: WitnessHook | None = None,

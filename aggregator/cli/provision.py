@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="create a federation: CA, aggregator certificate and one startup kit per hospital",
         description="Creates OUT/aggregator (CA, server certificate, aggregator.yaml — keep ca.key "
         "safe) and OUT/kits/<silo-id> (silo.yaml, certificate, key, CA bundle) for each hospital. "
-        "Send each hospital only its own kit directory.",
+        "Send each hospital only its own kit directory. The aggregator keeps its state in SQLite "
+        "under state_dir; to use PostgreSQL instead, add database_url: postgresql://user:password@"
+        "host:5432/database to aggregator.yaml.",
     )
     parser.add_argument("--federation", required=True, help="federation name, e.g. cardiology-2026")
     parser.add_argument("--silos", required=True, help="comma-separated silo ids, e.g. st-marys,general,county")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
-from aggregator.state_store import StateStore
+from aggregator.state_store import open_state_store
+from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import ConfigInvalid
 from aggregator.pki import certificate_serial_hex
 
@@ -39,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"aggregator revoke: no certificate at {certificate}; pass --certificate", file=sys.stderr)
         return 1
     serial = certificate_serial_hex(certificate.read_bytes())
-    store = StateStore(config.state_dir / "aggregator.sqlite3")
-    store.revoke(serial, args.silo, args.reason)
-    store.close()
+    try:
+        with open_state_store(config.state_database()) as store:
+            store.revoke(serial, args.silo, args.reason)
+    except HealthFedError as error:
+        print(f"aggregator revoke: {error}", file=sys.stderr)
+        return 1
     audit = AggregatorAudit(config.state_dir)
     audit.record("certificate.revoked", actor="coordinator", entities={"silo": args.silo, "serial": serial},
                  detail={"reason": args.reason})

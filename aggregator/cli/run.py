@@ -17,7 +17,7 @@ from aggregator.metrics_release import RoundMetricsRelease, RoundMetricsUnusable
 from healthfed_common.json_logging import configure_logging
 from aggregator.coordinator import Coordinator, PlanFailed
 from aggregator.server import FederationService, start_server
-from aggregator.state_store import StateStore
+from aggregator.state_store import open_state_store
 from aggregator.task_board import TaskBoard
 from healthfed_common.errors import HealthFedError
 from healthfed_common.plan import parse_plan
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_aggregator_config(args.config)
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
+        store = open_state_store(config.state_database())
     except (HealthFedError, OSError) as error:
         print(f"aggregator run: {error}", file=sys.stderr)
         return 1
@@ -85,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"aggregator run: {error}", file=sys.stderr)
             return 1
         print(f"round metrics: {releaser.csv_path} and TensorBoard logdir {releaser.tensorboard_dir}", flush=True)
-    store = StateStore(config.state_dir / "aggregator.sqlite3")
     audit = AggregatorAudit(config.state_dir)
     board = TaskBoard()
     metrics = AggregatorMetrics(config.federation, enrolled=set(config.silos))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from aggregator.config import load_aggregator_config
-from aggregator.state_store import StateStore
+from aggregator.state_store import open_state_store
+from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import ConfigInvalid
 
 
@@ -32,9 +33,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigInvalid as error:
         print(f"aggregator spending: {error}", file=sys.stderr)
         return 1
-    store = StateStore(config.state_dir / "aggregator.sqlite3")
-    rows = store.declarations(args.plan_hash)
-    store.close()
+    try:
+        with open_state_store(config.state_database()) as store:
+            rows = store.declarations(args.plan_hash)
+    except HealthFedError as error:
+        print(f"aggregator spending: {error}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([dict(zip(("plan_hash", "round", "silo", "epsilon_spent", "epsilon_remaining", "delta"), r))
                           for r in rows], indent=2))
