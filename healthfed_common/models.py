@@ -33,7 +33,8 @@ def _logistic_regression(spec: ModelSpec, input_shape: tuple[int, ...], seed: in
         [
             tf.keras.layers.InputLayer(input_shape=input_shape),
             tf.keras.layers.Dense(
-                1, activation="sigmoid", kernel_initializer=_glorot(seed), name="logit"
+                1, activation="sigmoid", name="logit",
+                kernel_initializer="zeros" if spec.kernel_initializer == "zeros" else _glorot(seed),
             ),
         ],
         name="logistic_regression",

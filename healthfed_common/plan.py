@@ -73,9 +73,21 @@ class OptimizerSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
+    """`kernel_initializer`: `zeros` starts a logistic regression at the uninformative model
+    (the textbook start for a convex model; under strong DP noise a random start is noise the
+    few noisy steps cannot undo). Models with hidden units need random starts to break symmetry."""
+
     id: Identifier
     hidden_units: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = ()
     image_size: Annotated[int, Field(ge=8, le=512)] | None = None
+    kernel_initializer: Literal["glorot_uniform", "zeros"] = "glorot_uniform"
+
+    @model_validator(mode="after")
+    def _zeros_only_without_hidden_units(self) -> "ModelSpec":
+        if self.kernel_initializer == "zeros" and self.id != "logistic_regression":
+            raise ValueError(f"model {self.id!r}: kernel_initializer zeros is only for logistic_regression "
+                             "(hidden units started equal stay equal)")
+        return self
 
 
 class DPSpec(StrictModel):

@@ -46,3 +46,17 @@ def test_models_come_only_from_the_registry() -> None:
     assert model_entry("mlp").kind == "tabular"
     with pytest.raises(UnknownModel, match="not in this build's registry"):
         model_entry("keras.applications.ResNet50")
+
+
+def test_zero_initialised_logistic_regression_starts_at_the_uninformative_model() -> None:
+    document = demo_plan() | {"model": {"id": "logistic_regression", "kernel_initializer": "zeros"}}
+    plan = parse_plan(json.dumps(document))
+    model = model_entry("logistic_regression").build(plan.model, (plan.input_width,), 7)
+    for weights in model.get_weights():
+        assert not weights.any()
+
+
+def test_zero_initialisation_is_refused_for_models_with_hidden_units() -> None:
+    document = demo_plan() | {"model": {"id": "mlp", "hidden_units": [8], "kernel_initializer": "zeros"}}
+    with pytest.raises(PlanInvalid, match="kernel_initializer zeros is only for logistic_regression"):
+        parse_plan(json.dumps(document))
