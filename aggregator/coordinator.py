@@ -1,5 +1,11 @@
 """Runs one plan to its end: initialize or resume, then round after round prepare → offer →
-collect → aggregate → update → checkpoint, then a final evaluation and the model export."""
+collect → aggregate → update → checkpoint, then a final evaluation and the model export.
+
+How long a round waits is the plan's: every offer waits at most `round_deadline_s`; with
+`straggler_grace_s` it closes that much after `min_silos_per_round` results arrived; silos
+that `failing_silo_rounds` offers in a row went unanswered are not waited for (see
+`aggregator.participation`) and are offered each round again until they answer.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
+from aggregator.participation import Participation, StatusChange, outcome_of
 from aggregator.secure_sum import run_secure_sum
 from aggregator.state_store import StateBackend
 from healthfed_common.secagg import SecAggError
 from healthfed_common.secure_round import from_vectors, session_params
-from aggregator.task_board import TaskBoard
+from aggregator.task_board import Collection, TaskBoard
 from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
 from healthfed_common.plan import Plan
 from healthfed_common.wire.messages import (
@@ -49,6 +56,9 @@ class RunReport:
     refusals: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_round: int = 0
     dp_declarations: dict[str, dict[str, float]] = field(default_factory=dict)
+    # silos reported failing or rejoined (round, attempt, silo, status, consecutive_misses)
+    silo_status: list[dict[str, Any]] = field(default_factory=list)
+    failing_silos: list[str] = field(default_factory=list)
 
 
 ProgressHook = Callable[[str], None]
@@ -67,7 +77,6 @@ class Coordinator:
         silos: frozenset[str],
         *,
         progress: ProgressHook = print,
-        max_round_attempts: int = 3,
         audit: Any = None,
         metrics: Any = None,
         on_round: RoundHook | None = None,
@@ -79,7 +88,8 @@ class Coordinator:
         self._store = store
         self._silos = silos
         self._progress = progress
-        self._max_attempts = max_round_attempts
+        self._max_attempts = plan.max_round_attempts
+        self._participation = Participation(silos, plan.failing_silo_rounds)
         self._audit = audit
         self.computations: FederatedComputations = build_federated_computations(plan)
         self.report = RunReport(plan.plan_hash)
@@ -104,6 +114,7 @@ class Coordinator:
             state, start = checkpoint.state, checkpoint.round + 1
             self.report.resumed_from_round = checkpoint.round
             self._progress(f"resuming plan {plan.plan_hash[:12]} after round {checkpoint.round}")
+        self._resume_participation()
         self.report.rounds_completed = start - 1
         self._progress(
             f"plan {plan.name} ({plan.plan_hash[:12]}): {plan.rounds} rounds, {len(self._silos)} silos enrolled, "
@@ -157,11 +168,23 @@ class Coordinator:
         missing = sorted(self._silos - set(self._board.last_seen))
         self._progress(f"only {len(self._silos) - len(missing)} silos connected within {timeout_s:.0f}s; never seen: {missing}")
 
-    def _collect(self, task: TrainTask | EvaluateTask, validate: Callable[[Any], str | None]) -> dict[str, Any]:
-        self._board.open(task, self._silos, validate)
-        answers = self._board.wait_for_answers(time.time() + self.plan.round_deadline_s)
-        self._board.close()
-        return answers
+    def _resume_participation(self) -> None:
+        """A resumed plan continues the failing counts of its earlier run."""
+        self._participation.replay((row[2], row[3], row[4]) for row in self._store.outcomes(self.plan.plan_hash))
+        self.report.failing_silos = sorted(self._participation.failing)
+        for silo in self.report.failing_silos:
+            self._progress(f"  {silo} was failing when the plan stopped; rounds do not wait for it until it answers")
+            if self._metrics is not None:
+                self._metrics.silo_failing(silo, True)
+
+    def _collect(self, task: TrainTask | EvaluateTask, validate: Callable[[Any], str | None], quorum: int) -> Collection:
+        """Offers `task` to every enrolled silo and waits for the ones not failing (see
+        `TaskBoard.collect` for when it stops). Answers accepted until `close` count."""
+        self._board.open(task, self._silos, validate, awaited=self._participation.awaited())
+        collected = self._board.collect(
+            time.time() + self.plan.round_deadline_s, quorum=quorum, grace_s=self.plan.straggler_grace_s
+        )
+        return replace(collected, answers=self._board.close())
 
     def _run_round(self, round_number: int, state: list[np.ndarray], plan_json: bytes) -> list[np.ndarray]:
         plan, comps = self.plan, self.computations
@@ -178,9 +201,12 @@ class Coordinator:
                     params.session_id, params.participants, params.threshold, params.bitwidths,
                     params.vector_lengths, params.neighbours or 0),
             )
-            answers = self._collect(task, lambda r: expected_result_problem(comps, r, secure=secure))
+            # Closing early below the secure-aggregation threshold could only abort the sum.
+            quorum = plan.min_silos_per_round if params is None else max(plan.min_silos_per_round, params.threshold)
+            collected = self._collect(task, lambda r: expected_result_problem(comps, r, secure=secure), quorum)
+            answers = collected.answers
             results = [a for a in answers.values() if isinstance(a, TrainResult)]
-            self._note_answers(round_number, attempt, answers)
+            stragglers = self._note_answers(round_number, attempt, collected)
             secure_sums = None
             if params is not None and len(results) >= plan.min_silos_per_round:
                 try:
@@ -203,7 +229,8 @@ class Coordinator:
                 seconds = time.time() - began
                 self.report.round_metrics.append(
                     {"round": round_number, "attempt": attempt, "silos": sorted(r.silo_id for r in results),
-                     "seconds": round(seconds, 3), "aggregate": outcome.metrics, "per_silo": outcome.per_silo}
+                     "seconds": round(seconds, 3), "aggregate": outcome.metrics, "per_silo": outcome.per_silo,
+                     "stragglers": stragglers}
                 )
                 self._record("round.completed", plan_hash=plan.plan_hash, round=round_number,
                              silos=sorted(r.silo_id for r in results))
@@ -211,6 +238,8 @@ class Coordinator:
                 self._progress(
                     f"round {round_number}/{plan.rounds}: {len(results)}/{len(self._silos)} silos, "
                     f"{shown or 'no training metrics released'}, {seconds:.1f}s"
+                    + (f"; closed by the straggler grace without {stragglers} (their late results are discarded)"
+                       if stragglers else "")
                 )
                 return outcome.state
             missing = sorted(self._silos - set(answers))
@@ -219,7 +248,8 @@ class Coordinator:
                 f"round {round_number} attempt {attempt}/{self._max_attempts}: {len(results)} of "
                 f"{len(self._silos)} silos returned results, the plan needs {plan.min_silos_per_round}"
                 + (f"; refused: {refused}" if refused else "")
-                + (f"; no answer before the {plan.round_deadline_s:.0f}s deadline from {missing}" if missing else "")
+                + ((f"; no answer before the {plan.round_deadline_s:.0f}s deadline from {missing}"
+                    if collected.closed_by == "deadline" else f"; not waited for: {missing}") if missing else "")
             )
             self._progress(message)
             self._record("round.completed", outcome="serious_failure", plan_hash=plan.plan_hash,
@@ -229,9 +259,13 @@ class Coordinator:
             f"{plan.min_silos_per_round} silos in {self._max_attempts} attempts (see messages above)"
         )
 
-    def _note_answers(self, round_number: int, attempt: int, answers: dict[str, Any]) -> None:
+    def _note_answers(self, round_number: int, attempt: int, collected: Collection) -> list[str]:
+        """Records each silo's outcome of one train offer; returns the stragglers (silos
+        that took the task but were cut off when the round closed early)."""
+        answers, stragglers = collected.answers, []
         for silo_id in sorted(self._silos):
             answer = answers.get(silo_id)
+            outcome = outcome_of(answer, took_task=silo_id in collected.taken, closed_early=collected.closed_early)
             if self._metrics is not None and (answer is None or isinstance(answer, Refusal)):
                 self._metrics.refusal(answer.code) if answer is not None else self._metrics.no_answer()
             if isinstance(answer, Refusal):
@@ -244,14 +278,41 @@ class Coordinator:
                 self._record("round.refused", outcome="minor_failure", plan_hash=self.plan.plan_hash,
                              round=round_number, silo=silo_id, code=answer.code)
             elif answer is None:
-                self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "no_answer")
+                self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, outcome)
+                if outcome == "late":
+                    stragglers.append(silo_id)
             else:
                 self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo_id, "result")
+            change = self._participation.note(silo_id, outcome)
+            if change is not None:
+                self._report_status(round_number, attempt, change)
+        return stragglers
+
+    def _report_status(self, round_number: int, attempt: int, change: StatusChange) -> None:
+        """A silo became failing or rejoined: progress line, state store, audit log,
+        metrics and run report say so."""
+        silo, misses = change.silo, change.consecutive_misses
+        if change.change == "failing":
+            message = (f"{silo} is failing: no result in {misses} consecutive round offers; rounds no longer "
+                       "wait for it (it is offered every round and rejoins when it answers)")
+        else:
+            message = f"{silo} answered again after {misses} missed round offers and rejoins the rounds"
+        self._progress(f"  {message}")
+        self._store.record_outcome(self.plan.plan_hash, round_number, attempt, silo, change.change, "", message)
+        self._record(f"silo.{change.change}", outcome="minor_failure" if change.change == "failing" else "success",
+                     plan_hash=self.plan.plan_hash, round=round_number, silo=silo, consecutive_misses=misses)
+        self.report.silo_status.append(
+            {"round": round_number, "attempt": attempt, "silo": silo, "status": change.change,
+             "consecutive_misses": misses}
+        )
+        self.report.failing_silos = sorted(self._participation.failing)
+        if self._metrics is not None:
+            self._metrics.silo_failing(silo, change.change == "failing")
 
     def _evaluate(self, state: list[np.ndarray], plan_json: bytes) -> dict[str, Any]:
         weights = self.computations.model_weights(state)
         task = EvaluateTask(self._task_id("eval", self.plan.rounds, 1), plan_json, self.plan.plan_hash, tuple(weights))
-        answers = self._collect(task, lambda a: None)
+        answers = self._collect(task, lambda a: None, self.plan.min_silos_per_round).answers
         per_silo = {s: {**a.metrics, "num_examples": a.num_examples}
                     for s, a in answers.items() if isinstance(a, EvaluateResult)}
         total = sum(m["num_examples"] for m in per_silo.values())

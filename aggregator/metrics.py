@@ -87,6 +87,18 @@ class AggregatorMetrics:
             "healthfed_aggregator_sent_bytes", "Response bytes sent to silos (gRPC payloads).",
             registry=self.registry,
         )
+        self._failing: set[str] = set()
+        self._silos_failing = Gauge(
+            "healthfed_aggregator_silos_failing",
+            "Enrolled silos currently reported failing (no result in the plan's failing_silo_rounds "
+            "consecutive round offers); rounds do not wait for them until they answer again.",
+            registry=self.registry,
+        )
+        self._silo_failing = Gauge(
+            "healthfed_aggregator_silo_failing",
+            "1 while a silo is reported failing, 0 once it rejoined (only silos that were ever failing).",
+            ["silo"], registry=self.registry,
+        )
         self._plans = Counter(
             "healthfed_aggregator_plans_finished", "Plans that ended, by status (completed or failed).",
             ["status"], registry=self.registry,
@@ -113,6 +125,15 @@ class AggregatorMetrics:
     def no_answer(self, count: int = 1) -> None:
         """`count` silos let a round's deadline pass without answering."""
         self._no_answer.inc(count)
+
+    def silo_failing(self, silo_id: str, failing: bool) -> None:
+        """`silo_id` was reported failing (True) or answered again and rejoined (False)."""
+        if self._enrolled and silo_id not in self._enrolled:
+            return
+        with self._lock:
+            (self._failing.add if failing else self._failing.discard)(silo_id)
+            self._silos_failing.set(len(self._failing))
+        self._silo_failing.labels(silo=silo_id).set(1 if failing else 0)
 
     def plan_finished(self, status: str) -> None:
         """The plan ended with `status` ("completed" or "failed")."""

@@ -52,6 +52,15 @@ class RoundDetail(_Detail):
     reason: str | None = None
 
 
+class SiloStatusDetail(_Detail):
+    """`silo.failing` / `silo.rejoined`: the aggregator's view of one silo's participation."""
+
+    plan_hash: str = Field(min_length=1)
+    round: int = Field(ge=0)
+    silo: str = Field(min_length=1)
+    consecutive_misses: int = Field(ge=0)
+
+
 class CheckpointWitnessedDetail(_Detail):
     """`checkpoint.witnessed`: a peer checkpoint this node accepted."""
 
@@ -66,6 +75,8 @@ DETAIL_SCHEMAS: Mapping[str, type[_Detail]] = {
     "round.joined": RoundDetail,
     "round.refused": RoundDetail,
     "round.completed": RoundDetail,
+    "silo.failing": SiloStatusDetail,
+    "silo.rejoined": SiloStatusDetail,
     "checkpoint.witnessed": CheckpointWitnessedDetail,
 }
 

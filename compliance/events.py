@@ -21,6 +21,9 @@ the report is built on them, extra keys are kept but not interpreted):
   This is the HIPAA accounting-of-disclosures source.
 * ``round.joined`` / ``round.refused`` / ``round.completed`` — {plan_hash, round, silos?,
   reason?}: the aggregator lists participating ``silos``; a refusal gives a ``reason``.
+* ``silo.failing`` / ``silo.rejoined`` — {plan_hash, round, silo, consecutive_misses}: the
+  aggregator stopped waiting for a silo that missed that many round offers in a row, or
+  saw it answer again.
 * ``checkpoint.witnessed`` — {origin, size, root_hash}: a peer's checkpoint accepted by
   this node's `WitnessStore`.
 * ``report.exported`` — {format, sha256, period_from, period_to, log_size}.
@@ -130,6 +133,10 @@ _KINDS = (
           "operation", "A node refused (or was refused) a training round"),
     _kind("round.completed", APPLICATION_ACTIVITY, None, "E",
           "operation", "A training round completed"),
+    _kind("silo.failing", APPLICATION_ACTIVITY, None, "E",
+          "operation", "A silo let several round offers in a row pass without a result; rounds stop waiting for it"),
+    _kind("silo.rejoined", APPLICATION_ACTIVITY, None, "E",
+          "operation", "A silo reported failing answered again and takes part in rounds"),
     _kind("dp.charge", QUERY, None, "U",
           "privacy", "Differential-privacy budget was charged for a dataset"),
     _kind("payload.released", EXPORT, None, "R",

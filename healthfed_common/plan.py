@@ -130,7 +130,35 @@ class Plan(StrictModel):
     batch_size: int = Field(ge=1, le=100_000)
     rounds: int = Field(ge=1, le=100_000)
     min_silos_per_round: int = Field(ge=1)
-    round_deadline_s: float = Field(default=120.0, gt=0)
+    round_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest a round (or the final evaluation) waits for answers after it is offered.",
+    )
+    max_round_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="How often a round is offered again when fewer than min_silos_per_round "
+        "silos returned results; after the last attempt the plan stops as failed.",
+    )
+    straggler_grace_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Once min_silos_per_round results are in (under secure aggregation: at least "
+        "the secure-aggregation threshold), wait at most this much longer for the other silos, "
+        "then close the round; a straggler's late result is discarded for that round (it is "
+        "offered the next one as usual). None: wait for every silo until round_deadline_s.",
+    )
+    failing_silo_rounds: int | None = Field(
+        default=3,
+        ge=1,
+        description="After this many consecutive round offers a silo let pass without a result "
+        "(no answer before the round closed, or SILO_INTERNAL_ERROR), it is reported as failing "
+        "and rounds stop waiting for it when the others can meet the minimum without it. It is "
+        "waited for again the moment it takes a task, and reported as rejoined when it answers. "
+        "Policy refusals are answers, not failures. None: never report, always wait.",
+    )
     update_bound: float = Field(
         default=1000.0,
         gt=0,
@@ -141,6 +169,15 @@ class Plan(StrictModel):
     dp: DPSpec | None = None
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     seeds: Seeds = Seeds()
+
+    @model_validator(mode="after")
+    def _grace_within_deadline(self) -> "Plan":
+        if self.straggler_grace_s is not None and self.straggler_grace_s >= self.round_deadline_s:
+            raise ValueError(
+                f"straggler_grace_s ({self.straggler_grace_s:g}) must be shorter than round_deadline_s "
+                f"({self.round_deadline_s:g}); a longer grace never shortens a round"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_features(self) -> "Plan":
