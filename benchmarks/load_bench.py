@@ -1,0 +1,499 @@
+"""Load benchmark: many silo processes, many rounds, one machine (a script, not a test).
+
+    .venv/bin/python benchmarks/load_bench.py [--silos 20] [--rounds 20] [--secure-aggregation none secagg]
+
+A real federation on loopback (pipelines.local_federation): one `aggregator run` and one
+`silo-node run` per synthetic hospital, each from its own startup kit, mutual TLS, every
+hospital's export registered through `silo-node data add` (de-identification, minimisation).
+The model is a logistic regression on the demo's nine clinical features; every round needs
+all silos (min_silos_per_round = silos), so a round's time is the slowest silo's.
+
+The hospitals are provisioned and registered once; each secure-aggregation setting then runs
+its own plan on freshly started processes. Measured per setting:
+* wall time of the federated run (aggregator start to exit: computation tracing, silos
+  connecting, the rounds, the held-out evaluation and the model export); set-up
+  (provisioning and dataset registration) is timed once, separately;
+* per-round seconds (median / p95 / max) from the run report: a round is offer -> collect ->
+  (secure sum) -> aggregate -> update -> metrics release -> checkpoint; rounds per minute over
+  the rounds alone and over the whole run;
+* memory: every process of the federation and its children (the fresh process that
+  `build_federated_computations` spawns to trace the plan) is sampled every
+  `--sample-interval` seconds from /proc/<pid>/status; a process's peak is its VmHWM at its last
+  sample (the kernel's high-water mark, so short spikes between samples are included), and
+  the federation's peak is the largest sum of VmRSS over all its processes in one sample.
+
+Writes bench-results/load.json with the figures, the exact command and the machine, including
+the load average: this machine is shared with other jobs, so times are upper bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.demo import DATASET, DATASET_POLICY  # noqa: E402
+from pipelines.local_federation import LocalFederation, local_federation  # noqa: E402
+from pipelines.synthetic_ehr import LABEL, HospitalProfile, generate_export  # noqa: E402
+
+APPROVAL_POLICY: dict[str, Any] = {
+    "auto_approve": True,
+    "allowed_models": ["logistic_regression"],
+    "require_dp": False,
+    "require_secure_aggregation": False,
+}
+
+
+def hospitals(count: int, seed: int = 17) -> list[HospitalProfile]:
+    """Small hospitals of different sizes and case mix (120-400 patients each)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        HospitalProfile(
+            silo_id=f"hospital-{index:02d}", name=f"Load Test Hospital {index}",
+            patients=int(rng.integers(120, 401)), mean_age=float(rng.uniform(48, 68)),
+            smoker_rate=float(rng.uniform(0.12, 0.32)), diabetes_rate=float(rng.uniform(0.08, 0.24)),
+            zip_prefix=f"{100 + index:03d}",
+        )
+        for index in range(count)
+    ]
+
+
+def load_plan(silos: int, rounds: int, protocol: str) -> dict[str, Any]:
+    return {
+        "name": f"load-{silos}x{rounds}-{protocol}",
+        "dataset": DATASET,
+        "model": {"id": "logistic_regression"},
+        "features": [
+            {"name": "age"}, {"name": "sex", "transform": "one_hot", "categories": ["F", "M"]},
+            {"name": "bmi"}, {"name": "systolic_bp"}, {"name": "cholesterol"}, {"name": "hba1c"},
+            {"name": "smoker", "transform": "identity"}, {"name": "diabetes", "transform": "identity"},
+            {"name": "chest_pain_type", "transform": "one_hot",
+             "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},
+        ],
+        "label": {"name": LABEL, "positive_values": ["1"]},
+        "client_optimizer": {"name": "sgd", "learning_rate": 0.2},
+        "server_optimizer": {"name": "sgd", "learning_rate": 1.0},
+        "local_epochs": 1,
+        "batch_size": 32,
+        "rounds": rounds,
+        "min_silos_per_round": silos,
+        # Generous: on two shared cores, 20 silos each running a TF session one after another
+        # can take minutes per round; a timed-out round would measure the deadline, not the load.
+        "round_deadline_s": 1800,
+        "secure_aggregation": {"protocol": protocol},
+        "seeds": {"model_init": 11, "data_order": 5},
+    }
+
+
+# -- memory sampling --------------------------------------------------------------------------
+def _status_kib(pid: int) -> dict[str, int] | None:
+    """VmHWM, VmRSS and RssAnon in KiB, or None once the process is gone."""
+    try:
+        text = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("VmHWM:", "VmRSS:", "RssAnon:")):
+            name, number, _unit = line.split()
+            values[name[:-1]] = int(number)
+    return values if len(values) == 3 else None  # a zombie has no memory lines
+
+
+def mem_available_kib() -> int:
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+@dataclass
+class ProcessPeak:
+    member: str
+    pid: int
+    role: str  # "main" or "child"
+    command: str
+    hwm_kib: int = 0
+    anon_kib: int = 0
+
+
+@dataclass
+class MemorySampler:
+    """Samples every federation process and its descendants until stopped. Sets `exhausted`
+    when the machine's MemAvailable falls below `floor_kib`, so the run can stop before the
+    kernel's OOM killer picks a victim among other people's processes."""
+
+    federation: LocalFederation
+    interval_s: float
+    floor_kib: int
+    peaks: dict[int, ProcessPeak] = field(default_factory=dict)
+    total_rss_peak_kib: int = 0
+    total_anon_peak_kib: int = 0
+    total_anon_peak_at_s: float = 0.0
+    available_min_kib: int = 0
+    load_max: float = 0.0
+    samples: int = 0
+    exhausted: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _started: float = 0.0
+
+    def start(self) -> None:
+        self._started = time.time()
+        self.available_min_kib = mem_available_kib()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def sample(self) -> None:
+        total_rss = total_anon = 0
+        for name, member in list(self.federation.members.items()):
+            pids = [(member.process.pid, "main")]
+            try:
+                pids += [(child.pid, "child") for child in psutil.Process(member.process.pid).children(recursive=True)]
+            except psutil.Error:
+                pass
+            for pid, role in pids:
+                status = _status_kib(pid)
+                if status is None:
+                    continue
+                total_rss += status["VmRSS"]
+                total_anon += status["RssAnon"]
+                peak = self.peaks.get(pid)
+                if peak is None:
+                    peak = self.peaks[pid] = ProcessPeak(name, pid, role, _command(pid))
+                peak.hwm_kib = max(peak.hwm_kib, status["VmHWM"])
+                peak.anon_kib = max(peak.anon_kib, status["RssAnon"])
+        self.total_rss_peak_kib = max(self.total_rss_peak_kib, total_rss)
+        if total_anon > self.total_anon_peak_kib:
+            self.total_anon_peak_kib = total_anon
+            self.total_anon_peak_at_s = time.time() - self._started
+        available = mem_available_kib()
+        self.available_min_kib = min(self.available_min_kib, available)
+        if available < self.floor_kib:
+            self.exhausted.set()
+        self.load_max = max(self.load_max, os.getloadavg()[0])
+        self.samples += 1
+
+
+def _command(pid: int) -> str:
+    try:
+        parts = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return "?"
+    if "-m" in parts:
+        return parts[parts.index("-m") + 1]
+    return pathlib.Path(parts[0]).name if parts else "?"
+
+
+def _mib(kib: int) -> float:
+    return round(kib / 1024, 1)
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def memory_summary(sampler: MemorySampler, silo_ids: list[str]) -> dict[str, Any]:
+    peaks = list(sampler.peaks.values())
+
+    def member(name: str) -> dict[str, Any]:
+        main = [p for p in peaks if p.member == name and p.role == "main"]
+        return {
+            "peak_rss_mib": _mib(max((p.hwm_kib for p in main), default=0)),
+            "peak_anon_mib": _mib(max((p.anon_kib for p in main), default=0)),
+            "children": [{"command": p.command, "peak_rss_mib": _mib(p.hwm_kib), "peak_anon_mib": _mib(p.anon_kib)}
+                         for p in peaks if p.member == name and p.role == "child"],
+        }
+
+    silos = {silo: member(silo) for silo in silo_ids}
+    children = [c for s in silos.values() for c in s["children"]]
+    return {
+        "aggregator": member("aggregator"),
+        "aggregator_peak_rss_mib_including_children": max(
+            [member("aggregator")["peak_rss_mib"], *(c["peak_rss_mib"] for c in member("aggregator")["children"])]),
+        "silo_peak_rss_mib": _spread([s["peak_rss_mib"] for s in silos.values()]),
+        "silo_peak_anon_mib": _spread([s["peak_anon_mib"] for s in silos.values()]),
+        "silo_children_peak_rss_mib": _spread([c["peak_rss_mib"] for c in children]),
+        "silo_children_peak_anon_mib": _spread([c["peak_anon_mib"] for c in children]),
+        "federation_sum_rss_peak_mib": _mib(sampler.total_rss_peak_kib),
+        "federation_sum_anon_peak_mib": _mib(sampler.total_anon_peak_kib),
+        "federation_sum_anon_peak_at_s": round(sampler.total_anon_peak_at_s, 1),
+        "machine_mem_available_min_mib": _mib(sampler.available_min_kib),
+        "silos": silos,
+        "samples": sampler.samples,
+        "sample_interval_s": sampler.interval_s,
+        "method": "per process: VmHWM (peak RSS, the kernel's high-water mark) and the largest sampled RssAnon "
+                  "from /proc/<pid>/status, read until the process's last sample; children (the fresh "
+                  "process that traces the plan) found with psutil.Process.children(recursive=True). "
+                  "RSS counts TensorFlow's shared library pages (~330 MiB) in every process, so the "
+                  "federation's sum of RSS overstates its footprint; the sum of RssAnon plus one copy of "
+                  "the libraries is closer to what the machine must hold",
+    }
+
+
+# -- one run ------------------------------------------------------------------------------------
+ROUND_LINE = re.compile(r"round (\d+)/(\d+): ")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def register_hospitals(federation: LocalFederation, profiles: list[HospitalProfile], work_dir: pathlib.Path) -> None:
+    """Writes each hospital's export and registers it through `silo-node data add`, two at a
+    time (each CLI call imports TensorFlow, and there are two cores)."""
+    def register(index: int, profile: HospitalProfile) -> None:
+        federation.set_approval_policy(profile.silo_id, APPROVAL_POLICY)
+        export = work_dir / "exports" / f"{profile.silo_id}.csv"
+        export.parent.mkdir(parents=True, exist_ok=True)
+        generate_export(profile, seed=100 + index).to_csv(export, index=False)
+        federation.register_dataset(profile.silo_id, DATASET, export, DATASET_POLICY)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(register, index, profile) for index, profile in enumerate(profiles)]:
+            done.result()
+
+
+class LineRouter:
+    """The federation's printer: forwards process output to the plan being measured."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[str], None] = lambda line: None
+
+    def __call__(self, line: str) -> None:
+        self.target(line)
+
+
+def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list[str], rounds: int, protocol: str,
+                 work_dir: pathlib.Path, *, sample_interval_s: float, floor_mib: float,
+                 timeout_s: float = 7200) -> dict[str, Any]:
+    """Starts a fresh aggregator and fresh silo processes for one plan and measures them to
+    the end of the plan."""
+    plan_path = work_dir / f"plan-{protocol}.json"
+    plan_path.write_text(json.dumps(load_plan(len(silo_ids), rounds, protocol)))
+    out = work_dir / f"out-{protocol}"
+    load_at_start = os.getloadavg()
+    sampler = MemorySampler(federation, sample_interval_s, int(floor_mib * 1024))
+    marks: dict[str, float] = {}
+    began = time.time()
+
+    def show(line: str) -> None:
+        name, _, text = line.partition("] ")
+        if name != "[aggregator":
+            return
+        now = time.time()
+        if text.startswith("plan "):
+            marks.setdefault("plan_announced", now)
+        if ROUND_LINE.match(text):
+            marks.setdefault("first_round_line", now)
+            marks["last_round_line"] = now
+        if ROUND_LINE.match(text) or text.startswith(("waiting", "plan ", "evaluation", "aggregator run")):
+            print(f"  [{protocol} {now - began:7.1f}s] {text[:140]} | federation anon "
+                  f"{_mib(sampler.total_anon_peak_kib)} MiB peak, load {os.getloadavg()[0]:.1f}", flush=True)
+
+    router.target = show
+    aggregator = federation.start_aggregator(plan_path, out, linger_s=3)
+    for silo_id in silo_ids:
+        federation.start_silo(silo_id)
+    sampler.start()
+    try:
+        deadline = time.time() + timeout_s
+        while aggregator.process.poll() is None:
+            if sampler.exhausted.is_set():
+                federation.stop_all()
+                raise SystemExit(f"stopped ({protocol}): MemAvailable fell below {floor_mib:.0f} MiB; "
+                                 f"federation anon peak {_mib(sampler.total_anon_peak_kib)} MiB")
+            if time.time() > deadline:
+                federation.stop_all()
+                raise SystemExit(f"stopped ({protocol}): no end after {timeout_s:.0f}s")
+            time.sleep(0.5)
+        run_s = time.time() - began
+        for silo_id in silo_ids:
+            federation.wait(silo_id, 120)
+    finally:
+        sampler.stop()
+    if aggregator.process.returncode != 0:
+        raise SystemExit(f"load run failed ({protocol}): aggregator exited {aggregator.process.returncode}\n"
+                         + "\n".join(aggregator.lines[-30:]))
+    report = federation.run_report(out)
+    round_seconds = list(report["round_seconds"])
+    counted = [len(r["silos"]) for r in report["round_metrics"]]
+    return {
+        "secure_aggregation": protocol,
+        "silos": len(silo_ids),
+        "rounds": rounds,
+        "rounds_completed": report["rounds_completed"],
+        "silos_counted_per_round": {"min": min(counted), "max": max(counted)},
+        "run_wall_seconds": round(run_s, 1),
+        # aggregator start -> plan announced: imports, tracing the plan in a fresh process
+        "aggregator_ready_seconds": round(marks["plan_announced"] - began, 1),
+        # aggregator start -> round 1 offered (about): also every silo starting and connecting
+        "before_first_round_seconds": round(marks["first_round_line"] - round_seconds[0] - began, 1),
+        # last round -> aggregator exit: held-out evaluation, model export, 3 s linger
+        "after_last_round_seconds": round(began + run_s - marks["last_round_line"], 1),
+        "rounds_total_seconds": round(sum(round_seconds), 1),
+        "round_seconds": {
+            "median": round(statistics.median(round_seconds), 2),
+            "p95": round(_percentile(round_seconds, 95), 2),
+            "min": round(min(round_seconds), 2),
+            "max": round(max(round_seconds), 2),
+            "median_excluding_round_1": round(statistics.median(round_seconds[1:] or round_seconds), 2),
+            "p95_excluding_round_1": round(_percentile(round_seconds[1:] or round_seconds, 95), 2),
+            "each": [round(s, 2) for s in round_seconds],
+            "note": "round 1 includes every silo tracing the plan in a fresh process (all at once here)",
+        },
+        "rounds_per_minute": round(60 * len(round_seconds) / sum(round_seconds), 2),
+        "rounds_per_minute_excluding_round_1": (round(60 * (len(round_seconds) - 1) / sum(round_seconds[1:]), 2)
+                                                if len(round_seconds) > 1 else None),
+        "rounds_per_minute_over_run_wall": round(60 * len(round_seconds) / run_s, 2),
+        "final_training_metrics": report["round_metrics"][-1]["aggregate"],
+        "held_out_evaluation": report["evaluation"].get("aggregate", {}),
+        "released_csv_rows": _csv_rounds(report),
+        "memory": memory_summary(sampler, silo_ids),
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_1min_max_during_run": round(sampler.load_max, 2),
+    }
+
+
+def _csv_rounds(report: dict[str, Any]) -> int | None:
+    files = report.get("round_metrics_files")
+    if not files:
+        return None
+    with open(files["csv"], newline="") as handle:
+        return max(sum(1 for _ in handle) - 1, 0)
+
+
+# -- machine ------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    memory_kib = 0
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kib = int(line.split()[1])
+    versions: dict[str, str | None] = {}
+    for package in ("tensorflow", "tensorflow-federated", "numpy", "grpcio", "psutil"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu_model": model,
+        "logical_cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kib / 1024**2, 1),
+        "python": platform.python_version(),
+        **versions,
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "note": "a shared machine: other jobs (other agents' test runs) used the same 2 cores during the "
+                "run, see each run's load averages; times are upper bounds for an idle machine",
+    }
+
+
+def summary_line(figures: dict[str, Any]) -> str:
+    memory, rounds = figures["memory"], figures["round_seconds"]
+    return (
+        f"{figures['secure_aggregation']}: run {figures['run_wall_seconds']:.0f}s, round median {rounds['median']:.2f}s "
+        f"p95 {rounds['p95']:.2f}s (round 1 {rounds['each'][0]:.1f}s), {figures['rounds_per_minute']:.2f} rounds/min; "
+        f"peak RSS aggregator {memory['aggregator']['peak_rss_mib']} MiB, silos median "
+        f"{memory['silo_peak_rss_mib']['median']} max {memory['silo_peak_rss_mib']['max']} MiB, tracer children max "
+        f"{memory['silo_children_peak_rss_mib'].get('max')} MiB; federation sum of anon memory peak "
+        f"{memory['federation_sum_anon_peak_mib']} MiB (sum of RSS {memory['federation_sum_rss_peak_mib']} MiB)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/load_bench.py", description=__doc__.split("\n\n")[0],
+        epilog="Writes --out (default bench-results/load.json). Each run needs about "
+               "(silos + 1) x 0.5 GiB of memory while the processes trace the plan.",
+    )
+    parser.add_argument("--silos", type=int, default=20, help="silo processes (default 20)")
+    parser.add_argument("--rounds", type=int, default=20, help="training rounds (default 20)")
+    parser.add_argument("--secure-aggregation", nargs="+", choices=("none", "secagg", "secagg_plus"),
+                        default=["none", "secagg"],
+                        help="one run per setting, in order (default: none secagg)")
+    parser.add_argument("--sample-interval", type=float, default=0.5, help="memory sampling period in seconds")
+    parser.add_argument("--min-available-mib", type=float, default=2048,
+                        help="stop the run if the machine's MemAvailable falls below this (default 2048)")
+    parser.add_argument("--work-dir", type=pathlib.Path, default=None,
+                        help="keep federations here (default: a temporary directory, removed afterwards)")
+    parser.add_argument("--out", type=pathlib.Path, default=REPO / "bench-results" / "load.json")
+    args = parser.parse_args(argv)
+    if args.silos < 2 or args.rounds < 1:
+        parser.error("need at least 2 silos and 1 round")
+    command = shlex.join(["python", "benchmarks/load_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    result: dict[str, Any] = {
+        "command": command,
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": "logistic_regression on 15 inputs (9 clinical features, two one-hot), 1 local epoch, batch 32",
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="healthfed-load-") as scratch:
+        root = args.work_dir or pathlib.Path(scratch)
+        profiles = hospitals(args.silos)
+        silo_ids = [p.silo_id for p in profiles]
+        began = time.time()
+        router = LineRouter()
+        with local_federation(root / "federation", silo_ids, federation="load-bench", printer=router) as federation:
+            register_hospitals(federation, profiles, root)
+            result["setup_seconds"] = round(time.time() - began, 1)
+            print(f"{args.silos} hospitals provisioned and registered in {result['setup_seconds']:.0f}s", flush=True)
+            for protocol in args.secure_aggregation:
+                print(f"{args.silos} silos x {args.rounds} rounds, secure aggregation: {protocol}", flush=True)
+                figures = measure_plan(federation, router, silo_ids, args.rounds, protocol, root,
+                                       sample_interval_s=args.sample_interval, floor_mib=args.min_available_mib)
+                result["runs"].append(figures)
+                print(summary_line(figures), flush=True)
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
