@@ -11,12 +11,17 @@ each element of the client dataset is
 `OrderedDict(x=..., y=..., noise_multiplier=sigma, expected_batch_size=q*n)` (see
 `healthfed_common.dp.sampling`, which also does the Poisson sampling the accountant assumes).
 
-Per step: per-example gradients (`tf.vectorized_map` of a one-example forward and backward
-pass; see `per_example_gradients` for why not tensorflow-privacy's jacobian route), each clipped to global L2 norm
-C with the formula of tensorflow-privacy's `GaussianSumQuery.preprocess_record`, batched
-(see `clip_per_example` for why not `vectorized_map` of the method itself), accumulated and
-noised through that query (N(0, (sigma*C)^2) per coordinate), and divided by the expected
-batch size (not the realised one: that would leak membership).
+Per step: the sum over the batch of per-example gradients each clipped to global L2 norm C
+with the formula of tensorflow-privacy's `GaussianSumQuery.preprocess_record`
+(`clipped_sum`), accumulated and noised through that query (N(0, (sigma*C)^2) per
+coordinate), and divided by the expected batch size (not the realised one: that would leak
+membership). For models of Dense layers the clipped sum comes from ghost clipping (per-example
+norms from layer inputs and pre-activation gradients, one backward pass, no per-example
+gradient tensors: `healthfed_common.dp.ghost_clipping`); for others from per-example
+gradients (`tf.vectorized_map` of a one-example forward and backward pass; see
+`per_example_gradients` for why not tensorflow-privacy's jacobian route), clipped batched
+(see `clip_per_example` for why not `vectorized_map` of the method itself) and summed. Both
+give the same sum (tests check it); the noise is added the same way after either.
 
 Noise entropy: `GaussianSumQuery.get_noised_result` uses an unseeded `tf.random` op, whose
 values become a fixed function of the graph if anything sets a graph-level seed (TFF tracing,
@@ -33,14 +38,18 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import dp_accounting
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
 
+from healthfed_common.dp import ghost_clipping
+
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+Clipping = Literal["auto", "per_example"]
+CLIPPING_METHODS: tuple[str, ...] = get_args(Clipping)
 
 NOISE_MULTIPLIER_KEY = "noise_multiplier"
 EXPECTED_BATCH_SIZE_KEY = "expected_batch_size"
@@ -103,17 +112,32 @@ def dp_sgd_gradient(
 ) -> list[tf.Tensor]:
     """(sum_i clip(g_i) + N(0, (sigma*C)^2 I)) / expected_batch_size, over the leading axis.
 
-    Public so tests and the benchmark exercise exactly the code the client work runs."""
+    The per-example path end to end, for tests and the benchmark: the client work runs
+    `clipped_sum` (this clipping and sum, or ghost clipping) and then this `noised_mean`."""
+    clipped = clip_per_example(per_example_grads, tf.cast(l2_norm_clip, tf.float32))
+    return noised_mean(
+        [tf.reduce_sum(c, axis=0) for c in clipped],
+        l2_norm_clip=l2_norm_clip,
+        noise_multiplier=noise_multiplier,
+        expected_batch_size=expected_batch_size,
+    )
+
+
+def noised_mean(
+    clipped_sum: list[tf.Tensor],
+    *,
+    l2_norm_clip: float | tf.Tensor,
+    noise_multiplier: tf.Tensor,
+    expected_batch_size: tf.Tensor,
+) -> list[tf.Tensor]:
+    """(clipped_sum + N(0, (sigma*C)^2 I)) / expected_batch_size: the accumulate and noise
+    half of the GaussianSumQuery, given the sum of the preprocessed (clipped) records."""
     clip = tf.cast(l2_norm_clip, tf.float32)
     query = RuntimeEntropyGaussianSumQuery(clip, tf.cast(noise_multiplier, tf.float32) * clip)
     global_state = query.initial_global_state()
-    params = query.derive_sample_params(global_state)
-    template = [tf.TensorSpec(g.shape[1:], g.dtype) for g in per_example_grads]
-    clipped = clip_per_example(per_example_grads, params)
+    template = [tf.TensorSpec(s.shape, s.dtype) for s in clipped_sum]
     sample_state = query.initial_sample_state(template)
-    sample_state = query.accumulate_preprocessed_record(
-        sample_state, [tf.reduce_sum(c, axis=0) for c in clipped]
-    )
+    sample_state = query.accumulate_preprocessed_record(sample_state, clipped_sum)
     noised, _, _ = query.get_noised_result(sample_state, global_state)
     denominator = tf.maximum(tf.cast(expected_batch_size, tf.float32), 1e-12)
     return [tf.cast(n, tf.float32) / denominator for n in noised]
@@ -135,6 +159,32 @@ def clip_per_example(per_example_grads: list[tf.Tensor], l2_norm_clip: tf.Tensor
         g * tf.reshape(tf.cast(scale, g.dtype), [-1] + [1] * (len(g.shape) - 1))
         for g in per_example_grads
     ]
+
+
+def clipped_sum(
+    model: Any,
+    trainable: list[tf.Variable],
+    x: Any,
+    y: Any,
+    per_example_loss: PerExampleLoss,
+    l2_norm_clip: float | tf.Tensor,
+    *,
+    clipping: Clipping = "auto",
+) -> list[tf.Tensor]:
+    """sum_i g_i * C / max(||g_i||, C) over the batch, one tensor per `trainable` variable:
+    the sum of the records `GaussianSumQuery.preprocess_record` would clip.
+
+    "auto": ghost clipping (`ghost_clipping.ghost_clipped_sum`: gradient norms from the
+    Dense layers' inputs and pre-activation gradients, no per-example gradient tensors) when
+    the model is one it is exact for, otherwise -- or with "per_example" -- the reference
+    path: `per_example_gradients`, `clip_per_example`, sum. The choice depends only on the
+    model's structure, so it is the same on every silo."""
+    keras_model = ghost_clipping.keras_model_of(model)
+    if clipping == "auto" and ghost_clipping.supports_ghost_clipping(keras_model, trainable):
+        return ghost_clipping.ghost_clipped_sum(keras_model, trainable, x, y, per_example_loss, l2_norm_clip)
+    grads = per_example_gradients(model, trainable, x, y, per_example_loss)
+    clipped = clip_per_example(grads, tf.cast(l2_norm_clip, tf.float32))
+    return [tf.reduce_sum(c, axis=0) for c in clipped]
 
 
 def per_example_gradients(
@@ -169,6 +219,7 @@ def _build_client_update(
     model_fn: Callable[[], Any],
     l2_norm_clip: float,
     per_example_loss: PerExampleLoss,
+    clipping: Clipping,
 ) -> Callable[..., Any]:
     model = model_fn()
 
@@ -181,9 +232,11 @@ def _build_client_update(
 
         def reduce_fn(state: Any, batch: Mapping[str, Any]) -> Any:
             steps, expected_examples, optimizer_state = state
-            grads = per_example_gradients(model, trainable, batch["x"], batch["y"], per_example_loss)
-            noised = dp_sgd_gradient(
-                grads,
+            summed = clipped_sum(
+                model, trainable, batch["x"], batch["y"], per_example_loss, l2_norm_clip, clipping=clipping
+            )
+            noised = noised_mean(
+                summed,
                 l2_norm_clip=l2_norm_clip,
                 noise_multiplier=batch[NOISE_MULTIPLIER_KEY],
                 expected_batch_size=batch[EXPECTED_BATCH_SIZE_KEY],
@@ -230,6 +283,7 @@ def build_dp_sgd_client_work(
     *,
     l2_norm_clip: float,
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
+    clipping: Clipping = "auto",
 ) -> Any:
     """A `tff.learning.templates.ClientWorkProcess` doing record-level DP-SGD.
 
@@ -238,12 +292,15 @@ def build_dp_sgd_client_work(
     `OrderedDict(x=, y=)`; the client data is a sequence of `dp_element_spec(input_spec)`.
     `optimizer` is a `tff.learning.optimizers.Optimizer`; its hyper-parameters are the
     process state, as in TFF's model-delta client work. `l2_norm_clip` is fixed in the graph
-    (it is a plan field, the same on every silo).
+    (it is a plan field, the same on every silo). `clipping`: see `clipped_sum` ("auto", or
+    "per_example" to force the reference path, e.g. to benchmark it).
 
     Measurements (summed over silos, plain sums -- only public, size-derived counts, so they
     are safe to release without noise): dp_steps, expected_examples, non_finite_updates."""
     if l2_norm_clip <= 0:
         raise ValueError("l2_norm_clip must be > 0")
+    if clipping not in CLIPPING_METHODS:
+        raise ValueError(f"clipping must be one of {CLIPPING_METHODS}, got {clipping!r}")
     with tf.Graph().as_default():
         model = model_fn()
         element_spec = dp_element_spec(model.input_spec)
@@ -271,7 +328,7 @@ def build_dp_sgd_client_work(
 
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update_computation(hparams: Any, initial_weights: Any, dataset: Any) -> Any:
-        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss)
+        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss, clipping)
         return update(optimizer, initial_weights, dataset, hparams)
 
     @tff.federated_computation(

@@ -14,6 +14,7 @@ from typing import Any
 import tensorflow_federated as tff
 
 from healthfed_common.dp.client_work import (
+    Clipping,
     PerExampleLoss,
     binary_crossentropy_per_example,
     build_dp_sgd_client_work,
@@ -28,12 +29,14 @@ def build_dp_fed_avg(
     l2_norm_clip: float,
     model_aggregator: Any | None = None,
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
+    clipping: Clipping = "auto",
 ) -> Any:
     """`compose_learning_process(initial weights, broadcast, DP-SGD client work, weighted
     mean, server optimizer)`. `model_aggregator` must be a weighted aggregation factory
-    (default `tff.aggregators.MeanFactory()`)."""
+    (default `tff.aggregators.MeanFactory()`). `clipping`: see `client_work.clipped_sum`."""
     client_work = build_dp_sgd_client_work(
-        model_fn, client_optimizer, l2_norm_clip=l2_norm_clip, per_example_loss=per_example_loss
+        model_fn, client_optimizer, l2_norm_clip=l2_norm_clip, per_example_loss=per_example_loss,
+        clipping=clipping,
     )
     weights_type = client_work.next.type_signature.parameter[1].member
     model_weights_fn = _initial_weights_computation(model_fn)

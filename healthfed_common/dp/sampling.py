@@ -15,10 +15,14 @@ from __future__ import annotations
 import collections
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from healthfed_common.dp.accounting import SamplingSchedule
+
+if TYPE_CHECKING:  # imported lazily at run time: the ledger uses this package without TensorFlow
+    import tensorflow as tf
 
 
 def secure_generator() -> np.random.Generator:
@@ -46,7 +50,7 @@ def poisson_dataset_factory(
     schedule: SamplingSchedule,
     noise_multiplier: float,
     rng: np.random.Generator | None = None,
-) -> Callable[[], "tf.data.Dataset"]:  # noqa: F821 - tf imported lazily
+) -> Callable[[], tf.data.Dataset]:
     """A no-argument factory of the round's client dataset (what `GraphComputation` takes:
     it calls the factory inside its private graph).
 
@@ -66,7 +70,7 @@ def poisson_dataset_factory(
     sigma = np.float32(noise_multiplier)
     expected = np.float32(schedule.expected_batch_size)
 
-    def factory() -> "tf.data.Dataset":  # noqa: F821
+    def factory() -> tf.data.Dataset:
         import tensorflow as tf
 
         ragged = tf.RaggedTensor.from_row_lengths(tf.constant(flat), tf.constant(lengths))
