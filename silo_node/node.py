@@ -15,7 +15,7 @@ from silo_node.egress import EgressRecord
 from silo_node.policy import ApprovalPolicy
 from silo_node.privacy_ledger import PrivacyLedger
 from silo_node.released_results import ReleasedResults, WitnessedCheckpoints
-from silo_node.runner import SiloServices
+from silo_node.services import SiloServices
 from silo_node.storage import open_silo_db
 
 DB_FILE = "silo.sqlite3"

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from healthfed_common.learning_process import FederatedComputations, build_feder
 from healthfed_common.plan import Plan, parse_plan
 from healthfed_common.wire import codec
 from silo_node.released_results import input_digest
+from silo_node.services import SiloServices
 from healthfed_common.wire.messages import (
     Ack,
     AuditCheckpoint,
@@ -53,20 +54,6 @@ class TaskRefused(Exception):
         self.message = message
 
 
-@dataclass
-class SiloServices:
-    """The local components the runner consults; built by the `run` command."""
-
-    silo_id: str
-    registry: Any
-    approvals: Any
-    egress: Any
-    audit: Any = None
-    ledger: Any = None
-    released: Any = None
-    witnessed: Any = None
-
-
 class SiloRunner:
     def __init__(self, services: SiloServices, connection: Any, poll_interval_s: float = 2.0, metrics: Any = None) -> None:
         self._metrics = metrics
@@ -90,6 +77,8 @@ class SiloRunner:
             if self._metrics is not None:
                 self._metrics.contact()
             if isinstance(response, TrainTask):
+                # operators (and tests) see when a round's task was taken, before any work on it
+                log.info("round %d attempt %d: took the train task", response.round, response.attempt)
                 self._answer(response, self._train)
             elif isinstance(response, EvaluateTask):
                 self._answer(response, self._evaluate)

@@ -15,7 +15,6 @@ from silo_node.connection import AggregatorConnection, AggregatorRefused, Connec
 from healthfed_common.json_logging import configure_logging
 from silo_node.metrics import SiloMetrics
 from silo_node.node import open_silo_services
-from silo_node.runner import SiloRunner
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from silo_node.runner import SiloRunner  # loads TensorFlow: only `run` needs it
+
     services = open_silo_services(config)
     metrics = SiloMetrics(config.silo_id, state_dir=config.state_dir)
     metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None

@@ -1,0 +1,24 @@
+"""The local components a silo's runner consults, in one container.
+
+Kept apart from `silo_node.runner` so that commands which only open the silo's state
+(`silo-node data`, `plans`, `ledger`, `egress`) do not load TensorFlow, which the runner needs
+to build and run plans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class SiloServices:
+    """The local components the runner consults; built by the `run` command."""
+
+    silo_id: str
+    registry: Any
+    approvals: Any
+    egress: Any
+    audit: Any = None
+    ledger: Any = None
+    released: Any = None
+    witnessed: Any = None
