@@ -36,7 +36,15 @@ class SiloConfig(BaseModel):
     tls: TLSFiles
     state_dir: Path = Field(default=Path("silo-state"), description="Local database, audit log and dataset store.")
     poll_interval_s: float = Field(default=2.0, gt=0, description="Pause between polls when idle.")
-    max_backoff_s: float = Field(default=60.0, gt=0, description="Cap of the retry backoff when unreachable.")
+    max_backoff_s: float = Field(
+        default=60.0, gt=0,
+        description="Cap of the retry backoff when unreachable (also of gRPC's own reconnection backoff).",
+    )
+    call_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Longest one call to the aggregator may take; a call cut off by a dead network "
+        "fails after this long and is retried with backoff. Must cover uploading the largest result.",
+    )
     policy_file: Path | None = Field(default=None, description="Local approval policy (YAML); none = manual approval.")
 
 

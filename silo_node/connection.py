@@ -33,8 +33,12 @@ class AggregatorRefused(PermissionError):
 
 
 class AggregatorConnection:
-    def __init__(self, config: SiloConfig, call_timeout_s: float = 60.0, stop: threading.Event | None = None) -> None:
+    def __init__(self, config: SiloConfig, call_timeout_s: float | None = None, stop: threading.Event | None = None) -> None:
+        """`call_timeout_s` defaults to the kit's `call_timeout_s`."""
         self._stop = stop or threading.Event()
+        # gRPC reconnects a broken channel with its own backoff (up to 120 s by default); cap it
+        # like ours, so a silo whose network comes back reconnects within max_backoff_s.
+        reconnect_ms = max(100, int(config.max_backoff_s * 1000))
         credentials = grpc.ssl_channel_credentials(
             root_certificates=config.tls.ca_certificate.read_bytes(),
             private_key=config.tls.private_key.read_bytes(),
@@ -47,11 +51,14 @@ class AggregatorConnection:
                 ("grpc.ssl_target_name_override", config.aggregator_tls_name),
                 ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
+                # (not grpc.min_reconnect_backoff_ms: C-core uses it as the connect timeout too)
+                ("grpc.initial_reconnect_backoff_ms", min(1000, reconnect_ms)),
+                ("grpc.max_reconnect_backoff_ms", reconnect_ms),
             ],
         )
         self._poll = self._channel.unary_unary(f"/{SERVICE_NAME}/{POLL_METHOD}")
         self._submit = self._channel.unary_unary(f"/{SERVICE_NAME}/{SUBMIT_METHOD}")
-        self._timeout = call_timeout_s
+        self._timeout = config.call_timeout_s if call_timeout_s is None else call_timeout_s
         self._max_backoff = config.max_backoff_s
 
     def close(self) -> None:
