@@ -1,5 +1,7 @@
 """A whole federation on this machine, as separate OS processes on loopback: one
 `aggregator run` and one `silo-node run` per hospital, each from its own startup kit.
+(Tests of network faults put the aggregator on another local address and run silos inside
+network namespaces: see `host` and `start_silo(netns=...)`.)
 
 Used by `make demo`, the pipelines and the end-to-end tests. Every process is started in
 its own process group and the whole group is killed on exit, so nothing outlives the run.
@@ -28,9 +30,9 @@ from aggregator.provisioning import Federation, provision_federation
 Printer = Callable[[str], None]
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
@@ -47,11 +49,13 @@ class Member:
 
 class LocalFederation:
     def __init__(self, work_dir: Path, silo_ids: list[str], *, federation: str = "local-demo",
-                 printer: Printer | None = print) -> None:
+                 printer: Printer | None = print, host: str = "127.0.0.1") -> None:
+        """`host`: a local IPv4 address the aggregator listens on and the kits dial (it is
+        in the aggregator's certificate; silos check the name healthfed-aggregator anyway)."""
         self.work_dir = work_dir
         self.silo_ids = list(silo_ids)
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port = free_port(host)
+        self.address = f"{host}:{self.port}"
         self._printer = printer
         self.members: dict[str, Member] = {}
         self.federation: Federation = provision_federation(work_dir / "federation", federation, self.silo_ids, self.address)
@@ -69,6 +73,14 @@ class LocalFederation:
         config_path = kit / "silo.yaml"
         config = yaml.safe_load(config_path.read_text())
         config["policy_file"] = "approval-policy.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def configure_silo(self, silo_id: str, **settings: Any) -> None:
+        """Changes keys of the kit's silo.yaml (e.g. max_backoff_s, call_timeout_s); the silo
+        validates them when it starts."""
+        config_path = self.kit(silo_id) / "silo.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config.update(settings)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def silo_cli(self, silo_id: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -117,13 +129,15 @@ class LocalFederation:
             "--plan", str(plan_path), "--out", str(out_dir), "--linger", str(linger_s),
         ))
 
-    def start_silo(self, silo_id: str, *, exit_when_finished: bool = True) -> Member:
+    def start_silo(self, silo_id: str, *, exit_when_finished: bool = True, netns: str | None = None) -> Member:
         """`exit_when_finished=False` keeps the silo polling after a plan ends, so several
-        plans (one aggregator process each) can run against the same silo processes."""
+        plans (one aggregator process each) can run against the same silo processes.
+        `netns`: run it inside that network namespace (`ip netns exec` replaces itself with
+        the silo, so the member's pid is the silo's). Starting a silo again (a restart)
+        replaces its member."""
         flags = ["--exit-when-finished"] if exit_when_finished else []
-        return self._start(silo_id, _command(
-            "silo_node.cli.main", "run", "--config", str(self.kit(silo_id) / "silo.yaml"), *flags,
-        ))
+        command = _command("silo_node.cli.main", "run", "--config", str(self.kit(silo_id) / "silo.yaml"), *flags)
+        return self._start(silo_id, (["ip", "netns", "exec", netns] if netns else []) + command)
 
     def wait(self, name: str, timeout_s: float) -> int:
         return self.members[name].process.wait(timeout=timeout_s)
