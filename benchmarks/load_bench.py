@@ -51,7 +51,8 @@ import psutil
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.demo import DATASET, DATASET_POLICY  # noqa: E402
+from pipelines.demo import DATASET, DATASET_POLICY, DEMO_FEATURES  # noqa: E402
+from pipelines.machine_info import cpu_model  # noqa: E402
 from pipelines.local_federation import LocalFederation, local_federation  # noqa: E402
 from pipelines.synthetic_ehr import LABEL, HospitalProfile, generate_export  # noqa: E402
 
@@ -84,13 +85,7 @@ def load_plan(silos: int, rounds: int, protocol: str) -> dict[str, Any]:
         "name": f"load-{silos}x{rounds}-{protocol}",
         "dataset": DATASET,
         "model": {"id": "logistic_regression"},
-        "features": [
-            {"name": "age"}, {"name": "sex", "transform": "one_hot", "categories": ["F", "M"]},
-            {"name": "bmi"}, {"name": "systolic_bp"}, {"name": "cholesterol"}, {"name": "hba1c"},
-            {"name": "smoker", "transform": "identity"}, {"name": "diabetes", "transform": "identity"},
-            {"name": "chest_pain_type", "transform": "one_hot",
-             "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},
-        ],
+        "features": DEMO_FEATURES,
         "label": {"name": LABEL, "positive_values": ["1"]},
         "client_optimizer": {"name": "sgd", "learning_rate": 0.2},
         "server_optimizer": {"name": "sgd", "learning_rate": 1.0},
@@ -403,12 +398,8 @@ def _csv_rounds(report: dict[str, Any]) -> int | None:
 
 # -- machine ------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    model = "unknown"
+    model = cpu_model()
     memory_kib = 0
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             memory_kib = int(line.split()[1])

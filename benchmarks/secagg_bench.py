@@ -58,14 +58,9 @@ FLWR_PYTHON = pathlib.Path("/tmp/flwr-venv/bin/python")
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipelines.machine_info import cpu_model
+
+    model = cpu_model()
     return {
         "cpu_model": model,
         "logical_cores": os.cpu_count(),

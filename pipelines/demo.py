@@ -104,6 +104,16 @@ def close_out_compliance(out: Path, node_dirs: dict[str, Path], witness: Path) -
     return results
 
 
+# The model inputs of the demo hospitals' exports (pipelines.synthetic_ehr), as plan features.
+DEMO_FEATURES: list[dict[str, Any]] = [
+    {"name": "age"}, {"name": "sex", "transform": "one_hot", "categories": ["F", "M"]},
+    {"name": "bmi"}, {"name": "systolic_bp"}, {"name": "cholesterol"}, {"name": "hba1c"},
+    {"name": "smoker", "transform": "identity"}, {"name": "diabetes", "transform": "identity"},
+    {"name": "chest_pain_type", "transform": "one_hot",
+     "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},
+]
+
+
 def demo_plan(rounds: int = 8) -> dict[str, Any]:
     return {
         "name": "demo-cardiac-risk",
@@ -111,13 +121,7 @@ def demo_plan(rounds: int = 8) -> dict[str, Any]:
         "purpose": "Demonstration of cross-hospital model training without moving patient records.",
         "dataset": DATASET,
         "model": {"id": "mlp", "hidden_units": [16]},
-        "features": [
-            {"name": "age"}, {"name": "sex", "transform": "one_hot", "categories": ["F", "M"]},
-            {"name": "bmi"}, {"name": "systolic_bp"}, {"name": "cholesterol"}, {"name": "hba1c"},
-            {"name": "smoker", "transform": "identity"}, {"name": "diabetes", "transform": "identity"},
-            {"name": "chest_pain_type", "transform": "one_hot",
-             "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},
-        ],
+        "features": DEMO_FEATURES,
         "label": {"name": LABEL, "positive_values": ["1"]},
         "client_optimizer": {"name": "sgd", "learning_rate": 0.3},
         "server_optimizer": {"name": "sgd", "learning_rate": 1.0},

@@ -536,14 +536,9 @@ def _ledger_per_plan(federation: Any, runs: dict[str, list[dict[str, Any]]]) -> 
 
 # -- report -----------------------------------------------------------------------------------
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipelines.machine_info import cpu_model
+
+    cpu = cpu_model(platform.processor() or platform.machine())
     return {"cpu": cpu, "cores_visible": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "platform": platform.platform(),
             "note": "2 cores shared with other sessions' work; timings are indicative"}
