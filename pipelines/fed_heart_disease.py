@@ -370,11 +370,10 @@ def select(exports: dict[str, Path], settings: list[str] | None = None, repeats:
             longest = max(members, key=lambda h: h.rounds)
             draws = 1 if SETTINGS[setting] is None else noise_draws
             for r, split in enumerate(splits):
-                for draw in range(draws):
-                    plan = parse_plan(plan_document(setting, longest, draw)
-                                      | {"seeds": {"model_init": 0, "data_order": r}})
-                    train = {n: silo_arrays(t, plan, "train") for n, t in split.items()}
-                    val = {n: silo_arrays(t, plan, "test") for n, t in split.items()}
+                plan = parse_plan(plan_document(setting, longest, 0) | {"seeds": {"model_init": 0, "data_order": r}})
+                train = {n: silo_arrays(t, plan, "train") for n, t in split.items()}
+                val = {n: silo_arrays(t, plan, "test") for n, t in split.items()}
+                for _ in range(draws):  # the same plan and data; simulate draws fresh DP noise
                     result = simulate(plan, train, val, tuple(h.rounds for h in members))
                     for h in members:
                         scores[h].append(float(np.mean(list(result[h.rounds].values()))))
