@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 FIRST = ["John", "Maria", "Wei", "Fatima", "Olga", "Kwame", "Sofia", "Raj", "Lena", "Pedro"]
 LAST = ["Smith", "Garcia", "Zhang", "Okafor", "Ivanova", "Mensah", "Rossi", "Patel", "Berg", "Silva"]
@@ -115,7 +116,12 @@ HEART_POLICY = {
 
 
 def heart_csv(hospital: str, path: Path) -> Path:
-    """A UCI hospital file, given a header row as a hospital export would have."""
-    body = (HEART_DIR / f"processed.{hospital}.data").read_text()
+    """A UCI hospital file, given a header row as a hospital export would have. The files are
+    the project's shared benchmark data, read in place from ../shared (never shipped in the
+    repository): a checkout without them skips these tests and says why."""
+    source = HEART_DIR / f"processed.{hospital}.data"
+    if not source.is_file():
+        pytest.skip(f"shared Fed-Heart-Disease data not found at {source} (clone next to ../shared to run this test)")
+    body = source.read_text()
     path.write_text(",".join(HEART_COLUMNS) + "\n" + body)
     return path
