@@ -55,8 +55,13 @@ def _identity(state: Path, silo_id: str | None) -> str:
     return marker.read_text().strip()
 
 
-def open_audit_log(state: Path) -> AuditLog | None:
-    """The node's audit log, for local commands; None before the node has an identity."""
+def open_audit_log(state: Path, silo_id: str | None = None) -> AuditLog | None:
+    """The node's audit log, for local commands; None before the node has an identity.
+    With `silo_id` (from the kit's silo.yaml) a state folder made without a kit is bound to
+    that silo first (NodeIdentityUnknown if it belongs to another one)."""
+    if silo_id is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        _identity(state, silo_id)
     marker = state / IDENTITY_FILE
     if not marker.exists():
         return None
