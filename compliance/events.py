@@ -16,6 +16,10 @@ the report is built on them, extra keys are kept but not interpreted):
 * ``dp.charge`` — {dataset, plan_hash, round, epsilon, delta, epsilon_spent_total,
   epsilon_budget, delta_budget}: one privacy-ledger charge, recorded *before* release;
   ``epsilon_spent_total`` is the dataset's cumulative ε after this charge.
+* ``dp.budget_set`` — {dataset, privacy_unit, epsilon_budget, delta_budget,
+  previous_epsilon_budget, previous_delta_budget, rounds_charged, epsilon_spent?, code?}: a
+  budget set or changed by the person named as actor (or refused, with the code).
+  ε values that are infinite (a non-private plan was charged) are written as "inf".
 * ``payload.released`` — {plan_hash, round, kind, bytes, sha256, recipient}: what left the
   node (e.g. kind "masked_update" or "metrics"), its size and hash, and who received it.
   This is the HIPAA accounting-of-disclosures source.
@@ -139,6 +143,8 @@ _KINDS = (
           "operation", "A silo reported failing answered again and takes part in rounds"),
     _kind("dp.charge", QUERY, None, "U",
           "privacy", "Differential-privacy budget was charged for a dataset"),
+    _kind("dp.budget_set", SECURITY_ALERT, SECURITY_CONFIGURATION, "U",
+          "privacy", "A dataset's differential-privacy budget was set or changed (or the change refused)"),
     _kind("payload.released", EXPORT, None, "R",
           "disclosure", "Data (masked update or aggregate metrics) left the node"),
     _kind("checkpoint.signed", AUDIT_LOG_USED, None, "C",
