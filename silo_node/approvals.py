@@ -141,6 +141,11 @@ class PlanApprovals:
         for statement in _SCHEMA:
             conn.execute(statement)
 
+    @property
+    def policy(self) -> ApprovalPolicy:
+        """The node's standing policy (the runner reads its ledger and evaluation rules)."""
+        return self._policy
+
     # -- the runner's question ------------------------------------------------------------
     def consider(self, plan: Plan, dataset_policy: DatasetPolicy, *, now: datetime | None = None) -> Decision:
         """May this plan run now on the dataset governed by `dataset_policy`?"""
