@@ -100,12 +100,46 @@ class DPSpec(StrictModel):
 
 
 class SecureAggregationSpec(StrictModel):
-    """How the silos' integer vectors are summed. `threshold` is the minimum number of
-    surviving silos needed to unmask a sum; None means a strict majority of the selected."""
+    """How the silos' integer vectors are summed. `threshold` (t) is the number of cohort
+    silos whose inputs every revealed sum contains; None means the recommended
+    floor(2n/3) + 1 over the plan's cohort of n. `neighbours` selects SecAgg+ with that graph
+    degree (None: the degree chosen for the cohort size, see secagg.graph)."""
 
     protocol: Literal["none", "secagg", "secagg_plus"] = "none"
     threshold: Annotated[int, Field(ge=2)] | None = None
     neighbours: Annotated[int, Field(ge=2)] | None = None
+
+
+SiloId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{1,62}$")]
+
+
+class CohortMember(StrictModel):
+    """One hospital of the plan's fixed cohort: its silo id and the public half of the
+    Ed25519 signing key the hospital generated itself (base64 of 32 bytes). Every
+    secure-aggregation message that speaks for the silo must verify under this key."""
+
+    silo_id: SiloId
+    signing_key: str = Field(min_length=44, max_length=44, description="base64 Ed25519 public key")
+
+    @model_validator(mode="after")
+    def _key_decodes(self) -> "CohortMember":
+        from healthfed_common.silo_keys import decode_public_key
+
+        decode_public_key(self.signing_key)
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        from healthfed_common.silo_keys import fingerprint
+
+        return fingerprint(self.signing_key)
+
+
+def recommended_threshold(n: int) -> int:
+    """floor(2n/3) + 1: with the consistency round, an aggregator colluding with c silos can
+    make honest silos reveal both kinds of share of one peer only if 2t - n <= c, and can
+    reconstruct a secret alone only if c >= t; this t tolerates c < n/3 for both."""
+    return (2 * n) // 3 + 1
 
 
 class Seeds(StrictModel):
@@ -168,7 +202,52 @@ class Plan(StrictModel):
     max_examples_per_silo: int = Field(default=1_000_000, ge=1)
     dp: DPSpec | None = None
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    cohort: tuple[CohortMember, ...] = Field(
+        default=(),
+        description="The hospitals this plan may run with, each pinned to its own signing key. "
+        "Required under secure aggregation: a silo refuses any session whose participants are not "
+        "exactly this cohort. `aggregator run` fills it from the enrolment records when empty.",
+    )
     seeds: Seeds = Seeds()
+
+    @model_validator(mode="after")
+    def _cohort_and_threshold(self) -> "Plan":
+        ids = [m.silo_id for m in self.cohort]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"cohort lists a silo twice: {sorted({i for i in ids if ids.count(i) > 1})}")
+        keys = [m.signing_key for m in self.cohort]
+        if len(set(keys)) != len(keys):
+            raise ValueError("cohort lists one signing key for two silos")
+        spec = self.secure_aggregation
+        if spec.protocol == "none" or not self.cohort:
+            return self
+        n = len(self.cohort)
+        if n < 2:
+            raise ValueError("secure aggregation needs a cohort of at least 2 silos")
+        t = self.secagg_threshold
+        if not (n // 2 < t <= n):
+            raise ValueError(f"secure_aggregation.threshold {t} must be a strict majority of the cohort "
+                             f"of {n} ({n // 2 + 1}..{n}; recommended {recommended_threshold(n)})")
+        if t < self.min_silos_per_round:
+            raise ValueError(
+                f"secure_aggregation.threshold {t} is below min_silos_per_round {self.min_silos_per_round}: "
+                "a secure sum could close with fewer silos than the round needs, and re-offering that "
+                "round would mask the same updates twice")
+        if self.min_silos_per_round > n:
+            raise ValueError(f"min_silos_per_round {self.min_silos_per_round} exceeds the cohort of {n}")
+        return self
+
+    @property
+    def cohort_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(m.silo_id for m in self.cohort))
+
+    @property
+    def secagg_threshold(self) -> int:
+        """The plan's t over its cohort (explicit, or the recommended floor(2n/3)+1)."""
+        spec = self.secure_aggregation
+        if spec.threshold is not None:
+            return spec.threshold
+        return recommended_threshold(len(self.cohort))
 
     @model_validator(mode="after")
     def _grace_within_deadline(self) -> "Plan":

@@ -12,6 +12,9 @@ Public API (pinned by tests/secagg/test_api.py): the names in `__all__`.
 from healthfed_common.secagg.client import SecAggClient
 from healthfed_common.secagg.errors import (
     AuthenticationFailed,
+    CommitmentMismatch,
+    ConsistencyFailed,
+    Equivocation,
     InvalidInput,
     InvalidParameters,
     PhaseOrderError,
@@ -23,6 +26,7 @@ from healthfed_common.secagg.errors import (
 from healthfed_common.secagg.graph import default_neighbours
 from healthfed_common.secagg.messages import (
     PROTOCOL_NAME,
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     KeyRoster,
@@ -37,6 +41,10 @@ from healthfed_common.secagg.server import SecAggServer
 __all__ = [
     "PROTOCOL_NAME",
     "AuthenticationFailed",
+    "CommitmentMismatch",
+    "ConsistencyFailed",
+    "ConsistencySignature",
+    "Equivocation",
     "EncryptedShare",
     "InvalidInput",
     "InvalidParameters",

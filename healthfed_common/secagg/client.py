@@ -1,11 +1,13 @@
 """The silo's side of secure aggregation: one `SecAggClient` per silo per session.
 
 The client is where the privacy guarantees are enforced, because the aggregator is the
-party they protect against. It refuses: a roster that replaces its own keys or carries keys
-that fail the federation's signature check; fewer than t peers at any phase; a second masked
-input under the same masks (the difference of two masked inputs is the difference of the
-inputs); and any unmasking request that asks for both the self-mask share and the key share of
-one peer, that names fewer than t survivors, or that claims this silo dropped.
+party they protect against (Bonawitz et al. 2017, active-security variant). It refuses: a
+roster that replaces its own keys or carries any advertisement whose signature does not verify
+under the peer's pinned key; fewer than t peers at any phase; a second masked input under the
+same masks (the difference of two masked inputs is the difference of the inputs); a second,
+different survivor split in the consistency round; and any unmasking request that is not the
+split it signed, lacks t valid consistency signatures over it, asks for both the self-mask
+share and the key share of one peer, names fewer than t survivors, or claims this silo dropped.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from healthfed_common.secagg import keys, prg, shamir
+from healthfed_common.secagg.graph import graph_seed
 from healthfed_common.secagg.errors import (
     AuthenticationFailed,
+    ConsistencyFailed,
+    Equivocation,
     InvalidInput,
     PhaseOrderError,
     ProtocolViolation,
@@ -25,6 +30,7 @@ from healthfed_common.secagg.errors import (
     TooFewSurvivors,
 )
 from healthfed_common.secagg.messages import (
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     KeyRoster,
@@ -45,8 +51,12 @@ _SELF_MASK, _KEY = "self-mask", "key"
 
 class SecAggClient:
     """One silo in one secure-aggregation session. Methods must be called in protocol order:
-    advertise_keys -> share_keys -> masked_input -> unmask (unmask may be repeated for a retried
-    request; it never reveals a second kind of share for any peer)."""
+    advertise_keys -> share_keys -> masked_input -> sign_consistency -> unmask (unmask may be
+    repeated for the same request; it never reveals a second kind of share for any peer).
+
+    `sign` signs with this silo's pinned long-term key; `verify(silo, payload, signature)`
+    checks a peer's signature under that peer's pinned key. Production always passes both;
+    without them the session is secure only against an aggregator that follows the protocol."""
 
     def __init__(
         self,
@@ -62,10 +72,13 @@ class SecAggClient:
         self.params = params
         self._sign = sign
         self._verify = verify
-        self._neighbours = params.graph[silo_id]
+        self._neighbours: frozenset[str] = frozenset()
         self._c_private, self._c_public = keys.generate_keypair()
         self._s_private, self._s_public = keys.generate_keypair()
         self._self_seed = os.urandom(prg.KEY_BYTES)
+        self._nonce = os.urandom(keys.GRAPH_NONCE_BYTES)
+        self._commitment = keys.self_mask_commitment(params.session_id, silo_id, self._self_seed)
+        self._signed_split: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._phase = "new"
         self._roster: KeyRoster | None = None
         self._share_senders: frozenset[str] = frozenset()
@@ -78,11 +91,12 @@ class SecAggClient:
         """Publish this round's two public keys, signed with the long-term key if configured."""
         self._advance("new", "advertised")
         payload = keys.advertisement_payload(
-            self.params.session_id, self.silo_id, self._c_public, self._s_public
+            self.params.session_id, self.silo_id, self._c_public, self._s_public, self._nonce, self._commitment
         )
         signature = self._sign(payload) if self._sign is not None else b""
         return KeyAdvertisement(
-            self.params.session_id, self.silo_id, self._c_public, self._s_public, signature
+            self.params.session_id, self.silo_id, self._c_public, self._s_public, self._nonce,
+            self._commitment, signature,
         )
 
     # -- phase 2 ---------------------------------------------------------------------------
@@ -92,6 +106,8 @@ class SecAggClient:
         self._advance("advertised", "shared")
         self._check_roster(roster)
         self._roster = roster
+        graph = self.params.graph_for(graph_seed(self.params.session_id, roster.nonces))
+        self._neighbours = graph[self.silo_id]
         holders = [v for v in roster.silos if v in self._neighbours or v == self.silo_id]
         xs = [self.params.index[v] for v in holders]
         t = self.params.share_threshold
@@ -125,19 +141,23 @@ class SecAggClient:
         unknown = [s for s in silos if s not in p.index]
         if unknown:
             raise ProtocolViolation(f"roster names unknown silos: {sorted(unknown)}")
-        if not (set(roster.c_public) == set(roster.s_public) == set(silos)):
+        tables = (roster.c_public, roster.s_public, roster.nonces, roster.commitments)
+        if not all(set(table) == set(silos) for table in tables):
             raise ProtocolViolation("roster key tables do not match its silo list")
         if self.silo_id not in silos:
             raise ProtocolViolation(f"roster omits {self.silo_id} itself")
-        if roster.c_public[self.silo_id] != self._c_public or roster.s_public[self.silo_id] != self._s_public:
-            raise AuthenticationFailed("roster replaces this silo's own public keys")
+        own = (roster.c_public[self.silo_id], roster.s_public[self.silo_id],
+               roster.nonces[self.silo_id], roster.commitments[self.silo_id])
+        if own != (self._c_public, self._s_public, self._nonce, self._commitment):
+            raise AuthenticationFailed("roster replaces this silo's own advertisement")
         all_keys = [roster.c_public[s] for s in silos] + [roster.s_public[s] for s in silos]
         if len(set(all_keys)) != len(all_keys):
             raise ProtocolViolation("roster repeats a public key")
         if self._verify is not None:
             for s in silos:
                 payload = keys.advertisement_payload(
-                    p.session_id, s, roster.c_public[s], roster.s_public[s]
+                    p.session_id, s, roster.c_public[s], roster.s_public[s], roster.nonces[s],
+                    roster.commitments[s],
                 )
                 if not self._verify(s, payload, roster.signatures.get(s, b"")):
                     raise AuthenticationFailed(f"key advertisement of {s} has an invalid signature")
@@ -209,12 +229,22 @@ class SecAggClient:
         self._share_senders = frozenset(senders)
         return sorted(expected)
 
-    # -- phase 4 ---------------------------------------------------------------------------
-    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Reveal self-mask shares of surviving peers and key shares of dropped peers, after
-        checking that the request cannot be combined with any other to unmask one silo."""
-        if self._phase not in ("masked", "unmasked"):
-            raise PhaseOrderError(f"{self.silo_id}: unmask before masked_input")
+    # -- phase 4: consistency check (Bonawitz et al. 2017, §6) ------------------------------
+    def sign_consistency(self, request: UnmaskRequest) -> ConsistencySignature:
+        """Check the survivor/dropped split and sign it. A silo signs one split per session:
+        the same split again gets the same answer, any other is equivocation."""
+        if self._phase not in ("masked", "signed"):
+            raise PhaseOrderError(f"{self.silo_id}: consistency check before masked_input")
+        split = self._check_split(request)
+        if self._signed_split is not None and split != self._signed_split:
+            raise Equivocation("the aggregator asked this silo to sign a second, different survivor set")
+        self._signed_split = split
+        self._phase = "signed" if self._phase == "masked" else self._phase
+        payload = keys.consistency_payload(self.params.session_id, *split)
+        signature = self._sign(payload) if self._sign is not None else b""
+        return ConsistencySignature(self.params.session_id, self.silo_id, signature)
+
+    def _check_split(self, request: UnmaskRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
         p = self.params
         if request.session_id != p.session_id:
             raise ProtocolViolation("unmask request belongs to another session")
@@ -236,6 +266,32 @@ class SecAggClient:
                 f"unknown {sorted((survivors | dropped) - self._share_senders)}, "
                 f"missing {sorted(self._share_senders - survivors - dropped)}"
             )
+        order = p.participants
+        return tuple(s for s in order if s in survivors), tuple(s for s in order if s in dropped)
+
+    # -- phase 5 ---------------------------------------------------------------------------
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Reveal self-mask shares of surviving peers and key shares of dropped peers -- only
+        for the split this silo signed, and only once t survivors provably signed that same
+        split (so no two honest silos can be shown different splits)."""
+        if self._phase not in ("signed", "unmasked") or self._signed_split is None:
+            raise PhaseOrderError(f"{self.silo_id}: unmask before the consistency check")
+        p = self.params
+        split = self._check_split(request)
+        if split != self._signed_split:
+            raise Equivocation("unmask request differs from the survivor set this silo signed")
+        survivors_t, dropped_t = split
+        if self._verify is not None:
+            payload = keys.consistency_payload(p.session_id, survivors_t, dropped_t)
+            valid = {
+                s for s, signature in request.signatures.items()
+                if s in survivors_t and self._verify(s, payload, signature)
+            }
+            if len(valid) < p.threshold:
+                raise ConsistencyFailed(
+                    f"unmask request carries {len(valid)} valid consistency signatures, threshold is {p.threshold}"
+                )
+        survivors, dropped = set(survivors_t), set(dropped_t)
         conflicts = sorted(
             [v for v in survivors if self._revealed.get(v) == _KEY]
             + [v for v in dropped if self._revealed.get(v) == _SELF_MASK]

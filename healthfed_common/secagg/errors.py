@@ -67,7 +67,31 @@ class ShareRequestRefused(SecAggError, PermissionError):
     code = "SECAGG_SHARE_REQUEST_REFUSED"
 
 
+class Equivocation(ShareRequestRefused):
+    """The aggregator sent this silo a second, different message for a phase it already
+    answered (another roster, inbox or survivor split): a sign of an aggregator showing
+    different silos different views of the round."""
+
+    code = "SECAGG_EQUIVOCATION"
+
+
+class ConsistencyFailed(ShareRequestRefused):
+    """An unmasking request without t valid consistency signatures over the very split this
+    silo signed: the silos did not provably all see the same survivor set."""
+
+    code = "SECAGG_CONSISTENCY_FAILED"
+
+
+class CommitmentMismatch(ProtocolViolation):
+    """A reconstructed self-mask seed does not open the commitment its silo advertised."""
+
+    code = "SECAGG_COMMITMENT_MISMATCH"
+
+
 __all__ = [
+    "CommitmentMismatch",
+    "ConsistencyFailed",
+    "Equivocation",
     "AuthenticationFailed",
     "InvalidInput",
     "InvalidParameters",

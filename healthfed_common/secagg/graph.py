@@ -1,8 +1,12 @@
 """The SecAgg+ neighbour graph (Bell et al. 2020), derived from public data only.
 
-Every party must agree on who masks with whom without another message round, so the graph
-is a deterministic function of the session id (itself sha256(plan_hash || round || attempt),
-fixed before any silo key exists): a Harary graph H(k, n) -- node i joined to the k/2 nearest
+Every party must agree on who masks with whom without another message round, and the
+aggregator must not be able to choose it (an aggregator that picks the graph can place a
+victim among colluders). So the graph seed is derived from randomness the silos contribute:
+each silo's signed key advertisement carries a fresh 32-byte nonce, and the seed is
+HKDF(session_id, every roster member's (id, nonce)) -- `graph_seed`. The aggregator can only
+omit advertisements (it needs at least t of them), never pick a nonce. The graph is a
+Harary graph H(k, n) -- node i joined to the k/2 nearest
 nodes on each side of a ring, plus the opposite node when k is odd -- laid over a
 pseudorandom permutation of the participants. That gives exactly k neighbours per silo, is
 k-connected (no small set of dropouts splits it), and places each silo's neighbours at
@@ -51,9 +55,17 @@ def _random_words(seed: bytes) -> Iterator[int]:
             yield int.from_bytes(block[i : i + 8], "big")
 
 
-def _permutation(participants: tuple[str, ...], session_id: bytes) -> list[str]:
+def graph_seed(session_id: bytes, nonces: Mapping[str, bytes]) -> bytes:
+    """The SecAgg+ graph seed from the roster's signed nonces (in id order)."""
+    material = lp(*(lp(silo.encode(), nonces[silo]) for silo in sorted(nonces)))
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=session_id, info=lp(DOMAIN, b"graph-seed")
+    ).derive(material)
+
+
+def _permutation(participants: tuple[str, ...], seed_material: bytes) -> list[str]:
     seed = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=session_id, info=lp(DOMAIN, b"neighbour-graph")
+        algorithm=hashes.SHA256(), length=32, salt=seed_material, info=lp(DOMAIN, b"neighbour-graph")
     ).derive(lp(*(p.encode() for p in participants)))
     words = _random_words(seed)
     order = sorted(participants)
@@ -70,16 +82,16 @@ def _permutation(participants: tuple[str, ...], session_id: bytes) -> list[str]:
 
 
 def neighbour_sets(
-    participants: tuple[str, ...], session_id: bytes, k: int | None
+    participants: tuple[str, ...], seed: bytes, k: int | None
 ) -> Mapping[str, frozenset[str]]:
-    """Each participant's neighbours (never itself). Complete graph when k is None or
-    k >= n - 1."""
+    """Each participant's neighbours (never itself), from a `graph_seed`. Complete graph when
+    k is None or k >= n - 1."""
     n = len(participants)
     degree = effective_degree(n, k)
     if degree == n - 1:
         everyone = frozenset(participants)
         return {p: everyone - {p} for p in participants}
-    ring = _permutation(participants, session_id)
+    ring = _permutation(participants, seed)
     result: dict[str, frozenset[str]] = {}
     for i, silo in enumerate(ring):
         offsets: set[int] = set()

@@ -10,6 +10,7 @@ round or redirected to another silo without failing authentication.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -30,6 +31,8 @@ DOMAIN: bytes = b"healthfed/secagg/v1"
 PUBLIC_KEY_BYTES: int = 32
 PRIVATE_KEY_BYTES: int = 32
 _NONCE_BYTES: int = 12
+GRAPH_NONCE_BYTES: int = 32
+COMMITMENT_BYTES: int = 32
 
 
 def lp(*parts: bytes) -> bytes:
@@ -102,9 +105,29 @@ def open_sealed(key: bytes, aad: bytes, blob: bytes) -> bytes:
         raise AuthenticationFailed("encrypted share failed authentication") from exc
 
 
-def advertisement_payload(session_id: bytes, silo_id: str, c_public: bytes, s_public: bytes) -> bytes:
-    """The exact bytes a silo signs with its long-term key for its key advertisement."""
-    return lp(DOMAIN, b"advertise", session_id, silo_id.encode(), c_public, s_public)
+def advertisement_payload(
+    session_id: bytes, silo_id: str, c_public: bytes, s_public: bytes, nonce: bytes, commitment: bytes
+) -> bytes:
+    """The exact bytes a silo signs with its long-term key for its key advertisement: both
+    public keys, the silo's contribution to the SecAgg+ graph seed and its commitment to its
+    self-mask seed, all bound to the session (plan, round, attempt, cohort and model)."""
+    return lp(DOMAIN, b"advertise", session_id, silo_id.encode(), c_public, s_public, nonce, commitment)
+
+
+def self_mask_commitment(session_id: bytes, silo_id: str, seed: bytes) -> bytes:
+    """A hiding, binding commitment to the self-mask seed (a uniformly random 32-byte value, so
+    a hash suffices): the aggregator checks every reconstructed seed against it, so a silo that
+    sent inconsistent shares cannot make the sum come out wrong unnoticed."""
+    return hashlib.sha256(lp(DOMAIN, b"self-mask-commitment", session_id, silo_id.encode(), seed)).digest()
+
+
+def consistency_payload(session_id: bytes, survivors: tuple[str, ...], dropped: tuple[str, ...]) -> bytes:
+    """What each surviving silo signs in the consistency round (Bonawitz et al. 2017, §6): the
+    one (survivors, dropped) split it will ever answer in this session."""
+    return lp(
+        DOMAIN, b"consistency", session_id,
+        lp(*(s.encode() for s in survivors)), lp(*(s.encode() for s in dropped)),
+    )
 
 
 def _raw_private(key: X25519PrivateKey) -> bytes:

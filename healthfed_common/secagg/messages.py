@@ -8,7 +8,7 @@ sender, and point-to-point ones the recipient. The receiving side checks all of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,30 +16,36 @@ from numpy.typing import NDArray
 U64Array = NDArray[np.uint64]
 """The vector type: uint64 numpy arrays (values < 2^b)."""
 
-PROTOCOL_NAME: str = "healthfed-secagg/1"
+PROTOCOL_NAME: str = "healthfed-secagg/2"
 
 
 @dataclass(frozen=True)
 class KeyAdvertisement:
-    """Phase 1, silo -> aggregator: the silo's two public keys for this session.
-    `signature` is over `keys.advertisement_payload(...)` with the silo's long-term key, or
-    empty when the federation does not sign advertisements."""
+    """Phase 1, silo -> aggregator: the silo's two public keys for this session, its random
+    contribution to the SecAgg+ graph seed (`nonce`) and its commitment to its self-mask seed.
+    `signature` is the silo's pinned Ed25519 key over `keys.advertisement_payload(...)` (empty
+    only in the library's unauthenticated mode, which production never uses)."""
 
     session_id: bytes
     sender: str
     c_public: bytes
     s_public: bytes
+    nonce: bytes
+    commitment: bytes
     signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class KeyRoster:
-    """Phase 1, aggregator -> every silo: the advertisements received before the deadline."""
+    """Phase 1, aggregator -> every silo: the advertisements received before the deadline,
+    each with its signature so every silo verifies every peer itself."""
 
     session_id: bytes
     silos: tuple[str, ...]
     c_public: dict[str, bytes]
     s_public: dict[str, bytes]
+    nonces: dict[str, bytes]
+    commitments: dict[str, bytes]
     signatures: dict[str, bytes]
 
 
@@ -79,12 +85,25 @@ class MaskedInput:
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Phase 4, aggregator -> surviving silos: whose masked input was counted (`survivors`)
-    and who sent shares but no masked input (`dropped`)."""
+    """Phases 4 and 5, aggregator -> surviving silos: whose masked input was counted
+    (`survivors`) and who sent shares but no masked input (`dropped`). In the consistency
+    phase `signatures` is empty and each survivor signs the split; in the unmask phase it
+    carries the survivors' signatures over that same split, at least t of them."""
 
     session_id: bytes
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
+    signatures: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Phase 4, silo -> aggregator: the silo's signature over the one survivor/dropped split
+    it will answer in this session (`keys.consistency_payload`)."""
+
+    session_id: bytes
+    sender: str
+    signature: bytes
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,10 @@ class SessionParams:
         """Each participant's Shamir x coordinate (1-based position in `participants`)."""
         return {p: i + 1 for i, p in enumerate(self.participants)}
 
-    @cached_property
-    def graph(self) -> Mapping[str, frozenset[str]]:
-        """Neighbour sets (complete for classic SecAgg)."""
-        return graph.neighbour_sets(self.participants, self.session_id, self.neighbours)
+    def graph_for(self, seed: bytes) -> Mapping[str, frozenset[str]]:
+        """Neighbour sets (complete for classic SecAgg) for a `graph.graph_seed` derived from
+        the roster's signed nonces -- never from anything the aggregator chose alone."""
+        return graph.neighbour_sets(self.participants, seed, self.neighbours)
 
     @property
     def degree(self) -> int:

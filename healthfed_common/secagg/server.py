@@ -3,7 +3,9 @@
 The aggregator relays what it cannot read, keeps one running sum per vector (memory O(d), not
 O(n*d): masked inputs are added as they arrive and not kept), and at the end reconstructs
 exactly the secrets the surviving silos agreed to reveal -- self-mask seeds of survivors, masking
-keys of silos that dropped after sharing keys -- to strip the masks from the sum. Each phase
+keys of silos that dropped after sharing keys -- to strip the masks from the sum. Between masked
+input and unmasking runs the consistency round: survivors sign the survivor/dropped split, and
+the unmask request carries at least t of those signatures (silos refuse it otherwise). Each phase
 accepts messages from the silos that answered; the caller decides when a deadline has passed
 and calls the next phase method, and silos that missed a phase are treated as dropped.
 """
@@ -15,13 +17,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from healthfed_common.secagg import keys, prg, shamir
+from healthfed_common.secagg.graph import graph_seed
 from healthfed_common.secagg.errors import (
     AuthenticationFailed,
+    CommitmentMismatch,
     PhaseOrderError,
     ProtocolViolation,
     TooFewSurvivors,
 )
 from healthfed_common.secagg.messages import (
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     KeyRoster,
@@ -36,8 +41,9 @@ from healthfed_common.secagg.vectors import check_vectors
 
 Verifier = Callable[[str, bytes, bytes], bool]
 
-_ADVERTISE, _SHARE, _MASKED, _UNMASK, _DONE, _ABORTED = range(6)
-_PHASE_NAMES = ("key advertisement", "share distribution", "masked input", "unmasking", "finished", "aborted")
+_ADVERTISE, _SHARE, _MASKED, _CONSISTENCY, _UNMASK, _DONE, _ABORTED = range(7)
+_PHASE_NAMES = ("key advertisement", "share distribution", "masked input", "consistency check", "unmasking",
+                "finished", "aborted")
 
 
 class SecAggServer:
@@ -55,9 +61,16 @@ class SecAggServer:
         self._masked_from: list[str] = []
         self._sums: list[U64Array] | None = None
         self._request: UnmaskRequest | None = None
+        self._graph: dict[str, frozenset[str]] = {}
+        self._consistency: dict[str, bytes] = {}
         self._responses: dict[str, UnmaskResponse] = {}
         self._result: list[U64Array] | None = None
         self.counted: tuple[str, ...] = ()
+
+    @property
+    def graph(self) -> dict[str, frozenset[str]]:
+        """The neighbour sets of this session (known once the roster closed; public)."""
+        return dict(self._graph)
 
     # -- helpers ---------------------------------------------------------------------------
     def _ordered(self, silos: set[str] | frozenset[str]) -> tuple[str, ...]:
@@ -104,8 +117,12 @@ class SecAggServer:
             raise ProtocolViolation(f"key advertisement from {adv.sender!r} has malformed keys")
         if adv.c_public == adv.s_public:
             raise ProtocolViolation(f"key advertisement from {adv.sender!r} reuses one key for both roles")
+        if len(adv.nonce) != keys.GRAPH_NONCE_BYTES or len(adv.commitment) != keys.COMMITMENT_BYTES:
+            raise ProtocolViolation(f"key advertisement from {adv.sender!r} has a malformed nonce or commitment")
         if self._verify is not None:
-            payload = keys.advertisement_payload(adv.session_id, adv.sender, adv.c_public, adv.s_public)
+            payload = keys.advertisement_payload(
+                adv.session_id, adv.sender, adv.c_public, adv.s_public, adv.nonce, adv.commitment
+            )
             if not self._verify(adv.sender, payload, adv.signature):
                 raise AuthenticationFailed(f"key advertisement of {adv.sender!r} has an invalid signature")
         self._ads[adv.sender] = adv
@@ -122,8 +139,11 @@ class SecAggServer:
                 silos,
                 {s: self._ads[s].c_public for s in silos},
                 {s: self._ads[s].s_public for s in silos},
+                {s: self._ads[s].nonce for s in silos},
+                {s: self._ads[s].commitment for s in silos},
                 {s: self._ads[s].signature for s in silos},
             )
+            self._graph = dict(p.graph_for(graph_seed(p.session_id, self._roster.nonces)))
             self._phase = _SHARE
         assert self._roster is not None
         return self._roster
@@ -137,7 +157,7 @@ class SecAggServer:
             raise ProtocolViolation(f"shares from {sender!r}, which is not in the roster")
         if sender in self._shares:
             raise ProtocolViolation(f"duplicate shares from {sender!r}")
-        neighbours = self.params.graph[sender]
+        neighbours = self._graph[sender]
         expected = {v for v in self._roster.silos if v in neighbours}
         by_recipient: dict[str, bytes] = {}
         for share in shares:
@@ -186,9 +206,10 @@ class SecAggServer:
             np.add(acc, vector, out=acc)
         self._masked_from.append(masked.sender)
 
-    # -- phase 4 ---------------------------------------------------------------------------
+    # -- phase 4: consistency check ---------------------------------------------------------
     def unmask_request(self) -> UnmaskRequest:
-        """Close masked input (first call) and name survivors and dropped silos."""
+        """Close masked input (first call) and name survivors and dropped silos; each survivor
+        signs this split in the consistency round (the request carries no signatures yet)."""
         if self._close(_MASKED, "unmask_request"):
             survivors = self._ordered(frozenset(self._masked_from))
             if len(survivors) < self.params.threshold:
@@ -197,10 +218,41 @@ class SecAggServer:
                 )
             dropped = tuple(s for s in self._share_senders if s not in survivors)
             self._request = UnmaskRequest(self.params.session_id, survivors, dropped)
+            self._phase = _CONSISTENCY
+        assert self._request is not None
+        return UnmaskRequest(self._request.session_id, self._request.survivors, self._request.dropped)
+
+    def receive_consistency_signature(self, signed: ConsistencySignature) -> None:
+        """Accept one survivor's signature over the split (verified when keys are configured)."""
+        self._accepting(_CONSISTENCY, "consistency signature", signed.session_id, signed.sender)
+        assert self._request is not None
+        if signed.sender not in self._request.survivors:
+            raise ProtocolViolation(f"consistency signature from {signed.sender!r}, which is not a survivor")
+        if signed.sender in self._consistency:
+            raise ProtocolViolation(f"duplicate consistency signature from {signed.sender!r}")
+        if self._verify is not None:
+            payload = keys.consistency_payload(self.params.session_id, self._request.survivors, self._request.dropped)
+            if not self._verify(signed.sender, payload, signed.signature):
+                raise AuthenticationFailed(f"consistency signature of {signed.sender!r} does not verify")
+        self._consistency[signed.sender] = signed.signature
+
+    def signed_unmask_request(self) -> UnmaskRequest:
+        """Close the consistency round (first call): the unmask request with the t or more
+        signatures every survivor checks before revealing anything."""
+        if self._close(_CONSISTENCY, "signed_unmask_request"):
+            if len(self._consistency) < self.params.threshold:
+                raise self._abort(
+                    f"only {len(self._consistency)} silos signed the survivor set, threshold is {self.params.threshold}"
+                )
+            assert self._request is not None
+            self._request = UnmaskRequest(
+                self.params.session_id, self._request.survivors, self._request.dropped, dict(self._consistency)
+            )
             self._phase = _UNMASK
         assert self._request is not None
         return self._request
 
+    # -- phase 5 ---------------------------------------------------------------------------
     def receive_unmask_response(self, resp: UnmaskResponse) -> None:
         """Accept one survivor's shares: exactly those it holds for the request's silos."""
         self._accepting(_UNMASK, "unmask response", resp.session_id, resp.sender)
@@ -209,7 +261,7 @@ class SecAggServer:
             raise ProtocolViolation(f"unmask response from {resp.sender!r}, which is not a survivor")
         if resp.sender in self._responses:
             raise ProtocolViolation(f"duplicate unmask response from {resp.sender!r}")
-        held = self.params.graph[resp.sender] | {resp.sender}
+        held = self._graph[resp.sender] | {resp.sender}
         want_self = {v for v in self._request.survivors if v in held}
         want_key = {v for v in self._request.dropped if v in held}
         if set(resp.self_mask_shares) != want_self or set(resp.key_shares) != want_key:
@@ -231,6 +283,12 @@ class SecAggServer:
         if len(self._responses) < p.threshold:
             raise self._abort(f"only {len(self._responses)} silos answered unmasking, threshold is {p.threshold}")
         self_seeds = {v: self._reconstruct(v, "self_mask_shares") for v in self._request.survivors}
+        for v, seed in self_seeds.items():
+            if keys.self_mask_commitment(p.session_id, v, seed) != self._roster.commitments[v]:
+                self._phase = _ABORTED
+                self._abort_reason = f"reconstructed self-mask seed of {v!r} does not open its commitment"
+                self._sums = None
+                raise CommitmentMismatch(self._abort_reason)
         dropped_keys = {v: self._reconstruct(v, "key_shares") for v in self._request.dropped}
         for v, private in dropped_keys.items():
             if keys.public_from_private(private) != self._roster.s_public[v]:
@@ -239,7 +297,7 @@ class SecAggServer:
         pair_removals = []
         for v, private in dropped_keys.items():
             for u in self._request.survivors:
-                if u in p.graph[v]:
+                if u in self._graph[v]:
                     key = keys.mask_key(private, self._roster.s_public[u], p.session_id, u, v)
                     sign_at_u = 1 if u < v else -1
                     pair_removals.append((key, -sign_at_u))

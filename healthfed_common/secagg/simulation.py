@@ -2,8 +2,11 @@
 the benchmark, and a readable account of the message flow the transport must reproduce.
 
 `drop_at[silo]` names the first phase a silo misses: "advertise" (never advertises),
-"share" (advertised, sends no shares), "masked" (shared keys, sends no masked input) or
-"unmask" (sent its masked input, never answers the unmask request).
+"share" (advertised, sends no shares), "masked" (shared keys, sends no masked input),
+"consistency" (sent its masked input, never signs the survivor set) or "unmask" (signed,
+never answers the unmask request). `authenticated=True` gives every silo an Ed25519 key and
+runs the signed protocol the federation uses (advertisements and consistency signatures
+verified by every party).
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping, ParamSpec, Sequence, TypeVar
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from healthfed_common.secagg.client import SecAggClient
+from healthfed_common.silo_keys import public_key_raw, verify_signature
 from healthfed_common.secagg.messages import U64Array
 from healthfed_common.secagg.params import SessionParams
 from healthfed_common.secagg.server import SecAggServer
 
-Phase = Literal["advertise", "share", "masked", "unmask"]
-PHASES: tuple[Phase, ...] = ("advertise", "share", "masked", "unmask")
+Phase = Literal["advertise", "share", "masked", "consistency", "unmask"]
+PHASES: tuple[Phase, ...] = ("advertise", "share", "masked", "consistency", "unmask")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -40,10 +45,27 @@ def _present(silo: str, phase: Phase, drop_at: Mapping[str, Phase]) -> bool:
     return missed is None or PHASES.index(phase) < PHASES.index(missed)
 
 
+def signing_hooks(
+    participants: Sequence[str],
+) -> tuple[dict[str, Callable[[bytes], bytes]], Callable[[str, bytes, bytes], bool]]:
+    """Fresh Ed25519 keys for each silo: its `sign` hook and one `verify` hook that checks any
+    silo's signature under that silo's public key (what the plan's cohort pins)."""
+    keys = {s: Ed25519PrivateKey.generate() for s in participants}
+    public = {s: public_key_raw(k) for s, k in keys.items()}
+
+    def verify(silo: str, payload: bytes, signature: bytes) -> bool:
+        return silo in public and verify_signature(public[silo], payload, signature)
+
+    return {s: k.sign for s, k in keys.items()}, verify
+
+
 def run_round(
     params: SessionParams,
     inputs: Mapping[str, Sequence[U64Array]],
     drop_at: Mapping[str, Phase] | None = None,
+    *,
+    authenticated: bool = False,
+    trace: dict[str, object] | None = None,
 ) -> RoundResult:
     """Simulate every party; raises whatever the protocol raises (e.g. TooFewSurvivors)."""
     drop_at = drop_at or {}
@@ -63,12 +85,21 @@ def run_round(
         server_time += time.perf_counter() - start
         return out
 
-    server = SecAggServer(params)
-    clients = {s: on_silo(s, SecAggClient, s, params) for s in params.participants}
+    if authenticated:
+        signers, verify = signing_hooks(params.participants)
+        server = SecAggServer(params, verify=verify)
+        clients = {
+            s: on_silo(s, SecAggClient, s, params, sign=signers[s], verify=verify) for s in params.participants
+        }
+    else:
+        server = SecAggServer(params)
+        clients = {s: on_silo(s, SecAggClient, s, params) for s in params.participants}
     live = [s for s in params.participants if _present(s, "advertise", drop_at)]
     for s in live:
         on_server(server.receive_advertisement, on_silo(s, clients[s].advertise_keys))
     roster = on_server(server.roster)
+    if trace is not None:  # the SecAgg+ graph follows from the silos' nonces: oracles need it
+        trace["graph"] = server.graph
     live = [s for s in live if _present(s, "share", drop_at)]
     for s in live:
         on_server(server.receive_shares, s, on_silo(s, clients[s].share_keys, roster))
@@ -76,7 +107,11 @@ def run_round(
     inboxes = {s: on_server(server.inbox_for, s) for s in live}
     for s in live:
         on_server(server.receive_masked_input, on_silo(s, clients[s].masked_input, inboxes[s], inputs[s]))
-    request = on_server(server.unmask_request)
+    split = on_server(server.unmask_request)
+    live = [s for s in live if _present(s, "consistency", drop_at)]
+    for s in live:
+        on_server(server.receive_consistency_signature, on_silo(s, clients[s].sign_consistency, split))
+    request = on_server(server.signed_unmask_request)
     live = [s for s in live if _present(s, "unmask", drop_at)]
     for s in live:
         on_server(server.receive_unmask_response, on_silo(s, clients[s].unmask, request))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from healthfed_common.secagg import (
+    ConsistencySignature,
     EncryptedShare,
     KeyAdvertisement,
     KeyRoster,
@@ -21,6 +22,7 @@ from healthfed_common.secagg import (
     ShareInbox,
     UnmaskRequest,
     UnmaskResponse,
+    ConsistencySignature,
 )
 
 PROTOCOL_VERSION = 1
@@ -192,4 +194,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     MaskedInput,
     UnmaskRequest,
     UnmaskResponse,
+    ConsistencySignature,
 )

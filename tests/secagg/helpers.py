@@ -62,15 +62,25 @@ def plain_sum(
 
 
 class Walk:
-    """A session stepped by hand, phase by phase, so tests can tamper between phases."""
+    """A session stepped by hand, phase by phase, so tests can tamper between phases. Signed
+    like production (each silo its own Ed25519 key, every party verifying) unless
+    `authenticated=False`."""
 
-    def __init__(self, params: SessionParams, seed: int = 0, **client_kwargs: object) -> None:
+    def __init__(self, params: SessionParams, seed: int = 0, *, authenticated: bool = True) -> None:
         from healthfed_common.secagg import SecAggClient, SecAggServer
+        from healthfed_common.secagg.simulation import signing_hooks
 
         self.params = params
         self.inputs = random_inputs(params, seed)
-        self.server = SecAggServer(params)
-        self.clients = {s: SecAggClient(s, params, **client_kwargs) for s in params.participants}  # type: ignore[arg-type]
+        if authenticated:
+            self.signers, self.verify = signing_hooks(params.participants)
+            self.server = SecAggServer(params, verify=self.verify)
+            self.clients = {
+                s: SecAggClient(s, params, sign=self.signers[s], verify=self.verify) for s in params.participants
+            }
+        else:
+            self.server = SecAggServer(params)
+            self.clients = {s: SecAggClient(s, params) for s in params.participants}
 
     def advertise(self, silos: Sequence[str] | None = None) -> None:
         for s in silos if silos is not None else self.params.participants:
@@ -89,4 +99,11 @@ class Walk:
         for s in silos if silos is not None else list(self.inboxes):
             self.masked[s] = self.clients[s].masked_input(self.inboxes[s], self.inputs[s])
             self.server.receive_masked_input(self.masked[s])
-        self.request = self.server.unmask_request()
+        self.split = self.server.unmask_request()
+
+    def consist(self, silos: Sequence[str] | None = None) -> None:
+        """The consistency round: survivors sign the split; `request` then carries the
+        signatures, as the unmask phase does."""
+        for s in silos if silos is not None else self.split.survivors:
+            self.server.receive_consistency_signature(self.clients[s].sign_consistency(self.split))
+        self.request = self.server.signed_unmask_request()

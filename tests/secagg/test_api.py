@@ -20,7 +20,8 @@ PACKAGE = pathlib.Path(secagg.__file__).parent
 
 def test_public_names() -> None:
     assert sorted(secagg.__all__) == sorted([
-        "PROTOCOL_NAME", "AuthenticationFailed", "EncryptedShare", "InvalidInput",
+        "PROTOCOL_NAME", "AuthenticationFailed", "CommitmentMismatch", "ConsistencyFailed",
+        "ConsistencySignature", "Equivocation", "EncryptedShare", "InvalidInput",
         "InvalidParameters", "KeyAdvertisement", "KeyRoster", "MaskedInput", "PhaseOrderError",
         "ProtocolViolation", "SecAggClient", "SecAggError", "SecAggServer", "SessionParams",
         "ShareInbox", "ShareRequestRefused", "TooFewSurvivors", "UnmaskRequest", "UnmaskResponse",
@@ -69,7 +70,7 @@ def _allowed(tp: object) -> bool:
 
 def test_message_fields_are_codec_friendly() -> None:
     classes = [getattr(messages, n) for n in dir(messages) if dataclasses.is_dataclass(getattr(messages, n))]
-    assert len(classes) == 7
+    assert len(classes) == 8
     for cls in classes:
         assert cls.__dataclass_params__.frozen
         hints = typing.get_type_hints(cls)

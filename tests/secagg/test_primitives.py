@@ -139,4 +139,4 @@ def test_share_threshold() -> None:
     p = make_params(50, 26, neighbours=14)
     assert p.degree == 14 and p.share_threshold == 8
     assert make_params(50, 40, neighbours=14).share_threshold == 12
-    assert list(itertools.islice(p.graph, 1))
+    assert list(itertools.islice(p.graph_for(os.urandom(32)), 1))

@@ -26,8 +26,11 @@ from .helpers import make_params, plain_sum, random_inputs
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def expected_outcome(params: SessionParams, drop_at: Mapping[str, Phase]) -> tuple[str, ...] | None:
-    """The silos whose inputs must be in the sum, or None when the round must abort."""
+def expected_outcome(
+    params: SessionParams, drop_at: Mapping[str, Phase], graph: Mapping[str, frozenset[str]]
+) -> tuple[str, ...] | None:
+    """The silos whose inputs must be in the sum, or None when the round must abort. `graph`
+    is the session's neighbour sets (they follow from the silos' signed nonces)."""
 
     def present(phase: Phase) -> set[str]:
         return {
@@ -35,29 +38,37 @@ def expected_outcome(params: SessionParams, drop_at: Mapping[str, Phase]) -> tup
             if s not in drop_at or PHASES.index(phase) < PHASES.index(drop_at[s])
         }
 
-    t, tl, graph = params.threshold, params.share_threshold, params.graph
-    u1, u2, u3, u4 = (present(p) for p in PHASES)
-    if min(len(u1), len(u2), len(u3), len(u4)) < t:
+    t, tl = params.threshold, params.share_threshold
+    u1, u2, u3, u4, u5 = (present(p) for p in PHASES)
+    if min(len(u1), len(u2), len(u3), len(u4), len(u5)) < t:
         return None
-    if any(len(u4 & (graph[v] | {v})) < tl for v in u3):
+    if any(len(u5 & (graph[v] | {v})) < tl for v in u3):
         return None
-    if any(len(u4 & graph[v]) < tl for v in u2 - u3):
+    if any(len(u5 & graph[v]) < tl for v in u2 - u3):
         return None
     return tuple(s for s in params.participants if s in u3)
 
 
-def check_round(params: SessionParams, drop_at: Mapping[str, Phase], seed: int) -> None:
+def check_round(params: SessionParams, drop_at: Mapping[str, Phase], seed: int) -> bool:
+    """Runs the round and checks it against the oracle; True when it produced a sum."""
     inputs = random_inputs(params, seed)
-    expected = expected_outcome(params, drop_at)
+    trace: dict[str, object] = {}
+    try:
+        result = run_round(params, inputs, drop_at, trace=trace)
+    except TooFewSurvivors:
+        result = None
+    graph = trace.get("graph", {})
+    assert isinstance(graph, dict)
+    expected = expected_outcome(params, drop_at, graph) if graph else None
     if expected is None:
-        with pytest.raises(TooFewSurvivors):
-            run_round(params, inputs, drop_at)
-        return
-    result = run_round(params, inputs, drop_at)
+        assert result is None, "the round must abort: too few silos for some phase or secret"
+        return False
+    assert result is not None, "the round aborted although enough silos remained"
     assert result.counted == expected
     for got, want in zip(result.sums, plain_sum(params, inputs, expected)):
         assert got.dtype == np.uint64
         np.testing.assert_array_equal(got, want)
+    return True
 
 
 vector_specs = st.lists(
@@ -110,8 +121,7 @@ def test_secaggplus_guaranteed_regime(phases: list[Phase], seed: int) -> None:
     rng = np.random.default_rng(seed)
     silos = rng.choice(params.participants, size=len(phases), replace=False)
     drop_at = {str(s): p for s, p in zip(silos, phases)}
-    assert expected_outcome(params, drop_at) is not None
-    check_round(params, drop_at, seed)
+    assert check_round(params, drop_at, seed), "two dropouts must never abort this regime"
 
 
 @pytest.mark.parametrize("neighbours", [None, 4])
@@ -123,10 +133,9 @@ def test_each_phase_tolerates_n_minus_t_and_aborts_below(phase: Phase, neighbour
     inputs = random_inputs(params, 7)
     ids = params.participants
     ok = {s: phase for s in ids[:4]}
-    expected = expected_outcome(params, ok)
+    produced = check_round(params, ok, 11)
     if neighbours is None:
-        assert expected is not None
-    check_round(params, ok, 11)
+        assert produced
     with pytest.raises(TooFewSurvivors):
         run_round(params, inputs, {s: phase for s in ids[:5]})
 

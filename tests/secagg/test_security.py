@@ -1,6 +1,7 @@
 """What a curious or malicious aggregator must not get: masked vectors are indistinguishable
 from uniform, no silo hands out both kinds of share for a peer or answers a request naming
-fewer than t survivors, substituted keys are caught, shares are bound to session and
+fewer than t survivors, no silo answers an unmask request without t consistency signatures over
+the one split it signed, substituted keys and nonces are caught, shares are bound to session and
 recipient, and an abort below the threshold reveals nothing.
 
 Why the chi-square tests are not flaky: the masks are keyed from the OS CSPRNG, so under the
@@ -13,6 +14,8 @@ a short-seeded generator's structure) gives statistics orders of magnitude beyon
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -22,7 +25,9 @@ from scipy.stats import chi2
 
 from healthfed_common.secagg import (
     AuthenticationFailed,
-    KeyRoster,
+    CommitmentMismatch,
+    ConsistencyFailed,
+    Equivocation,
     PhaseOrderError,
     ProtocolViolation,
     SecAggClient,
@@ -87,12 +92,18 @@ def _after_masking(n: int = 5, t: int = 3) -> Walk:
     return walk
 
 
+def _after_consistency(n: int = 5, t: int = 3) -> Walk:
+    walk = _after_masking(n, t)
+    walk.consist()
+    return walk
+
+
 def test_both_shares_of_one_peer_in_one_request_refused() -> None:
     walk = _after_masking()
     ids = walk.params.participants
     evil = UnmaskRequest(walk.params.session_id, ids, (ids[1],))
     with pytest.raises(ShareRequestRefused) as err:
-        walk.clients[ids[0]].unmask(evil)
+        walk.clients[ids[0]].sign_consistency(evil)
     assert err.value.code == "SECAGG_SHARE_REQUEST_REFUSED"
     assert isinstance(err.value, PermissionError)
 
@@ -100,7 +111,7 @@ def test_both_shares_of_one_peer_in_one_request_refused() -> None:
 def test_both_shares_across_two_requests_refused() -> None:
     """A curious aggregator first collects the self-mask share of h01 ("survived"), then asks
     the same silo for its key share ("dropped"): refused; a retried request is answered."""
-    walk = _after_masking()
+    walk = _after_consistency()
     ids = walk.params.participants
     first = walk.clients["h00"].unmask(walk.request)
     assert "h01" in first.self_mask_shares
@@ -111,22 +122,99 @@ def test_both_shares_across_two_requests_refused() -> None:
 
 
 def test_equivocating_aggregator_cannot_reach_threshold_for_both() -> None:
-    """The aggregator tells silos h00-h02 "h04 survived" and h03, h04 "h04 dropped" (n=5,
-    t=3): it gets 3 self-mask shares but at most 1 key share of h04 (h04 itself refuses) --
-    below t, so s_04 stays secret. This is why t must be a strict majority."""
+    """The aggregator tells h00-h02 "h04 survived" and h03, h04 "h04 dropped" (n=5, t=3).
+    In the consistency round h03 signs the lie and h04 refuses it (it sent its input); an
+    unmask request for the lie then carries 1 valid signature, not t: nobody reveals a key
+    share of h04, while the honest split still completes."""
     walk = _after_masking()
     sid, ids = walk.params.session_id, walk.params.participants
     honest = UnmaskRequest(sid, ids, ())
     lie = UnmaskRequest(sid, ids[:4], ("h04",))
-    key_shares = 0
-    for s in ids[:3]:
-        walk.clients[s].unmask(honest)
+    honest_sigs = {s: walk.clients[s].sign_consistency(honest).signature for s in ids[:3]}
+    lie_sigs: dict[str, bytes] = {}
     for s in ids[3:]:
         try:
-            key_shares += "h04" in walk.clients[s].unmask(lie).key_shares
+            lie_sigs[s] = walk.clients[s].sign_consistency(lie).signature
         except ShareRequestRefused:
             pass
-    assert key_shares < walk.params.threshold
+    assert set(lie_sigs) == {"h03"}
+    forged = UnmaskRequest(sid, lie.survivors, lie.dropped, {**lie_sigs, **honest_sigs})
+    with pytest.raises(ConsistencyFailed) as err:
+        walk.clients["h03"].unmask(forged)
+    assert err.value.code == "SECAGG_CONSISTENCY_FAILED"
+    for s in ids[:3]:  # the honest split has t signatures and is answered
+        assert "h04" in walk.clients[s].unmask(UnmaskRequest(sid, ids, (), honest_sigs)).self_mask_shares
+
+
+def test_silo_signs_one_split_per_session() -> None:
+    """Asked to sign a second, different split, a silo refuses (equivocation)."""
+    walk = _after_masking()
+    sid, ids = walk.params.session_id, walk.params.participants
+    walk.clients["h00"].sign_consistency(UnmaskRequest(sid, ids, ()))
+    with pytest.raises(Equivocation) as err:
+        walk.clients["h00"].sign_consistency(UnmaskRequest(sid, ids[:4], ids[4:]))
+    assert err.value.code == "SECAGG_EQUIVOCATION"
+
+
+def test_unmask_needs_t_valid_signatures_over_the_signed_split() -> None:
+    """Too few signatures, signatures by non-survivors, forged bytes or signatures over
+    another split: all refused before any share is revealed."""
+    walk = _after_masking()
+    sid, ids = walk.params.session_id, walk.params.participants
+    split = walk.split
+    sigs = {s: walk.clients[s].sign_consistency(split).signature for s in ids}
+    t = walk.params.threshold
+    few = dict(list(sigs.items())[: t - 1])
+    with pytest.raises(ConsistencyFailed):
+        walk.clients["h00"].unmask(UnmaskRequest(sid, split.survivors, split.dropped, few))
+    garbage = {s: bytes(64) for s in ids}
+    with pytest.raises(ConsistencyFailed):
+        walk.clients["h00"].unmask(UnmaskRequest(sid, split.survivors, split.dropped, garbage))
+    other = {s: walk.signers[s](b"some other split") for s in ids}
+    with pytest.raises(ConsistencyFailed):
+        walk.clients["h00"].unmask(UnmaskRequest(sid, split.survivors, split.dropped, other))
+    assert walk.clients["h00"].unmask(UnmaskRequest(sid, split.survivors, split.dropped, sigs)).self_mask_shares
+
+
+def test_unmask_before_consistency_refused() -> None:
+    walk = _after_masking()
+    with pytest.raises(PhaseOrderError):
+        walk.clients["h00"].unmask(walk.split)
+
+
+def test_graph_follows_signed_nonces() -> None:
+    """SecAgg+: the neighbour graph is derived from the silos' signed nonces. An aggregator
+    that swaps one nonce to steer the graph breaks that silo's signature; a different genuine
+    nonce gives a different graph (the aggregator cannot choose it)."""
+    params = make_params(9, 7, neighbours=4)
+    walk = Walk(params)
+    walk.advertise()
+    roster = walk.roster
+    swapped = dataclasses.replace(roster, nonces={**roster.nonces, "h03": os.urandom(32)})
+    with pytest.raises(AuthenticationFailed):
+        walk.clients["h00"].share_keys(swapped)
+    from healthfed_common.secagg.graph import graph_seed
+
+    seen = {frozenset(params.graph_for(graph_seed(params.session_id, {**roster.nonces, "h03": os.urandom(32)}))["h00"])
+            for _ in range(8)}
+    assert len(seen) > 1
+    assert walk.server.graph == dict(params.graph_for(graph_seed(params.session_id, roster.nonces)))
+
+
+def test_reconstructed_self_mask_seed_must_open_its_commitment() -> None:
+    """A silo whose advertised commitment does not match the seed it shared makes the
+    aggregator abort at unmasking instead of outputting a wrong sum."""
+    walk = Walk(make_params(4, 3), authenticated=False)
+    liar = walk.clients["h02"]
+    liar._commitment = bytes(32)  # type: ignore[attr-defined]  # a dishonest silo's advertisement
+    walk.advertise()
+    walk.share()
+    walk.mask()
+    walk.consist()
+    for s in walk.request.survivors:
+        walk.server.receive_unmask_response(walk.clients[s].unmask(walk.request))
+    with pytest.raises(CommitmentMismatch):
+        walk.server.finish()
 
 
 def test_request_with_fewer_than_t_survivors_refused() -> None:
@@ -134,7 +222,7 @@ def test_request_with_fewer_than_t_survivors_refused() -> None:
     ids = walk.params.participants
     small = UnmaskRequest(walk.params.session_id, ids[:2], ids[2:])
     with pytest.raises(ShareRequestRefused):
-        walk.clients["h00"].unmask(small)
+        walk.clients["h00"].sign_consistency(small)
 
 
 def test_request_claiming_this_silo_dropped_refused() -> None:
@@ -142,7 +230,7 @@ def test_request_claiming_this_silo_dropped_refused() -> None:
     ids = walk.params.participants
     claim = UnmaskRequest(walk.params.session_id, ids[1:], ids[:1])
     with pytest.raises(ShareRequestRefused):
-        walk.clients["h00"].unmask(claim)
+        walk.clients["h00"].sign_consistency(claim)
 
 
 def test_second_masked_input_refused() -> None:
@@ -156,7 +244,7 @@ def test_roster_replacing_own_key_detected() -> None:
     walk.advertise()
     forged = dict(walk.roster.s_public)
     forged["h00"] = walk.roster.s_public["h01"][::-1]
-    bad = KeyRoster(walk.params.session_id, walk.roster.silos, walk.roster.c_public, forged, walk.roster.signatures)
+    bad = dataclasses.replace(walk.roster, s_public=forged)
     with pytest.raises(AuthenticationFailed):
         walk.clients["h00"].share_keys(bad)
 
@@ -193,7 +281,7 @@ def test_signed_advertisements_stop_key_substitution() -> None:
     attacker = SecAggClient("h01", params).advertise_keys()
     forged = dict(roster.s_public)
     forged["h01"] = attacker.s_public
-    bad = KeyRoster(roster.session_id, roster.silos, roster.c_public, forged, roster.signatures)
+    bad = dataclasses.replace(roster, s_public=forged)
     with pytest.raises(AuthenticationFailed):
         clients["h02"].share_keys(bad)
 
@@ -248,7 +336,7 @@ def test_abort_below_threshold_reveals_nothing() -> None:
     forged = UnmaskRequest(params.session_id, ("h00", "h01"), ("h02", "h03", "h04"))
     for s in ("h00", "h01"):
         with pytest.raises(ShareRequestRefused):
-            walk.clients[s].unmask(forged)
+            walk.clients[s].sign_consistency(forged)
     with pytest.raises(TooFewSurvivors):
         walk.server.finish()
     assert walk.server.counted == ()

@@ -32,6 +32,7 @@ def walk_to(phase: str, n: int = 4, t: int = 3, **kw: object) -> Walk:
         walk.share()
     if phase == "unmask":
         walk.mask()
+        walk.consist()
     return walk
 
 
@@ -121,8 +122,11 @@ def test_client_rejects_foreign_or_inconsistent_roster() -> None:
     walk, other = walk_to("share"), walk_to("share")
     _violation(walk.clients["h00"].share_keys, other.roster, match="another session")
     r = walk.roster
-    unknown = KeyRoster(r.session_id, r.silos + ("h99",), {**r.c_public, "h99": b"x" * 32},
-                        {**r.s_public, "h99": b"y" * 32}, r.signatures)
+    unknown = dataclasses.replace(
+        r, silos=r.silos + ("h99",), c_public={**r.c_public, "h99": b"x" * 32},
+        s_public={**r.s_public, "h99": b"y" * 32}, nonces={**r.nonces, "h99": b"n" * 32},
+        commitments={**r.commitments, "h99": b"c" * 32},
+    )
     _violation(walk.clients["h01"].share_keys, unknown, match="unknown silos")
 
 
