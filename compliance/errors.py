@@ -46,6 +46,13 @@ class LogNotFound(ComplianceError, FileNotFoundError):
     code = "LOG_NOT_FOUND"
 
 
+class LogCorrupt(ComplianceError, ValueError):
+    """The audit log file was an audit log but can no longer be read whole (truncated,
+    overwritten, damaged pages): a verification failure, not a wrong input."""
+
+    code = "LOG_CORRUPT"
+
+
 class SigningKeyMismatch(ComplianceError, PermissionError):
     """The signing key on disk is not the key that signed this log's checkpoints."""
 

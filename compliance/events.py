@@ -31,6 +31,16 @@ the report is built on them, extra keys are kept but not interpreted):
 * ``checkpoint.witnessed`` — {origin, size, root_hash}: a peer's checkpoint accepted by
   this node's `WitnessStore`.
 * ``report.exported`` — {format, sha256, period_from, period_to, log_size}.
+* ``audit.verified`` — {entries, checkpoints_checked, witness_checkpoints_checked, rollback}:
+  a verification run that found the log intact (a failed log is not appended to).
+* ``plan.received`` / ``plan.approved`` / ``plan.rejected`` / ``plan.expired`` — {plan_hash,
+  name, purpose, dataset, cohort: [{silo, key_fingerprint}], epsilon, delta, decided_by,
+  expires_at?, reason?}: what the decision commits the silo to.
+* ``dataset.registered`` / ``dataset.removed`` — {kind, content_sha256, records,
+  policy_sha256, dropped?, generalised?}: which policy de-identified it and what it removed.
+
+Actors follow `healthfed_common.actors`: a person is ``person:<name>`` (the one who ran the
+command), a node acting on its own is ``silo:<id>`` or ``aggregator``.
 
 Entities map names (e.g. "dataset", "plan", "certificate") to identifiers; they become
 FHIR ``AuditEvent.entity`` elements.
@@ -153,6 +163,10 @@ _KINDS = (
           "audit", "A peer's signed audit-log checkpoint was verified and stored"),
     _kind("report.exported", AUDIT_LOG_USED, None, "R",
           "audit", "An audit report was exported from this log"),
+    _kind("audit.verified", AUDIT_LOG_USED, None, "E",
+          "audit", "A person verified this audit log (Merkle tree, signed checkpoints, witness)"),
+    _kind("dp.budget_set", SECURITY_ALERT, SECURITY_CONFIGURATION, "U",
+          "privacy", "A dataset's differential-privacy budget was set or changed"),
     _kind("configuration.changed", SECURITY_ALERT, SECURITY_CONFIGURATION, "U",
           "security", "Node configuration or local policy changed"),
     _kind("model.exported", EXPORT, None, "R",

@@ -21,13 +21,12 @@ from typing import Callable, Literal
 from compliance.audit_log import AuditLog
 from compliance.clock import Clock, utc_now
 from compliance.errors import ReportError
-from compliance.log_store import read_raw_log
-from compliance.node_dir import NodePaths, trusted_public_key
+from compliance.node_check import check_log
+from compliance.node_dir import NodePaths
 from compliance.period import Period
 from compliance.processing_record import load_processing_record
 from compliance.report.data import ReportData, build_report_data
-from compliance.verify import VerificationResult, verify_raw_log
-from compliance.witness import read_witnessed
+from compliance.verify import VerificationResult
 
 Format = Literal["pdf", "html", "csv", "fhir"]
 FORMATS: tuple[Format, ...] = ("pdf", "html", "csv", "fhir")
@@ -83,17 +82,15 @@ def export_report(
     paths = NodePaths(Path(node_dir))
     paths.require_log()
     record = load_processing_record(paths.processing_record)
-    key, key_source = trusted_public_key(public_key, paths)
-    raw = read_raw_log(paths.audit_db)
+    check = check_log(paths.audit_db, paths, public_key, witness_db)
+    raw, result = check.raw, check.result
     if raw.origin is None:
         raise ReportError(f"{paths.audit_db} has no origin recorded; is it an audit log?")
-    witnessed = read_witnessed(witness_db, raw.origin) if witness_db else None
-    result = verify_raw_log(raw, key, witnessed)
     data = build_report_data(
         origin=raw.origin,
         node_dir=paths.root,
         result=result,
-        key_source=key_source,
+        key_source=check.key_source,
         record=record,
         period=period,
         generated_at=clock(),

@@ -16,9 +16,11 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from compliance.errors import LogNotFound
+from compliance.errors import LogCorrupt, LogNotFound
 
 SCHEMA_VERSION = "1"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = frozenset({"meta", "entries", "checkpoints"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -96,12 +98,33 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_raw_log(db_path: Path) -> RawLog:
-    """Read entries (by index) and checkpoints (in signing order) in one read transaction."""
+def read_raw_log(db_path: Path, *, expected: bool = False) -> RawLog:
+    """Read entries (by index) and checkpoints (in signing order) in one read transaction.
+
+    Why two errors: a file that never was an audit log (another SQLite database, a PDF) is a
+    wrong input (`LogNotFound`), but an audit log that can no longer be read whole —
+    truncated, pages overwritten, tables dropped — is evidence of tampering or corruption
+    (`LogCorrupt`), and `compliance verify` must say FAILED, not "wrong file". `expected`
+    says the file sits where a node keeps its audit log, so any damage is corruption.
+    """
+    db_path = Path(db_path)
+    _check_header(db_path, expected)
     conn = connect_read_only(db_path)
     try:
-        conn.execute("BEGIN")
         try:
+            conn.execute("BEGIN")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not _TABLES <= tables:
+                missing = ", ".join(sorted(_TABLES - tables))
+                if expected or tables & _TABLES:
+                    raise LogCorrupt(f"{db_path}: the audit log's table(s) {missing} are gone")
+                raise LogNotFound(f"{db_path} is not a HealthFed audit log (no {missing} tables)")
+            check = conn.execute("PRAGMA quick_check").fetchall()
+            if [tuple(r) for r in check] != [("ok",)]:
+                raise LogCorrupt(
+                    f"{db_path} is damaged (SQLite integrity check: {check[0][0]}"
+                    f"{f' and {len(check) - 1} more problems' if len(check) > 1 else ''})"
+                )
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             entries = conn.execute("SELECT idx, entry FROM entries ORDER BY idx").fetchall()
             rows = conn.execute(
@@ -109,9 +132,10 @@ def read_raw_log(db_path: Path) -> RawLog:
                 "FROM checkpoints ORDER BY seq"
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise LogNotFound(f"{db_path} is not a HealthFed audit log ({exc})") from None
+            raise LogCorrupt(f"{db_path} is damaged and cannot be read whole ({exc})") from None
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
     finally:
         conn.close()
     return RawLog(
@@ -120,6 +144,21 @@ def read_raw_log(db_path: Path) -> RawLog:
         entries=[(int(i), _as_bytes(e)) for i, e in entries],
         checkpoints=[CheckpointRow(*row) for row in rows],
     )
+
+
+def _check_header(db_path: Path, expected: bool) -> None:
+    """Tell a truncated or overwritten audit log from a file that never was one."""
+    if not db_path.is_file():
+        raise LogNotFound(f"no audit log at {db_path}")
+    with db_path.open("rb") as stream:
+        head = stream.read(len(SQLITE_MAGIC))
+    if head == SQLITE_MAGIC:
+        return
+    if not head:
+        raise LogCorrupt(f"{db_path} is empty: the audit log was truncated to 0 bytes")
+    if expected:
+        raise LogCorrupt(f"{db_path} no longer starts with the SQLite header: it was overwritten or damaged")
+    raise LogNotFound(f"{db_path} is not a HealthFed audit log (not an SQLite database)")
 
 
 def _as_bytes(value: object) -> bytes:

@@ -7,12 +7,19 @@ Layout of a node state directory (silo or aggregator)::
     DIR/audit/signing.pub        its public key, PEM — what an officer pins
     DIR/audit/witness.sqlite3    (aggregator) checkpoints accepted from silos
     DIR/processing-record.yaml   GDPR Art. 30 record of processing
+    DIR/silo.sqlite3             (silo) its database; table `witnessed_checkpoint` holds the
+                                 size of the last checkpoint the aggregator accepted
+
+A federation provisioned on one host (`aggregator provision --out F`) keeps silo state in
+F/kits/<silo>/state and the aggregator's in F/aggregator/state; `witness_candidates` knows
+that layout so `compliance verify` finds the aggregator's witness database on its own.
 
 Why one place: the CLI, the silo node and the aggregator must agree on these names.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +52,36 @@ class NodePaths:
     @property
     def processing_record(self) -> Path:
         return self.root / "processing-record.yaml"
+
+    @property
+    def silo_db(self) -> Path:
+        return self.root / "silo.sqlite3"
+
+    def witness_candidates(self) -> list[Path]:
+        """Witness databases that may hold this node's checkpoints, most local first: the
+        node's own, then the aggregator's of a single-host federation layout."""
+        root = self.root.resolve()
+        candidates = [self.witness_db]
+        if root.name == "state" and root.parent.parent.name == "kits":
+            candidates.append(root.parent.parent.parent / "aggregator" / "state" / "audit" / "witness.sqlite3")
+        return candidates
+
+    def acknowledged_size(self) -> int | None:
+        """The size of the last checkpoint of this (silo) node the aggregator accepted, as the
+        silo recorded it in its own database; None when the node keeps no such record."""
+        if not self.silo_db.is_file():
+            return None
+        try:
+            conn = sqlite3.connect(f"{self.silo_db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        except sqlite3.Error:
+            return None
+        try:
+            row = conn.execute("SELECT size FROM witnessed_checkpoint WHERE id = 1").fetchone()
+        except sqlite3.Error:
+            return None  # no handover recorded yet (table absent) or an unreadable database
+        finally:
+            conn.close()
+        return int(row[0]) if row and isinstance(row[0], int) else None
 
     def require_log(self) -> None:
         """Raise `LogNotFound` naming the directory if it holds no audit log."""

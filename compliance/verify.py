@@ -16,6 +16,12 @@ An entry is "bad" at the smallest index no valid checkpoint vouches for: with a 
 per append, the first checkpoint whose root stops matching covers exactly one new entry.
 Optionally the log is also checked against checkpoints a witness (the aggregator) holds,
 which catches a rewrite by someone who also had the signing key.
+
+Rollback — the newest entries removed *together with* their checkpoints — leaves a shorter
+log that is internally perfect, so no local check can see it. It is caught only against
+something outside the log file: checkpoints a witness holds, or the size of the last
+checkpoint the aggregator acknowledged, which a silo keeps in its own database. Without
+either, the result says the tail is UNVERIFIABLE instead of claiming more than was checked.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ class VerificationResult:
     latest: SignedCheckpoint | None
     problem: Problem | None
     witness_checkpoints_checked: int = 0
+    rollback_anchor: str | None = None
+    """What vouched for the log's length (witness checkpoints, an acknowledged size); None
+    when nothing outside the file did, so a rollback is unverifiable."""
     tree: MerkleTree = field(default_factory=MerkleTree, repr=False)
     parsed: list[AuditEntry] = field(default_factory=list, repr=False)
 
@@ -61,6 +70,23 @@ class VerificationResult:
     def ok(self) -> bool:
         """True when no problem was found."""
         return self.problem is None
+
+    @property
+    def rollback_checked(self) -> bool:
+        """Whether something outside the file vouched for the log's length."""
+        return self.rollback_anchor is not None
+
+    @property
+    def rollback_statement(self) -> str:
+        """One sentence on whether removal of the newest entries together with their
+        checkpoints (a rollback) was ruled out, and by what."""
+        if self.rollback_anchor is not None:
+            return f"Rollback checked against {self.rollback_anchor}."
+        return (
+            "Rollback UNVERIFIABLE: no witness was available, so the newest entries could have "
+            "been removed together with their checkpoints; verify with --witness FILE (the "
+            "aggregator's audit/witness.sqlite3)."
+        )
 
     def summary(self) -> str:
         """One paragraph an officer can paste into a ticket."""
@@ -74,7 +100,7 @@ class VerificationResult:
             return (
                 f"VERIFIED: {self.entries} entries, {self.checkpoints_checked} signed "
                 f"checkpoints and {self.consistency_proofs_checked} consistency proofs checked "
-                f"with {key}{witness}."
+                f"with {key}{witness}. {self.rollback_statement}"
             )
         return (
             f"FAILED at entry {self.problem.index}: {self.problem.reason}. ({self.entries} "
@@ -87,15 +113,35 @@ def verify_log(
     db_path: Path,
     trusted_public_key: bytes,
     witnessed: list[SignedCheckpoint] | None = None,
+    *,
+    expected: bool = False,
+    acknowledged: Acknowledged | None = None,
 ) -> VerificationResult:
-    """Verify the log file at `db_path` against `trusted_public_key` (raw Ed25519)."""
-    return verify_raw_log(read_raw_log(db_path), trusted_public_key, witnessed)
+    """Verify the log file at `db_path` against `trusted_public_key` (raw Ed25519).
+
+    Raises `LogCorrupt` when the file is an audit log that can no longer be read whole
+    (`expected`: it sits where a node keeps its log, see `read_raw_log`)."""
+    return verify_raw_log(
+        read_raw_log(db_path, expected=expected), trusted_public_key, witnessed,
+        acknowledged=acknowledged,
+    )
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """A log size a witness confirmed, as recorded outside the log file (e.g. a silo's
+    database keeps the size of the last checkpoint the aggregator accepted)."""
+
+    size: int
+    source: str
 
 
 def verify_raw_log(
     raw: RawLog,
     trusted_public_key: bytes,
     witnessed: list[SignedCheckpoint] | None = None,
+    *,
+    acknowledged: Acknowledged | None = None,
 ) -> VerificationResult:
     """Verify already-read log contents (see the module docstring for the checks)."""
     tree = MerkleTree()
@@ -103,9 +149,7 @@ def verify_raw_log(
     entry_problem: Problem | None = None
     for position, (idx, data) in enumerate(raw.entries):
         if idx != position:
-            entry_problem = Problem(
-                position, f"entry {position} is missing (the next stored index is {idx})"
-            )
+            entry_problem = Problem(position, _gap_reason(position, idx))
             break
         reason = _entry_problem(position, data, raw.origin)
         if reason:
@@ -122,10 +166,25 @@ def verify_raw_log(
     state.walk()
     problems = [p for p in (entry_problem, state.problem) if p is not None]
     witness_count = 0
+    anchors: list[str] = []
     if witnessed:
         witness_problem, witness_count = _check_witnessed(raw, tree, witnessed, trusted_public_key)
         if witness_problem:
             problems.append(witness_problem)
+        if witness_count:
+            anchors.append(f"{witness_count} witnessed checkpoints (up to size "
+                           f"{max(c.size for c in witnessed if c.origin == raw.origin)})")
+    if acknowledged is not None and acknowledged.size > 0:
+        stored = len(raw.entries)
+        if acknowledged.size > stored:
+            problems.append(Problem(
+                stored,
+                f"{acknowledged.source} says the witness accepted a checkpoint of "
+                f"{acknowledged.size} entries, but only {stored} are present: "
+                f"{_span(stored, acknowledged.size - 1)} were removed together with their "
+                "checkpoints (rollback)",
+            ))
+        anchors.append(f"the acknowledged size {acknowledged.size} ({acknowledged.source})")
     first = min(problems, key=lambda p: p.index) if problems else None
     return VerificationResult(
         db_path=raw.path,
@@ -137,9 +196,24 @@ def verify_raw_log(
         latest=state.latest,
         problem=first,
         witness_checkpoints_checked=witness_count,
+        rollback_anchor="; ".join(anchors) or None,
         tree=tree,
         parsed=parsed,
     )
+
+
+def _span(first: int, last: int) -> str:
+    """"entry 7" or "entries 26..35" (both ends inclusive)."""
+    return f"entry {first} was" if first == last else f"entries {first}..{last} were"
+
+
+def _gap_reason(position: int, next_stored: int) -> str:
+    """Why stored index `next_stored` follows position `position`: the exact removed range."""
+    if next_stored > position:
+        return (
+            f"{_span(position, next_stored - 1)} removed (the next stored entry is {next_stored})"
+        )
+    return f"entry {position} is missing (the next stored index is {next_stored})"
 
 
 def _entry_problem(position: int, data: bytes, origin: str | None) -> str | None:
@@ -232,7 +306,7 @@ class _CheckpointWalk:
             self.fail(
                 entries,
                 f"{label} covers {cp.size} entries but only {entries} are present: "
-                f"entries {entries}..{cp.size - 1} were removed (truncated tail)",
+                f"{_span(entries, cp.size - 1)} removed (truncated tail)",
             )
             return False
         if self.tree.root(cp.size) != cp.root:
@@ -243,6 +317,14 @@ class _CheckpointWalk:
                     f"the stored data of {span} no longer matches the signed root "
                     "(edited, inserted, deleted or moved)"
                 )
+                signed = max((r.size for r in self.raw.checkpoints if isinstance(r.size, int)), default=0)
+                missing = signed - entries
+                if missing > 0:
+                    reason += (
+                        f"; the signed checkpoints cover {signed} entries but {entries} are stored, "
+                        f"so {_span(bad, bad + missing - 1)} probably removed and the later ones "
+                        "renumbered"
+                    )
             else:
                 bad = max(cp.size - 1, 0)
                 reason = "it signs a different root for an already signed size (forked history)"
@@ -300,7 +382,8 @@ def _check_witnessed(
                 Problem(
                     tree.size,
                     f"{label} covers {cp.size} entries but only {tree.size} are present: "
-                    f"entries {tree.size}..{cp.size - 1} were removed",
+                    f"{_span(tree.size, cp.size - 1)} removed together with their checkpoints "
+                    "(rollback)",
                 ),
                 count,
             )

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from compliance.checkpoints import SignedCheckpoint
 from compliance.clock import Clock, format_timestamp, utc_now
-from compliance.errors import CheckpointRejected, InvalidProof, LogNotFound, SignatureInvalid
+from compliance.errors import ComplianceError, CheckpointRejected, InvalidProof, LogNotFound, SignatureInvalid
 from compliance.merkle import EMPTY_ROOT, verify_consistency
 from compliance.signing import fingerprint
 
@@ -182,3 +182,22 @@ def _checkpoint(row: tuple[object, ...]) -> SignedCheckpoint:
         signature=bytes(signature),  # type: ignore[call-overload]
         public_key=bytes(public_key),  # type: ignore[call-overload]
     )
+
+
+def find_witness(candidates: Sequence[Path], origin: str) -> tuple[Path, list[SignedCheckpoint]] | None:
+    """The first witness database among `candidates` that holds checkpoints of `origin`.
+
+    Why automatic: a rollback (newest entries removed together with their checkpoints) is
+    invisible inside the log; an officer who forgets `--witness` should not get a clean bill
+    when the evidence sits next to the node. Unreadable candidates are skipped, not fatal —
+    the result then says the rollback check was not done."""
+    for path in candidates:
+        if not Path(path).is_file():
+            continue
+        try:
+            checkpoints = read_witnessed(Path(path), origin)
+        except (ComplianceError, sqlite3.Error):
+            continue
+        if checkpoints:
+            return Path(path), checkpoints
+    return None

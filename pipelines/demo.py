@@ -87,7 +87,8 @@ def close_out_compliance(out: Path, node_dirs: dict[str, Path], witness: Path) -
     reports.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for node, directory in node_dirs.items():
-        verify = [sys.executable, "-m", "compliance.cli.main", "verify", "--node", str(directory)]
+        verify = [sys.executable, "-m", "compliance.cli.main", "verify", "--node", str(directory),
+                  "--by", "Demo compliance officer"]
         if node != "aggregator":
             verify += ["--witness", str(witness)]
         checked = subprocess.run(verify, capture_output=True, text=True)
@@ -96,9 +97,11 @@ def close_out_compliance(out: Path, node_dirs: dict[str, Path], witness: Path) -
             target = reports / f"{node}.{fmt}"
             done = subprocess.run(
                 [sys.executable, "-m", "compliance.cli.main", "export", "--node", str(directory), "--from", today,
-                 "--to", today, "--format", fmt, "--out", str(target)], capture_output=True, text=True)
+                 "--to", today, "--format", fmt, "--out", str(target), "--by", "Demo compliance officer"],
+                capture_output=True, text=True)
             exports[fmt] = str(target) if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
-        verdict = checked.stdout.strip().splitlines()[0] if checked.stdout.strip() else checked.stderr.strip()[-300:]
+        verdict = next((line for line in checked.stdout.splitlines() if line.startswith(("VERIFIED", "FAILED"))),
+                       checked.stderr.strip()[-300:])
         results[node] = {"verified": checked.returncode == 0, "verify": verdict, "reports": exports}
         print(f"compliance {node}: {'log verified' if checked.returncode == 0 else 'VERIFICATION FAILED'} — {verdict}")
     return results

@@ -133,11 +133,40 @@ def policy_violation(plan: Plan, policy: ApprovalPolicy) -> tuple[str, str] | No
     return None
 
 
+LOCAL_POLICY = "local-policy"
+"""`decided_by` of decisions the node's approval policy took (in the audit log, the node's
+own actor `silo:<id>` records them)."""
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What a plan decision commits the silo to, for the audit log: name, purpose, dataset,
+    the cohort it may run with (silo ids and signing-key fingerprints) and the ε/δ allowance
+    (None when the plan has no differential privacy)."""
+    cohort = [{"silo": m.silo_id, "key_fingerprint": m.fingerprint} for m in plan.cohort]
+    return {
+        "plan_hash": plan.plan_hash,
+        "name": plan.name,
+        "purpose": plan.purpose,
+        "dataset": plan.dataset,
+        "rounds": plan.rounds,
+        "cohort": cohort,
+        "epsilon": None if plan.dp is None else plan.dp.target_epsilon,
+        "delta": None if plan.dp is None else plan.dp.target_delta,
+        "secure_aggregation": plan.secure_aggregation.protocol,
+    }
+
+
 class PlanApprovals:
-    def __init__(self, conn: sqlite3.Connection, policy: ApprovalPolicy, *, audit: AuditSink | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, policy: ApprovalPolicy, *, audit: AuditSink | None = None,
+        node_actor: str | None = None,
+    ) -> None:
+        """`node_actor` names the node in audit entries of decisions its policy took
+        (default: the audit log's origin, e.g. `silo:st-marys`)."""
         self._conn = conn
         self._policy = policy
         self._audit = audit
+        self._node_actor = node_actor or str(getattr(audit, "origin", "") or LOCAL_POLICY)
         for statement in _SCHEMA:
             conn.execute(statement)
 
@@ -161,20 +190,20 @@ class PlanApprovals:
         if violation is not None:
             code, message = violation
             if record.status != "rejected" or record.reason != code:
-                self._set(plan_hash, "rejected", "local-policy", now, None, code, "rejected", outcome="minor_failure")
+                self._set(plan_hash, "rejected", LOCAL_POLICY, now, None, code, "rejected", outcome="minor_failure")
             return Decision(plan_hash, "rejected", code, message)
-        if record.status == "rejected" and record.decided_by != "local-policy":
+        if record.status == "rejected" and record.decided_by != LOCAL_POLICY:
             return Decision(plan_hash, "rejected", record.reason or "REJECTED", f"rejected by {record.decided_by}")
         # A plan the local policy once rejected is judged afresh: the policy may have changed.
         if record.status == "approved":
             if record.expires_at is None or datetime.fromisoformat(record.expires_at) > now:
                 return Decision(plan_hash, "approved", "APPROVED", f"approved by {record.decided_by}")
-            self._set(plan_hash, "expired", "local-policy", now, None, "APPROVAL_EXPIRED", "expired")
+            self._set(plan_hash, "expired", LOCAL_POLICY, now, None, "APPROVAL_EXPIRED", "expired")
             record = self._get(plan_hash)
         if self._policy.auto_approve:
             lifetime = self._policy.approval_lifetime
             expires = None if lifetime is None else now + lifetime
-            self._set(plan_hash, "approved", "local-policy", now, expires, "AUTO_APPROVED", "approved")
+            self._set(plan_hash, "approved", LOCAL_POLICY, now, expires, "AUTO_APPROVED", "approved")
             return Decision(plan_hash, "approved", "AUTO_APPROVED", "approved by the node's local policy")
         reason = "APPROVAL_EXPIRED" if record.status == "expired" else "AWAITING_APPROVAL"
         return Decision(plan_hash, "pending", reason, "waiting for a data steward: silo-node plans approve " + plan_hash[:12])
@@ -188,7 +217,7 @@ class PlanApprovals:
         plan_hash = record.plan_hash
         violation = policy_violation(record.plan, self._policy)
         if violation is not None:
-            self._set(plan_hash, "rejected", "local-policy", now, None, violation[0], "rejected", outcome="minor_failure")
+            self._set(plan_hash, "rejected", LOCAL_POLICY, now, None, violation[0], "rejected", outcome="minor_failure")
             raise PlanNotApprovable(f"cannot approve: {violation[1]}", violation[0])
         if expires_at is None and self._policy.approval_lifetime is not None:
             expires_at = now + self._policy.approval_lifetime
@@ -226,27 +255,45 @@ class PlanApprovals:
             (plan_hash, plan.name, plan.model_dump_json(), _iso(now)),
         ).rowcount
         if inserted:
-            self._log(plan_hash, now, "received", "aggregator", None, "plan.received", "success")
+            self._log(plan_hash, now, "received", "aggregator", None, "plan.received", "success", plan=plan)
         return self._get(plan_hash)
 
     def _set(
         self, plan_hash: str, status: str, by: str, now: datetime, expires: datetime | None,
         reason: str | None, event: str, *, outcome: str = "success",
     ) -> None:
+        previous = self._get(plan_hash)
         self._conn.execute(
             "UPDATE plans SET status = ?, decided_by = ?, decided_at = ?, expires_at = ?, reason = ? WHERE plan_hash = ?",
             (status, by, _iso(now), _iso(expires), reason, plan_hash),
         )
-        self._log(plan_hash, now, event, by, reason, f"plan.{event}", outcome)
+        self._log(plan_hash, now, event, by, reason, f"plan.{event}", outcome, expires=expires, previous=previous)
 
-    def _log(self, plan_hash: str, now: datetime, event: str, actor: str, reason: str | None, kind: str, outcome: str) -> None:
+    def _log(
+        self, plan_hash: str, now: datetime, event: str, actor: str, reason: str | None, kind: str, outcome: str,
+        *, plan: Plan | None = None, expires: datetime | None = None, previous: PlanRecord | None = None,
+    ) -> None:
+        """One row in plan_decisions and, with an audit log, one event naming who decided
+        (a person, the node's policy as the node itself, or the aggregator for a received
+        plan), what the plan commits the silo to, the expiry, and the reason."""
         self._conn.execute(
             "INSERT INTO plan_decisions (plan_hash, at, event, actor, reason) VALUES (?,?,?,?,?)",
             (plan_hash, _iso(now), event, actor, reason),
         )
-        if self._audit is not None:
-            self._audit.record(kind, actor=actor, outcome=outcome, entities={"plan": plan_hash},
-                               detail={"reason": reason} if reason else None)
+        if self._audit is None:
+            return
+        plan = plan or (previous.plan if previous is not None else self._get(plan_hash).plan)
+        detail: dict[str, Any] = plan_summary(plan)
+        detail["decided_by"] = "local policy" if actor == LOCAL_POLICY else actor
+        if reason:
+            detail["reason"] = reason
+        if event == "approved":
+            detail["expires_at"] = _iso(expires)
+        if event == "expired" and previous is not None:
+            detail["approved_by"] = previous.decided_by
+            detail["expired_at"] = previous.expires_at
+        who = self._node_actor if actor == LOCAL_POLICY else actor
+        self._audit.record(kind, actor=who, outcome=outcome, entities={"plan": plan_hash}, detail=detail)
 
     def _get(self, plan_hash: str) -> PlanRecord:
         rows = self._conn.execute("SELECT * FROM plans WHERE plan_hash LIKE ? || '%'", (plan_hash,)).fetchall()

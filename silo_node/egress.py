@@ -43,10 +43,11 @@ class EgressEntry:
 
 
 class EgressRecord:
-    def __init__(self, conn: sqlite3.Connection, *, audit: AuditSink | None = None, actor: str = "silo-node") -> None:
+    def __init__(self, conn: sqlite3.Connection, *, audit: AuditSink | None = None, actor: str | None = None) -> None:
+        """`actor` defaults to the audit log's origin (`silo:<id>`): the node releases."""
         self._conn = conn
         self._audit = audit
-        self._actor = actor
+        self._actor = actor or str(getattr(audit, "origin", "") or "silo")
         conn.execute(_SCHEMA)
 
     def record(self, plan_hash: str, round: int, kind: str, payload: bytes, recipient: str) -> None:

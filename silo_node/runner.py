@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,20 @@ class TaskRefused(Exception):
         self.message = message
 
 
+@dataclass
+class _Session:
+    """One secure-aggregation session this silo is in: the protocol client, the silo's own
+    integer vectors, and each phase's answer with the digest of the request it answered, so a
+    retried phase gets the identical reply and a different request for it is equivocation."""
+
+    plan_hash: str
+    round: int
+    client: Any
+    vectors: list[np.ndarray]
+    advertisement: Any
+    replies: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+
 class SiloRunner:
     def __init__(self, services: SiloServices, connection: Any, poll_interval_s: float = 2.0, metrics: Any = None) -> None:
         self._metrics = metrics
@@ -61,13 +75,14 @@ class SiloRunner:
         self._connection = connection
         self._poll_interval = poll_interval_s
         self.tasks_done = 0
-        # session id -> (protocol client, this silo's integer vectors); in memory only: a
-        # silo that restarts mid-protocol is a dropout, which the protocol tolerates.
-        self._sessions: dict[bytes, tuple[Any, list[np.ndarray]]] = {}
+        # session id -> the session's client and replies; in memory only (secrets never touch
+        # disk): a silo that restarts mid-protocol is a dropout, which the protocol tolerates,
+        # and the durable MaskedUpdates record keeps it from masking that update again.
+        self._sessions: dict[bytes, _Session] = {}
 
     def _audit(self, event_kind: str, outcome: str = "success", **detail: Any) -> None:
         if self._services.audit is not None:
-            self._services.audit.record(event_kind, actor=self._services.silo_id, outcome=outcome, detail=detail)
+            self._services.audit.record(event_kind, actor=f"silo:{self._services.silo_id}", outcome=outcome, detail=detail)
 
     def serve(self, stop: threading.Event, exit_when_finished: bool = False) -> None:
         silo_id = self._services.silo_id
@@ -178,7 +193,10 @@ class SiloRunner:
     # -- the two task kinds ----------------------------------------------------------
     def _train(self, task: TrainTask) -> TrainResult:
         plan = self._checked_plan(task.plan_json, task.plan_hash)
-        self._audit("round.joined", plan_hash=task.plan_hash, round=task.round)
+        _check_round_range(plan, task.round, task.attempt)
+        if plan.secure_aggregation.protocol != "none":
+            self._check_cohort(plan)
+        self._audit("round.joined", plan_hash=task.plan_hash, round=task.round, attempt=task.attempt)
         view = self._view(plan, "train")
         computations = self._computations(plan)
         if computations.fingerprint != task.fingerprint:
@@ -186,6 +204,7 @@ class SiloRunner:
                 "FINGERPRINT_MISMATCH",
                 "the computation announced by the aggregator differs from the one this silo built from the plan",
             )
+        session = self._derived_session(plan, computations, task)
         input_sha256 = input_digest(task.client_input)
         previous = self._services.released.get(task.plan_hash, task.round)
         if previous is not None:
@@ -198,7 +217,7 @@ class SiloRunner:
                         "training it again would spend privacy twice",
                     )
                 log.info("round %d: re-sending the update released before (no retraining)", task.round)
-                return self._secure_or_plain(plan, computations, task, replace(stored, task_id=task.task_id))
+                return self._secure_or_plain(plan, session, task, replace(stored, task_id=task.task_id))
         dataset_factory = self._dataset_factory(plan, view, task.round)
         began = time.time()
         outputs = computations.work(list(task.client_input), [dataset_factory])
@@ -211,63 +230,173 @@ class SiloRunner:
             declarations=self._privacy_declaration(plan),
         )
         self._services.released.put(result, input_sha256)
-        return self._secure_or_plain(plan, computations, task, result)
+        return self._secure_or_plain(plan, session, task, result)
 
-    def _secure_or_plain(self, plan: Plan, computations: FederatedComputations, task: TrainTask,
-                         result: TrainResult) -> TrainResult:
-        """Under secure aggregation the integer parts stay here until masked: the result
-        carries only the allow-listed metrics and this silo's key advertisement."""
+    # -- secure aggregation -------------------------------------------------------------
+    def _check_cohort(self, plan: Plan) -> None:
+        """Under secure aggregation this silo takes part only as a member of the plan's fixed
+        cohort, pinned to its own signing key, with a threshold its policy accepts."""
+        from healthfed_common.silo_keys import encode_public_key, fingerprint
+
+        silo_id, key = self._services.silo_id, getattr(self._services, "signing_key", None)
+        if key is None:
+            raise TaskRefused("SIGNING_KEY_MISSING", "this silo has no signing key (run `silo-node enrol`); "
+                              "it cannot take part in secure aggregation")
+        members = {m.silo_id: m for m in plan.cohort}
+        if silo_id not in members:
+            raise TaskRefused("NOT_IN_COHORT", f"the plan's cohort does not include {silo_id}")
+        own = encode_public_key(key)
+        if members[silo_id].signing_key != own:
+            raise TaskRefused("COHORT_KEY_MISMATCH",
+                              f"the plan pins {members[silo_id].fingerprint} for {silo_id}, but this silo's key is "
+                              f"{fingerprint(own)}")
+        minimum = getattr(getattr(self._services.approvals, "policy", None), "min_secure_aggregation_threshold", 2)
+        if plan.secagg_threshold < minimum:
+            raise TaskRefused("SECAGG_THRESHOLD_BELOW_POLICY",
+                              f"the plan's secure-aggregation threshold {plan.secagg_threshold} is below this "
+                              f"hospital's minimum {minimum}")
+
+    def _derived_session(self, plan: Plan, computations: FederatedComputations, task: TrainTask) -> Any:
+        """The session this silo derives for the task (None for a plan without secure
+        aggregation); refuses an offer that differs from it, and a round whose update this
+        silo already masked in another session -- before any data is read or budget spent."""
+        if plan.secure_aggregation.protocol == "none":
+            return None
         if task.secagg is None:
-            if plan.secure_aggregation.protocol != "none":
-                raise TaskRefused("SECURE_AGGREGATION_REQUIRED", "the plan requires secure aggregation but the round offers none")
-            return result
-        from healthfed_common.secagg import SecAggClient
-        from healthfed_common.secure_round import session_params, to_vectors
+            raise TaskRefused("SECURE_AGGREGATION_REQUIRED", "the plan requires secure aggregation but the round offers none")
+        from healthfed_common.secure_round import session_params, state_digest
 
         offered = task.secagg
-        expected = session_params(plan, computations, offered.participants, task.round, task.attempt)
+        expected = session_params(plan, computations, task.round, task.attempt, state_digest(task.client_input))
         announced = (offered.session_id, tuple(offered.participants), offered.threshold, tuple(offered.bitwidths),
                      tuple(offered.vector_lengths), offered.neighbours or None)
         derived = (expected.session_id, expected.participants, expected.threshold, expected.bitwidths,
                    expected.vector_lengths, expected.neighbours)
-        if announced != derived or self._services.silo_id not in expected.participants:
+        if announced != derived:
             raise TaskRefused("SECAGG_SESSION_MISMATCH",
-                              "the secure-aggregation session offered differs from the one derived from the plan")
-        client = SecAggClient(self._services.silo_id, expected)
-        self._sessions = {expected.session_id: (client, to_vectors(result.secure_parts))}
-        return replace(result, secure_parts=(), secagg=client.advertise_keys())
+                              "the secure-aggregation session offered differs from the one this silo derives from "
+                              "the plan, its cohort, the round and the model it received")
+        record = self._services.released.masked.session(plan.plan_hash, task.round)
+        if record is not None and record[1] and record[0] != expected.session_id:
+            raise TaskRefused("SECAGG_UPDATE_ALREADY_MASKED",
+                              f"this silo's update for round {task.round} was already masked in another "
+                              "secure-aggregation session; masking it again would let two sums reveal it")
+        return expected
+
+    def _secure_or_plain(self, plan: Plan, params: Any, task: TrainTask, result: TrainResult) -> TrainResult:
+        """Under secure aggregation the integer parts stay here until masked: the result
+        carries only the allow-listed metrics and this silo's signed key advertisement."""
+        if params is None:
+            return result
+        from healthfed_common.secagg import SecAggClient
+        from healthfed_common.secure_round import to_vectors
+
+        existing = self._sessions.get(params.session_id)
+        if existing is not None:  # the same session offered again (e.g. the aggregator restarted)
+            return replace(result, secure_parts=(), secagg=existing.advertisement)
+        masked = self._services.released.masked
+        if (record := masked.session(plan.plan_hash, task.round)) is not None and record[1]:
+            raise TaskRefused("SECAGG_UPDATE_ALREADY_MASKED",
+                              f"this silo's update for round {task.round} was masked in a session it no longer holds "
+                              "(the silo restarted); it is not masked again")
+        key = self._services.signing_key
+        cohort = {m.silo_id: m.signing_key for m in plan.cohort}
+        client = SecAggClient(self._services.silo_id, params, sign=key.sign, verify=_cohort_verifier(cohort))
+        masked.enter(plan.plan_hash, task.round, params.session_id)
+        advertisement = client.advertise_keys()
+        self._sessions = {
+            sid: s for sid, s in self._sessions.items() if (s.plan_hash, s.round) != (plan.plan_hash, task.round)
+        }
+        self._sessions[params.session_id] = _Session(
+            plan.plan_hash, task.round, client, to_vectors(result.secure_parts), advertisement
+        )
+        return replace(result, secure_parts=(), secagg=advertisement)
 
     def _secagg_phase(self, task: SecAggPhaseTask) -> SecAggReply:
-        from healthfed_common.secagg import SecAggError
+        from healthfed_common.secagg import (
+            ConsistencySignature, KeyRoster, SecAggError, ShareInbox, UnmaskRequest,
+        )
 
-        session = self._sessions.get(getattr(task.payload, "session_id", b""))
-        if session is None:
+        expected_payload = {"share_keys": KeyRoster, "masked_input": ShareInbox, "consistency": UnmaskRequest,
+                            "unmask": UnmaskRequest}.get(task.phase)
+        if expected_payload is None:
+            raise TaskRefused("SECAGG_UNKNOWN_PHASE", "the aggregator named an unknown secure-aggregation phase")
+        if not isinstance(task.payload, expected_payload):
+            raise TaskRefused("SECAGG_PHASE_PAYLOAD_INVALID",
+                              f"phase {task.phase} expects a {expected_payload.__name__}")
+        session = self._sessions.get(task.payload.session_id)
+        if session is None or (session.plan_hash, session.round) != (task.plan_hash, task.round):
             raise TaskRefused("SECAGG_UNKNOWN_SESSION", "this silo holds no state for that secure-aggregation session")
-        client, vectors = session
+        digest = input_digest((codec.encode(task.payload),))
+        if task.phase in session.replies:
+            answered_digest, reply = session.replies[task.phase]
+            if answered_digest != digest:
+                raise TaskRefused("SECAGG_EQUIVOCATION",
+                                  f"the aggregator sent a second, different {task.phase} request in one session")
+            return replace(reply, task_id=task.task_id)
+        client = session.client
         try:
             if task.phase == "share_keys":
                 payload: Any = SharesBundle(client.share_keys(task.payload))
             elif task.phase == "masked_input":
-                payload = client.masked_input(task.payload, vectors)
+                payload = client.masked_input(task.payload, session.vectors)
+                # durable BEFORE the masked update leaves: this update never enters another session
+                self._services.released.masked.mark_masked(task.plan_hash, task.round, task.payload.session_id)
+                self._audit("secagg.masked", plan_hash=task.plan_hash, round=task.round,
+                            session=task.payload.session_id.hex()[:16])
                 log.info("round %d: masked input ready for the aggregator", task.round)
-            elif task.phase == "unmask":
-                payload = client.unmask(task.payload)
+            elif task.phase == "consistency":
+                payload = client.sign_consistency(task.payload)
+                assert isinstance(payload, ConsistencySignature)
             else:
-                raise TaskRefused("SECAGG_UNKNOWN_PHASE", f"unknown phase {task.phase!r}")
+                payload = client.unmask(task.payload)
         except SecAggError as error:
-            raise TaskRefused(error.code, str(error)[:300]) from None
-        return SecAggReply(self._services.silo_id, task.task_id, task.plan_hash, task.round, payload)
+            raise TaskRefused(error.code, _protocol_message(error)) from None
+        reply = SecAggReply(self._services.silo_id, task.task_id, task.plan_hash, task.round, payload)
+        session.replies[task.phase] = (digest, reply)
+        return reply
 
     def _dataset_factory(self, plan: Plan, view: Any, round_number: int) -> Any:
-        """Non-private plans: the plan-seeded shuffled batches. DP plans: the silo calibrates
-        its own noise for its dataset size, charges the ledger durably BEFORE training (so
-        no update can leave uncharged), and Poisson-samples with OS entropy."""
+        """The round's client data, after the ledger has been settled for it.
+
+        First, a view larger than the plan's `max_examples_per_silo` is refused
+        (TOO_MANY_EXAMPLES) before any charge: the steward approved "at most N records".
+        Non-private plans: on a dataset with a privacy budget they are refused
+        (NON_PRIVATE_PLAN_ON_BUDGETED_DATASET) unless the approval policy says
+        `charge_infinity`; then the ledger records epsilon = infinity for (plan, round)
+        BEFORE training, so the budget shows the dataset fully spent and no later DP plan
+        can claim a finite epsilon for it. Then the plan-seeded shuffled batches. DP plans:
+        the silo calibrates its own noise for its dataset size, charges the ledger durably
+        BEFORE training (so no update can leave uncharged), and Poisson-samples with OS
+        entropy (noise seeds included)."""
+        n_records = len(view.labels)
+        if n_records > plan.max_examples_per_silo:
+            raise TaskRefused(
+                "TOO_MANY_EXAMPLES",
+                f"the training view of {plan.dataset!r} has {n_records} records, more than the plan's "
+                f"max_examples_per_silo ({plan.max_examples_per_silo})",
+            )
+        ledger = self._services.ledger
         if plan.dp is None:
+            if ledger is not None and ledger.has_budget(plan.dataset):
+                rule = getattr(self._services.approvals, "policy", None)
+                if getattr(rule, "non_private_plans_on_budgeted_datasets", "refuse") != "charge_infinity":
+                    raise TaskRefused(
+                        "NON_PRIVATE_PLAN_ON_BUDGETED_DATASET",
+                        f"dataset {plan.dataset!r} has a privacy budget and this plan has no differential "
+                        "privacy; this silo's policy refuses it (non_private_plans_on_budgeted_datasets: refuse)",
+                    )
+                try:
+                    ledger.charge_non_private(plan.dataset, plan.plan_hash, round_number)
+                except Exception as error:
+                    code = getattr(error, "code", None)
+                    if code is None:
+                        raise
+                    raise TaskRefused(str(code), _safe_message(error)) from None
             return training_dataset_factory(view.features, view.labels, plan, round_number)
-        from healthfed_common.dp.accounting import SamplingSchedule, silo_dp_parameters
+        from healthfed_common.dp.accounting import SamplingSchedule
         from healthfed_common.dp.sampling import poisson_dataset_factory
 
-        ledger = self._services.ledger
         if ledger is None:
             raise TaskRefused("PRIVACY_LEDGER_UNAVAILABLE", "this silo has no privacy ledger")
         try:
@@ -284,19 +413,102 @@ class SiloRunner:
         )
 
     def _privacy_declaration(self, plan: Plan) -> dict[str, float]:
-        """What this silo declares it has spent on the plan's dataset (aggregate numbers)."""
+        """What this silo declares it has spent on the plan's dataset (aggregate numbers).
+        A dataset charged for a non-private plan declares `epsilon_spent_infinite: 1` and no
+        finite epsilon (the wire and the aggregator's stores carry finite floats only)."""
+        import math
+
         ledger = self._services.ledger
-        if plan.dp is None or ledger is None:
+        if ledger is None or not ledger.has_budget(plan.dataset):
             return {}
         spent, delta = ledger.spent(plan.dataset)
+        if plan.dp is None and not any(c.non_private for c in ledger.charges(plan.dataset, plan.plan_hash)):
+            return {}
         remaining, _ = ledger.remaining(plan.dataset)
+        if math.isinf(spent):
+            return {"epsilon_spent_infinite": 1.0, "delta": float(delta), "epsilon_remaining": 0.0}
         return {"epsilon_spent": float(spent), "delta": float(delta), "epsilon_remaining": float(remaining)}
 
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
+        """Evaluates the offered weights on the held-out records, under control.
+
+        The silo evaluates only for a plan it approved (checked like a train task) and took
+        part in (it released a result for at least one of the plan's rounds), and at most
+        `ApprovalPolicy.max_evaluations_per_plan` distinct models per plan (default 1): each
+        evaluation is recorded in the privacy ledger as a non-DP disclosure (model digest,
+        the released count and metrics) durably BEFORE it is released, refused beyond the
+        limit with EVALUATION_LIMIT_REACHED; a retry with the same weights re-sends the
+        recorded metrics (no new disclosure). Every release is also in the egress record.
+
+        What this bounds: how many models per plan the aggregator can have scored on the
+        held-out records, and that every such release is counted and shown (`ledger show`).
+        What it does NOT bound: what one evaluation reveals. The metrics are exact (not DP)
+        and the silo cannot check that the weights are the plan's final state (under secure
+        aggregation it never sees it), so the one allowed evaluation may be of any model the
+        aggregator chooses, e.g. one crafted to test a held-out record."""
         plan = self._checked_plan(task.plan_json, task.plan_hash)
+        released = self._services.released
+        if released is not None and not any(
+            released.get(task.plan_hash, r) is not None for r in range(plan.rounds, -1, -1)
+        ):
+            raise TaskRefused(
+                "EVALUATION_NOT_PARTICIPANT",
+                "this silo evaluates only plans it trained in; it released no round of this plan",
+            )
+        ledger = self._services.ledger
+        if ledger is None:
+            raise TaskRefused("PRIVACY_LEDGER_UNAVAILABLE", "this silo has no privacy ledger to record the evaluation in")
+        rule = getattr(self._services.approvals, "policy", None)
+        limit = int(getattr(rule, "max_evaluations_per_plan", 1))
         view = self._view(plan, "test")
-        metrics = evaluate_weights(plan, list(task.model_weights), view.features, view.labels)
-        return EvaluateResult(self._services.silo_id, task.task_id, task.plan_hash, int(len(view.labels)), metrics)
+
+        def compute() -> dict[str, Any]:
+            metrics = evaluate_weights(plan, list(task.model_weights), view.features, view.labels)
+            return {"num_examples": int(len(view.labels)), "metrics": metrics}
+
+        try:
+            disclosure = ledger.record_evaluation(
+                plan.dataset, task.plan_hash, input_digest(task.model_weights), limit, compute
+            )
+        except TaskRefused:
+            raise
+        except Exception as error:
+            code = getattr(error, "code", None)
+            if code is None:
+                raise
+            raise TaskRefused(str(code), _safe_message(error)) from None
+        return EvaluateResult(
+            self._services.silo_id, task.task_id, task.plan_hash, int(disclosure.released["num_examples"]),
+            {name: float(value) for name, value in disclosure.released["metrics"].items()},
+        )
+
+
+def _check_round_range(plan: Plan, round_number: int, attempt: int) -> None:
+    """The steward approved `plan.rounds` rounds of at most `plan.max_round_attempts` attempts:
+    anything outside is refused before data, budget or keys are touched."""
+    if not 1 <= round_number <= plan.rounds:
+        raise TaskRefused("ROUND_OUT_OF_RANGE", f"round {round_number} is outside the plan's rounds 1..{plan.rounds}")
+    if not 1 <= attempt <= plan.max_round_attempts:
+        raise TaskRefused("ATTEMPT_OUT_OF_RANGE",
+                          f"attempt {attempt} is outside the plan's attempts 1..{plan.max_round_attempts}")
+
+
+def _cohort_verifier(cohort: dict[str, str]) -> Any:
+    """verify(silo, payload, signature) under the signing key the plan's cohort pins for it."""
+    from healthfed_common.silo_keys import decode_public_key, verify_signature
+
+    public = {silo: decode_public_key(key) for silo, key in cohort.items()}
+
+    def verify(silo: str, payload: bytes, signature: bytes) -> bool:
+        return silo in public and verify_signature(public[silo], payload, signature)
+
+    return verify
+
+
+def _protocol_message(error: BaseException) -> str:
+    """Protocol errors name silos, phases and counts (public metadata), never key or vector
+    bytes; cut to a bounded length."""
+    return str(error)[:300]
 
 
 @functools.lru_cache(maxsize=32)

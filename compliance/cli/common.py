@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compliance.errors import LogNotFound
 from compliance.node_dir import NodePaths
+from healthfed_common.actors import add_operator_argument, operator_from
 
 EXIT_OK = 0
 EXIT_INTEGRITY = 1
@@ -17,10 +18,14 @@ EXIT_INPUT = 3
 EXIT_CODES_HELP = """\
 exit codes:
   0  success (the log verified; the report was written; events were listed)
-  1  the audit log FAILED verification (tampering or corruption; the first bad entry is named)
+  1  the audit log FAILED verification: tampering or corruption (an edited, removed,
+     inserted or reordered entry, a truncated tail, a rollback caught by a witness, or a
+     damaged/truncated file that cannot be read whole); the first bad entry and the reason
+     are named
   2  the command line was wrong (see --help)
-  3  an input is missing or invalid (node directory, log, key, record of processing, dates,
-     output path)
+  3  an input is missing or invalid (node directory, a file that never was an audit log,
+     key, witness database, record of processing, dates, output path, no person named
+     with --by or $HEALTHFED_OPERATOR)
 """
 
 
@@ -61,3 +66,14 @@ def locate_log(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Log
     node = NodePaths(args.node)
     node.require_log()
     return LogLocation(node.audit_db, node)
+
+
+def add_person_arguments(parser: argparse.ArgumentParser, role: str) -> None:
+    """--by NAME (and the hidden legacy --actor alias): who is recorded in the log."""
+    add_operator_argument(parser, role)
+    parser.add_argument("--actor", dest="by", help=argparse.SUPPRESS)
+
+
+def person_or_refuse(args: argparse.Namespace) -> str:
+    """`person:NAME` from --by or $HEALTHFED_OPERATOR; raises OperatorRequired (exit 3)."""
+    return operator_from(args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
 
@@ -13,7 +12,9 @@ from compliance.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     add_log_arguments,
+    add_person_arguments,
     locate_log,
+    person_or_refuse,
 )
 from compliance.export import FORMATS, export_report
 from compliance.period import parse_period
@@ -29,8 +30,9 @@ when, to whom).
 Formats: pdf and html (for people), csv (one row per event), fhir (a FHIR R4 Bundle of
 AuditEvent resources). The log is verified first; a log that fails verification still gets
 its report, marked FAILED, and the command exits with code 1. Every successful export is
-itself recorded in the node's audit log (report.exported, with the report's SHA-256), so
-you need write access to the node directory.
+itself recorded in the node's audit log (report.exported, with the report's SHA-256 and the
+person from --by or $HEALTHFED_OPERATOR, which is required), so you need write access to the
+node directory. A damaged or truncated log file cannot be reported on: exit code 1.
 
 DIR/processing-record.yaml must contain exactly these keys:
   controller: {name, contact, representative (optional), dpo_contact (optional)}
@@ -64,18 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--out", required=True, type=Path, metavar="FILE",
                         help="where to write the report (replaced atomically if it exists)")
     parser.add_argument("--witness", type=Path, metavar="FILE",
-                        help="also check the log against this witness database")
-    parser.add_argument("--actor", default=None, metavar="NAME",
-                        help="who is exporting, as recorded in the audit log "
-                             "(default: officer:<login name>)")
+                        help="also check the log against this witness database (default: "
+                             "found automatically as for `compliance verify`)")
+    add_person_arguments(parser, "the person exporting")
     parser.set_defaults(run=run, parser=parser)
-
-
-def _default_actor() -> str:
-    try:
-        return f"officer:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "officer:unknown"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error("export needs --node DIR (it reads the record of processing and "
                           "records the export in the node's log)")
         return EXIT_USAGE
+    actor = person_or_refuse(args)
     period = parse_period(args.date_from, args.date_to)
     outcome = export_report(
         node.root, period, args.format, args.out,
-        actor=args.actor or _default_actor(), public_key=args.public_key,
+        actor=actor, public_key=args.public_key,
         witness_db=args.witness,
     )
     print(f"Wrote {outcome.out} ({args.format}, {outcome.events} events, sha256 "

@@ -7,8 +7,9 @@ import sys
 from typing import Sequence
 
 from compliance.cli import export, show, verify
-from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_USAGE
-from compliance.errors import ComplianceError
+from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_INTEGRITY, EXIT_USAGE
+from compliance.errors import ComplianceError, LogCorrupt
+from healthfed_common.errors import HealthFedError
 
 DESCRIPTION = """\
 HealthFed compliance tools for a node's tamper-evident audit log: verify it, list its
@@ -38,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.run(args))
-    except ComplianceError as exc:
+    except LogCorrupt as exc:
+        print(f"compliance: FAILED [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_INTEGRITY
+    except (ComplianceError, HealthFedError) as exc:
         print(f"compliance: error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as exc:

@@ -4,36 +4,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from compliance.audit_log import AuditLog
 from compliance.cli.common import (
     EXIT_CODES_HELP,
     EXIT_INTEGRITY,
     EXIT_OK,
     add_log_arguments,
+    add_person_arguments,
     locate_log,
+    person_or_refuse,
 )
-from compliance.log_store import read_raw_log
-from compliance.node_dir import trusted_public_key
-from compliance.verify import verify_log
-from compliance.witness import read_witnessed
+from compliance.errors import ComplianceError, LogCorrupt
+from compliance.node_check import NodeCheck, check_log
+from compliance.node_dir import NodePaths
 
 DESCRIPTION = """\
 Recompute the Merkle tree of a node's audit log from the stored entries, check every signed
 checkpoint (signature, size, root) and the RFC 9162 consistency proof between successive
 checkpoints. Any edit, deletion, insertion, reordering or truncation of entries is reported
-with the index of the first bad entry.
+with the index of the first bad entry and, for removed entries, the exact range removed. A
+log file that is damaged or truncated so that it cannot be read whole FAILS (exit 1).
 
-For the strongest check, pass the public key you received when the node was enrolled
-(--public-key) and, for a silo, the aggregator's witness database (--witness): together they
-also catch a history rewritten and re-signed by someone who obtained the node's key.
+Rollback — the newest entries removed together with their checkpoints — leaves a shorter log
+that is internally consistent. It is caught against a witness: the aggregator's database of
+checkpoints its silos handed over (--witness FILE; with --node it is found automatically in
+DIR/audit/witness.sqlite3 or, for a federation provisioned on one host, in
+../../aggregator/state/audit/witness.sqlite3), and the size of the last checkpoint the
+aggregator accepted, which a silo keeps in DIR/silo.sqlite3. Without any of these the result
+says the rollback check is UNVERIFIABLE.
+
+For the strongest check, also pass the public key you received when the node was enrolled
+(--public-key): it catches a history rewritten and re-signed by someone who obtained the
+node's key.
+
+Each verification of a node directory that finds the log intact is itself recorded in that
+log (audit.verified, naming the person from --by or $HEALTHFED_OPERATOR); pass --no-record to
+verify a read-only copy without recording.
 """
 
 EXAMPLES = """\
 examples:
-  compliance verify --node /var/lib/healthfed/silo
+  compliance verify --node /var/lib/healthfed/silo --by "A. Officer"
   compliance verify --node /var/lib/healthfed/silo --public-key st-marys.pub \\
-      --witness /var/lib/healthfed/aggregator/audit/witness.sqlite3
+      --witness /var/lib/healthfed/aggregator/audit/witness.sqlite3 --by "A. Officer"
   compliance verify --db copy-of-audit.sqlite3 --public-key st-marys.pub --json
 """
 
@@ -47,19 +63,65 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add_log_arguments(parser)
     parser.add_argument("--witness", type=Path, metavar="FILE",
                         help="a witness database (the aggregator's audit/witness.sqlite3) "
-                             "holding checkpoints this node handed over")
+                             "holding checkpoints this node handed over (default with --node: "
+                             "found automatically, see above)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_person_arguments(parser, "the person verifying")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not record this verification in the node's log (read-only copy)")
     parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
     location = locate_log(args, args.parser)
-    key, key_source = trusted_public_key(args.public_key, location.node)
-    witnessed = None
-    if args.witness is not None:
-        origin = read_raw_log(location.db).origin or ""
-        witnessed = read_witnessed(args.witness, origin)
-    result = verify_log(location.db, key, witnessed)
+    record = location.node is not None and not args.no_record
+    actor = person_or_refuse(args) if record else None
+    try:
+        check = check_log(location.db, location.node, args.public_key, args.witness)
+    except LogCorrupt as exc:
+        _print_corrupt(args, location.db, exc)
+        return EXIT_INTEGRITY
+    recorded = None
+    if actor is not None and location.node is not None and check.result.ok:
+        recorded = _record(location.node, check, actor)
+    _print(args, check, recorded)
+    return EXIT_OK if check.result.ok else EXIT_INTEGRITY
+
+
+def _record(node: NodePaths, check: NodeCheck, actor: str) -> int | str:
+    """Append audit.verified; return its index, or why it could not be recorded."""
+    if not node.signing_key.is_file():
+        return f"not recorded: {node.signing_key} is missing (a read-only copy? use --no-record)"
+    result = check.result
+    try:
+        with AuditLog.open(node.audit_db, node.signing_key, check.raw.origin or "") as log:
+            return log.record(
+                "audit.verified", actor=actor,
+                detail={
+                    "entries": result.entries,
+                    "checkpoints_checked": result.checkpoints_checked,
+                    "witness_checkpoints_checked": result.witness_checkpoints_checked,
+                    "rollback": "checked" if result.rollback_checked else "unverifiable",
+                    "rollback_anchor": result.rollback_anchor,
+                    "trusted_key_fingerprint": result.trusted_key_fingerprint,
+                    "trusted_key_source": check.key_source,
+                },
+            )
+    except (ComplianceError, OSError) as exc:
+        return f"not recorded: {exc}"
+
+
+def _print_corrupt(args: argparse.Namespace, db: Path, exc: LogCorrupt) -> None:
+    if args.json:
+        print(json.dumps({"ok": False, "log": str(db), "error": exc.code, "first_bad_index": None,
+                          "reason": str(exc)}, indent=2))
+    else:
+        print(f"Audit log:    {db}")
+        print(f"FAILED [{exc.code}]: {exc}")
+
+
+def _print(args: argparse.Namespace, check: NodeCheck, recorded: int | str | None) -> None:
+    result = check.result
     if args.json:
         print(json.dumps({
             "ok": result.ok,
@@ -69,19 +131,27 @@ def run(args: argparse.Namespace) -> int:
             "checkpoints_checked": result.checkpoints_checked,
             "consistency_proofs_checked": result.consistency_proofs_checked,
             "witness_checkpoints_checked": result.witness_checkpoints_checked,
+            "witness": check.witness_source,
+            "rollback": "checked" if result.rollback_checked else "UNVERIFIABLE",
+            "rollback_anchor": result.rollback_anchor,
             "trusted_key_fingerprint": result.trusted_key_fingerprint,
-            "trusted_key_source": key_source,
+            "trusted_key_source": check.key_source,
             "first_bad_index": None if result.problem is None else result.problem.index,
             "reason": None if result.problem is None else result.problem.reason,
             "latest_checkpoint": None if result.latest is None else result.latest.to_dict(),
+            "recorded_as_entry": recorded if isinstance(recorded, int) else None,
         }, indent=2))
     else:
         print(f"Audit log:    {result.db_path} (origin {result.origin})")
-        print(f"Trusted key:  {result.trusted_key_fingerprint} ({key_source})")
+        print(f"Trusted key:  {result.trusted_key_fingerprint} ({check.key_source})")
+        print(f"Witness:      {check.witness_source or 'none found'}")
         if result.latest is not None:
             print(f"Latest valid checkpoint: size {result.latest.size}, root "
                   f"{result.latest.root_hash}, signed {result.latest.timestamp}")
         print(result.summary())
         if result.problem is not None:
             print(f"First bad entry: {result.problem.index}")
-    return EXIT_OK if result.ok else EXIT_INTEGRITY
+        if isinstance(recorded, int):
+            print(f"Recorded as entry {recorded} (audit.verified) in the node's log.")
+    if isinstance(recorded, str):
+        print(f"compliance verify: warning: this verification was {recorded}", file=sys.stderr)

@@ -13,10 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from compliance.audit_log import AuditLog
+from compliance.errors import ComplianceError
+from healthfed_common.actors import OperatorRequired, add_operator_argument, operator_from
+from healthfed_common.errors import HealthFedError
+from healthfed_common.startup_kit import load_silo_config
 from silo_node.datasets.errors import DataLayerError
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.registry import DatasetRegistry
-from silo_node.node import open_audit_log
+from silo_node.node import NodeIdentityUnknown, open_audit_log
 from silo_node.storage import open_silo_db
 
 STATE_ENV = "HEALTHFED_SILO_STATE"
@@ -35,28 +40,82 @@ def open_db(args: argparse.Namespace) -> sqlite3.Connection:
     return open_silo_db(Path(args.state_dir) / DB_FILE)
 
 
-def fail(error: DataLayerError) -> int:
+class NoAuditLog(DataLayerError, PermissionError):
+    """A state-changing command on a folder whose actions cannot be audited (no node
+    identity, so no audit log): refused rather than done silently."""
+
+    code = "NO_AUDIT_LOG"
+
+
+class NodeConfigInvalid(DataLayerError, ValueError):
+    """--config does not name a usable silo.yaml, or names another silo than the folder's."""
+
+    code = "NODE_CONFIG_INVALID"
+
+
+def fail(error: DataLayerError | HealthFedError | ComplianceError) -> int:
     print(f"refused [{error.code}]: {error}", file=sys.stderr)
     return 1
 
 
-def _registry(args: argparse.Namespace) -> DatasetRegistry:
+def add_audited(parser: argparse.ArgumentParser, role: str) -> None:
+    """--by NAME and --config FILE: every state-changing command names its person and writes
+    to the node's audit log."""
+    add_operator_argument(parser, role)
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", default=None,
+        help="silo.yaml of this silo's startup kit; needed once for a state folder not created "
+        "from the kit, to bind it to its silo so its actions are audited",
+    )
+
+
+def audited(args: argparse.Namespace) -> tuple[str, AuditLog]:
+    """The acting person (`person:NAME`) and the node's open audit log, or a coded refusal
+    before anything changes: no name (OPERATOR_REQUIRED), no audit log (NO_AUDIT_LOG)."""
+    actor = operator_from(args)
     state = Path(args.state_dir)
-    return DatasetRegistry(open_db(args), state / "datasets", audit=open_audit_log(state))
+    silo_id = None
+    if getattr(args, "config", None) is not None:
+        try:
+            silo_id = load_silo_config(args.config).silo_id
+        except (HealthFedError, OSError, ValueError) as error:
+            raise NodeConfigInvalid(f"cannot read {args.config}: {error}") from None
+    try:
+        log = open_audit_log(state, silo_id)
+    except NodeIdentityUnknown as error:
+        raise NodeConfigInvalid(str(error)) from None
+    if log is None:
+        raise NoAuditLog(
+            f"state folder {state} was not created from a startup kit, so it has no node identity "
+            "and this change could not be recorded in its tamper-evident audit log; pass "
+            "--config silo.yaml (this silo's kit) once to bind the folder to its silo"
+        )
+    return actor, log
+
+
+def _registry(args: argparse.Namespace, audit: AuditLog | None) -> DatasetRegistry:
+    state = Path(args.state_dir)
+    return DatasetRegistry(open_db(args), state / "datasets", audit=audit)
 
 
 def _add(args: argparse.Namespace) -> int:
     try:
+        actor, log = audited(args)
+    except (DataLayerError, OperatorRequired, ComplianceError) as error:
+        return fail(error)
+    try:
         policy = DatasetPolicy.from_yaml(args.policy) if args.policy else None
-        report = _registry(args).add(args.name, args.path, args.kind, policy, actor=args.actor)
+        report = _registry(args, log).add(args.name, args.path, args.kind, policy, actor=actor)
     except DataLayerError as error:
         return fail(error)
+    finally:
+        log.close()
     print(report)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    infos = _registry(args).list()
+    infos = _registry(args, None).list()
     if not infos:
         print("no datasets registered (add one with: silo-node data add NAME PATH --kind tabular --policy FILE)")
     for info in infos:
@@ -67,7 +126,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     try:
-        info = _registry(args).show(args.name)
+        info = _registry(args, None).show(args.name)
     except DataLayerError as error:
         return fail(error)
     print(info)
@@ -79,9 +138,15 @@ def _show(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     try:
-        _registry(args).remove(args.name, actor=args.actor)
+        actor, log = audited(args)
+    except (DataLayerError, OperatorRequired, ComplianceError) as error:
+        return fail(error)
+    try:
+        _registry(args, log).remove(args.name, actor=actor)
     except DataLayerError as error:
         return fail(error)
+    finally:
+        log.close()
     print(f"removed dataset {args.name!r} and its de-identified copy (the original export is untouched)")
     return 0
 
@@ -109,7 +174,7 @@ def register(subparsers: Any) -> None:
     add.add_argument("--policy", type=Path, metavar="FILE",
                      help="YAML dataset policy: allowed features, label, identifier handling "
                      "(required for tabular; DICOM defaults to the Basic Profile and labels.csv)")
-    add.add_argument("--actor", default=os.environ.get("USER", "silo-node"), help="who registers it (for the record)")
+    add_audited(add, "who registers it")
     add_state_dir(add)
     add.set_defaults(func=_add)
 
@@ -126,6 +191,6 @@ def register(subparsers: Any) -> None:
     remove = commands.add_parser("remove", help="remove a dataset and its de-identified copy",
                                  description="Forget a dataset and delete the silo's de-identified copy of it.")
     remove.add_argument("name", metavar="NAME")
-    remove.add_argument("--actor", default=os.environ.get("USER", "silo-node"), help="who removes it (for the record)")
+    add_audited(remove, "who removes it")
     add_state_dir(remove)
     remove.set_defaults(func=_remove)

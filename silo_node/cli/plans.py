@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from compliance.audit_log import AuditLog
+from compliance.errors import ComplianceError
+from healthfed_common.actors import OperatorRequired
 from silo_node.approvals import PlanApprovals
-from silo_node.cli.data import add_state_dir, fail, open_db
+from silo_node.cli.data import add_audited, add_state_dir, audited, fail, open_db
 from silo_node.datasets.errors import DataLayerError
 from silo_node.policy import ApprovalPolicy
 
 POLICY_FILE = "approval-policy.yaml"
 
 
-def _approvals(args: argparse.Namespace) -> PlanApprovals:
+def _approvals(args: argparse.Namespace, audit: AuditLog | None = None) -> PlanApprovals:
     path = args.approval_policy or Path(args.state_dir) / POLICY_FILE
     policy = ApprovalPolicy.from_yaml(path) if path.exists() else ApprovalPolicy()
-    return PlanApprovals(open_db(args), policy)
+    return PlanApprovals(open_db(args), policy, audit=audit)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -48,20 +50,32 @@ def _show(args: argparse.Namespace) -> int:
 def _approve(args: argparse.Namespace) -> int:
     expires = None if args.expires_in_days is None else datetime.now(timezone.utc) + timedelta(days=args.expires_in_days)
     try:
-        approvals = _approvals(args)
-        approvals.approve(args.plan_hash, by=args.by, expires_at=expires)
+        actor, log = audited(args)
+    except (DataLayerError, OperatorRequired, ComplianceError) as error:
+        return fail(error)
+    try:
+        approvals = _approvals(args, log)
+        approvals.approve(args.plan_hash, by=actor, expires_at=expires)
         record = approvals.record(args.plan_hash)
     except DataLayerError as error:
         return fail(error)
+    finally:
+        log.close()
     print(f"approved plan {record.name!r} ({record.plan_hash[:16]})" + (f" until {record.expires_at}" if record.expires_at else ""))
     return 0
 
 
 def _reject(args: argparse.Namespace) -> int:
     try:
-        _approvals(args).reject(args.plan_hash, by=args.by, reason=args.reason)
+        actor, log = audited(args)
+    except (DataLayerError, OperatorRequired, ComplianceError) as error:
+        return fail(error)
+    try:
+        _approvals(args, log).reject(args.plan_hash, by=actor, reason=args.reason)
     except DataLayerError as error:
         return fail(error)
+    finally:
+        log.close()
     print(f"rejected plan {args.plan_hash}")
     return 0
 
@@ -94,7 +108,7 @@ def register(subparsers: Any) -> None:
     approve = commands.add_parser("approve", help="approve a plan",
                                   description="Approve a plan so it may train on this silo's data until it expires.")
     approve.add_argument("plan_hash", metavar="HASH")
-    approve.add_argument("--by", default=os.environ.get("USER", "data-steward"), help="who approves (recorded)")
+    add_audited(approve, "the data steward who approves")
     approve.add_argument("--expires-in-days", type=float, metavar="DAYS",
                          help="approval lifetime (default: the policy's approval_lifetime_days)")
     common(approve)
@@ -103,6 +117,6 @@ def register(subparsers: Any) -> None:
     reject = commands.add_parser("reject", help="reject a plan", description="Reject a plan; it will not run here.")
     reject.add_argument("plan_hash", metavar="HASH")
     reject.add_argument("--reason", default="REJECTED_BY_STEWARD", help="short reason code or words (recorded)")
-    reject.add_argument("--by", default=os.environ.get("USER", "data-steward"), help="who rejects (recorded)")
+    add_audited(reject, "the data steward who rejects")
     common(reject)
     reject.set_defaults(func=_reject)

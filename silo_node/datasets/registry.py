@@ -8,6 +8,7 @@ both. The original export is never read again after `add` returns.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
+from healthfed_common.canonical_json import canonical_json
 from healthfed_common.plan import Plan
 from silo_node.datasets.errors import DataLayerError, DatasetExists, DatasetNotFound, FeatureNotAllowed, PolicyInvalid
 from silo_node.datasets.minimisation import SPLIT_COLUMN, check_plan
@@ -84,6 +86,20 @@ class DatasetInfo:
         ])
 
 
+def policy_digest(policy: DatasetPolicy) -> str:
+    """SHA-256 of the policy's canonical JSON: names exactly which rules de-identified a
+    dataset, so an auditor can match a registration to the policy file that governed it."""
+    return hashlib.sha256(canonical_json(policy.model_dump(mode="json"))).hexdigest()
+
+
+def deidentification_summary(report: IngestionReport) -> dict[str, list[str]]:
+    """Which columns registration dropped and which it generalised, by name (no values)."""
+    return {
+        "dropped": sorted(c["column"] for c in report.columns if c["action"] == "dropped"),
+        "generalised": sorted(c["column"] for c in report.columns if c["action"] == "generalised"),
+    }
+
+
 class DatasetRegistry:
     """Registers, lists and removes datasets and builds training views of them."""
 
@@ -118,14 +134,19 @@ class DatasetRegistry:
             self._emit("dataset.registered", actor, "minor_failure", name, {"code": error.code})
             raise
         report = ingested.report
+        policy_sha256 = policy_digest(policy or DatasetPolicy.default_dicom())
+        summary = deidentification_summary(report)
         self._emit("dataset.deidentified", actor, "success", name, {
             "identifiers": len(report.identifiers),
             "kinds": sorted({i["kind"] for i in report.identifiers}),
-            "dropped_columns": sum(1 for c in report.columns if c["action"] == "dropped"),
+            "dropped_columns": len(summary["dropped"]),
             "instances": report.instances,
+            "policy_sha256": policy_sha256,
+            **summary,
         })
         self._emit("dataset.registered", actor, "success", name, {
             "kind": kind, "content_sha256": report.content_sha256, "records": report.records_kept,
+            "policy_sha256": policy_sha256, **summary,
         })
         return report
 
@@ -173,7 +194,7 @@ class DatasetRegistry:
 
     def remove(self, name: str, *, actor: str = "silo-node") -> None:
         """Forgets the dataset and deletes its stored copy (the original export is untouched)."""
-        self.show(name)
+        info = self.show(name)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             self._conn.execute("DELETE FROM datasets WHERE name = ?", (name,))
@@ -182,7 +203,10 @@ class DatasetRegistry:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        self._emit("dataset.removed", actor, "success", name, None)
+        self._emit("dataset.removed", actor, "success", name, {
+            "kind": info.kind, "content_sha256": info.content_sha256, "records": info.n_records,
+            "policy_sha256": policy_digest(info.policy), "registered_by": info.registered_by,
+        })
 
     # -- queries ------------------------------------------------------------------------
     def list(self) -> list[DatasetInfo]:

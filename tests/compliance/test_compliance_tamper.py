@@ -75,7 +75,7 @@ def test_deleted_entry(node: Path) -> None:
         conn.execute("DELETE FROM entries WHERE idx=5")
     result = verify(node)
     assert result.problem is not None and result.problem.index == 5
-    assert "missing" in result.problem.reason
+    assert "entry 5 was removed" in result.problem.reason
 
 
 def test_deleted_entry_with_renumbering(node: Path) -> None:

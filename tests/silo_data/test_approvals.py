@@ -104,3 +104,48 @@ def test_show_explains_in_plain_words(approvals: PlanApprovals) -> None:
     for words in ["logistic_regression", "cp: turned into yes/no indicators for the categories 2, 3, 4",
                   "ε = 3.0", "secure aggregation", "What leaves this silo", "No records"]:
         assert words in text
+
+
+def _cohort_plan() -> tuple[object, list[dict[str, str]]]:
+    from healthfed_common.silo_keys import encode_public_key, fingerprint, generate_signing_key
+
+    keys = {silo: encode_public_key(generate_signing_key()) for silo in ("north", "south")}
+    plan = make_plan(cohort=[{"silo_id": s, "signing_key": k} for s, k in keys.items()])
+    return plan, [{"silo": s, "key_fingerprint": fingerprint(k)} for s, k in keys.items()]
+
+
+def test_every_decision_is_in_the_real_audit_log_naming_the_person(conn, tmp_path) -> None:
+    """The steward's approval and rejection, and the node's own expiry and policy decisions,
+    land in the tamper-evident log with who decided and what the plan commits the silo to:
+    name, purpose, cohort (ids + key fingerprints), ε allowance and expiry."""
+    from compliance.audit_log import AuditLog
+    from compliance.log_store import read_raw_log
+    from compliance.entry import AuditEntry
+
+    log = AuditLog.open(tmp_path / "audit" / "audit.sqlite3", tmp_path / "audit" / "signing.key", "silo:north")
+    approvals = PlanApprovals(conn, ApprovalPolicy(max_epsilon=5.0), audit=log)
+    plan, cohort = _cohort_plan()
+    approvals.consider(plan, DATASET, now=T0)
+    approvals.approve(plan.plan_hash, by="person:Dr. A. Jones", expires_at=T0 + timedelta(days=2), now=T0)
+    approvals.consider(plan, DATASET, now=T0 + timedelta(days=3))  # the approval expired
+    approvals.reject(plan.plan_hash, by="person:Dr. B. Smith", reason="not our question", now=T0 + timedelta(days=4))
+    greedy = make_plan(name="greedy", dp={"target_epsilon": 9.0, "target_delta": 1e-5})
+    approvals.consider(greedy, DATASET, now=T0)  # refused by the node's own policy
+    entries = [AuditEntry.from_bytes(data) for _, data in read_raw_log(log.db_path).entries]
+    log.close()
+    by_kind = [(e.kind, e.actor) for e in entries]
+    assert by_kind == [
+        ("plan.received", "aggregator"), ("plan.approved", "person:Dr. A. Jones"),
+        ("plan.expired", "silo:north"), ("plan.rejected", "person:Dr. B. Smith"),
+        ("plan.received", "aggregator"), ("plan.rejected", "silo:north"),
+    ]
+    approved = entries[1].detail
+    assert approved["name"] == "heart-lr" and approved["purpose"] == "Research on cardiac risk."
+    assert approved["cohort"] == cohort
+    assert (approved["epsilon"], approved["delta"]) == (3.0, 1e-5)
+    assert approved["expires_at"] == "2025-03-03T12:00:00+00:00"
+    assert approved["decided_by"] == "person:Dr. A. Jones"
+    expired = entries[2].detail
+    assert expired["approved_by"] == "person:Dr. A. Jones" and expired["expired_at"] == "2025-03-03T12:00:00+00:00"
+    assert entries[3].detail["reason"] == "not our question"
+    assert entries[5].detail["reason"] == "EPSILON_ABOVE_POLICY" and entries[5].detail["decided_by"] == "local policy"

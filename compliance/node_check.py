@@ -1,0 +1,53 @@
+"""Verify one node's log with every anchor that node has: the trusted key, a witness
+database (given, or found beside the node), and the size the witness acknowledged.
+
+Why one function for `verify` and `export`: the report states the same verdict the officer
+gets from `compliance verify`, including whether a rollback could be ruled out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compliance.log_store import RawLog, read_raw_log
+from compliance.node_dir import NodePaths, trusted_public_key
+from compliance.verify import Acknowledged, VerificationResult, verify_raw_log
+from compliance.witness import find_witness, read_witnessed
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """A verification result and where its anchors came from (for people)."""
+
+    raw: RawLog
+    result: VerificationResult
+    key_source: str
+    witness_source: str | None
+
+
+def check_log(
+    db: Path, node: NodePaths | None, public_key: Path | None, witness: Path | None
+) -> NodeCheck:
+    """Verify the log at `db` (of `node`, when known). Raises `LogCorrupt` for a damaged
+    log, `LogNotFound`/`KeyFileError` for wrong inputs."""
+    key, key_source = trusted_public_key(public_key, node)
+    raw = read_raw_log(db, expected=node is not None)
+    origin = raw.origin or ""
+    witnessed = None
+    witness_source = None
+    if witness is not None:
+        witnessed = read_witnessed(witness, origin)
+        witness_source = f"{witness} (given, {len(witnessed)} checkpoints of {origin})"
+    elif node is not None:
+        found = find_witness(node.witness_candidates(), origin)
+        if found is not None:
+            path, witnessed = found
+            witness_source = f"{path} (found automatically, {len(witnessed)} checkpoints of {origin})"
+    acknowledged = None
+    if node is not None:
+        size = node.acknowledged_size()
+        if size is not None:
+            acknowledged = Acknowledged(size, f"the silo's own record {node.silo_db.name}")
+    result = verify_raw_log(raw, key, witnessed, acknowledged=acknowledged)
+    return NodeCheck(raw, result, key_source, witness_source)
