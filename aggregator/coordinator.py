@@ -21,10 +21,9 @@ import numpy as np
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
 from aggregator.participation import Participation, StatusChange, outcome_of
-from aggregator.secure_sum import run_secure_sum
+from aggregator.secure_sum import SecureSumAborted, cohort_verifier, run_secure_sum
 from aggregator.state_store import StateBackend
-from healthfed_common.secagg import SecAggError
-from healthfed_common.secure_round import from_vectors, session_params
+from healthfed_common.secure_round import from_vectors, session_params, state_digest
 from aggregator.task_board import Collection, TaskBoard
 from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
 from healthfed_common.plan import Plan
@@ -89,6 +88,19 @@ class Coordinator:
         self._silos = silos
         self._progress = progress
         self._max_attempts = plan.max_round_attempts
+        if plan.secure_aggregation.protocol != "none":
+            # Under secure aggregation the plan's cohort is who takes part: silos check it, so
+            # offering the round to anyone else would only collect refusals.
+            cohort = frozenset(plan.cohort_ids)
+            if len(cohort) < 2:
+                raise PlanFailed("the plan uses secure aggregation but names no cohort (at least 2 enrolled silos "
+                                 "with their signing keys); `aggregator run` fills it from the enrolment records")
+            unknown = sorted(cohort - silos)
+            if unknown:
+                raise PlanFailed(f"the plan's cohort names silos this federation has not enrolled: {unknown}")
+            silos = cohort
+        self._silos = silos
+        self._verify = cohort_verifier(plan) if plan.cohort else None
         self._participation = Participation(silos, plan.failing_silo_rounds)
         self._audit = audit
         self.computations: FederatedComputations = build_federated_computations(plan)
@@ -192,7 +204,8 @@ class Coordinator:
         for attempt in range(1, self._max_attempts + 1):
             began = time.time()
             client_input = comps.prepare(state)
-            params = session_params(plan, comps, sorted(self._silos), round_number, attempt) if secure else None
+            params = (session_params(plan, comps, round_number, attempt, state_digest(client_input))
+                      if secure else None)
             task = TrainTask(
                 task_id=self._task_id("train", round_number, attempt), plan_json=plan_json,
                 plan_hash=plan.plan_hash, round=round_number, attempt=attempt,
@@ -211,12 +224,25 @@ class Coordinator:
             if params is not None and len(results) >= plan.min_silos_per_round:
                 try:
                     sums, counted = run_secure_sum(
-                        self._board, params, results, plan_hash=plan.plan_hash, round_number=round_number,
+                        self._board, params, results, verify=self._verify, plan_hash=plan.plan_hash,
+                        round_number=round_number,
                         task_prefix=task.task_id, deadline_s=plan.round_deadline_s, progress=self._progress,
                     )
-                except SecAggError as error:
+                except SecureSumAborted as aborted:
+                    self._progress(f"round {round_number} attempt {attempt}: secure aggregation aborted, nothing "
+                                   f"revealed ({aborted.error.code}: {aborted.error})")
+                    if aborted.masked:
+                        # Silos that masked their update refuse to mask it again (one unmasking per
+                        # update), so re-offering this round could only collect refusals.
+                        self._record("round.completed", outcome="serious_failure", plan_hash=plan.plan_hash,
+                                     round=round_number, reason=f"secure aggregation aborted after {aborted.masked} "
+                                     "masked their updates")
+                        raise PlanFailed(
+                            f"plan {plan.plan_hash[:12]} stopped at round {round_number}: secure aggregation aborted "
+                            f"after {', '.join(aborted.masked)} masked their updates; an update is never masked in "
+                            "two sessions, so this round cannot be offered again (start the plan anew)"
+                        ) from None
                     results = []
-                    self._progress(f"round {round_number} attempt {attempt}: secure aggregation aborted, nothing revealed ({error.code}: {error})")
                 else:
                     results = [r for r in results if r.silo_id in counted]
                     secure_sums = from_vectors(comps, sums)

@@ -1,6 +1,9 @@
 """Drives a round's secure-aggregation protocol over the task board, after the silos'
-training answers arrived with their key advertisements: roster → encrypted shares →
-masked inputs → unmasking. The aggregator only relays ciphertexts and learns the sum."""
+training answers arrived with their signed key advertisements: roster → encrypted shares →
+masked inputs → consistency signatures → unmasking. The aggregator only relays ciphertexts
+and signatures and learns the sum. It checks every advertisement and consistency signature
+against the keys pinned in the plan's cohort too, so one silo's bad message drops that silo
+instead of making every honest silo abort the round."""
 
 from __future__ import annotations
 
@@ -12,10 +15,34 @@ from typing import Any
 import numpy as np
 
 from aggregator.task_board import TaskBoard
-from healthfed_common.secagg import SecAggError, SecAggServer, SessionParams
+from healthfed_common.plan import Plan
+from healthfed_common.secagg import (
+    ConsistencySignature, MaskedInput, SecAggError, SecAggServer, SessionParams, UnmaskResponse,
+)
+from healthfed_common.silo_keys import decode_public_key, verify_signature
 from healthfed_common.wire.messages import SecAggPhaseTask, SecAggReply, SharesBundle, TrainResult
 
 log = logging.getLogger("healthfed.aggregator.secagg")
+
+
+class SecureSumAborted(Exception):
+    """The session aborted (nothing was revealed). `masked`: the silos whose masked input had
+    arrived -- they will not mask that update again, so the round cannot be re-offered."""
+
+    def __init__(self, error: SecAggError, masked: tuple[str, ...]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.masked = masked
+
+
+def cohort_verifier(plan: Plan) -> Callable[[str, bytes, bytes], bool]:
+    """verify(silo, payload, signature) under the key the plan's cohort pins for `silo`."""
+    public = {m.silo_id: decode_public_key(m.signing_key) for m in plan.cohort}
+
+    def verify(silo: str, payload: bytes, signature: bytes) -> bool:
+        return silo in public and verify_signature(public[silo], payload, signature)
+
+    return verify
 
 
 def run_secure_sum(
@@ -23,6 +50,7 @@ def run_secure_sum(
     params: SessionParams,
     results: list[TrainResult],
     *,
+    verify: Callable[[str, bytes, bytes], bool] | None = None,
     plan_hash: str,
     round_number: int,
     task_prefix: str,
@@ -30,8 +58,24 @@ def run_secure_sum(
     progress: Callable[[str], None],
 ) -> tuple[list[np.ndarray], tuple[str, ...]]:
     """Returns the exact sums mod 2^B and the silos whose inputs they contain; raises
-    SecAggError (TooFewSurvivors when fewer than the threshold remain)."""
-    server = SecAggServer(params)
+    SecureSumAborted (its `error` is TooFewSurvivors when fewer than the threshold remain)."""
+    server = SecAggServer(params, verify=verify)
+    try:
+        return _drive(board, server, results, plan_hash, round_number, task_prefix, deadline_s, progress)
+    except SecAggError as error:
+        raise SecureSumAborted(error, server.masked_from) from None
+
+
+def _drive(
+    board: TaskBoard,
+    server: SecAggServer,
+    results: list[TrainResult],
+    plan_hash: str,
+    round_number: int,
+    task_prefix: str,
+    deadline_s: float,
+    progress: Callable[[str], None],
+) -> tuple[list[np.ndarray], tuple[str, ...]]:
     for result in results:
         try:
             server.receive_advertisement(result.secagg)
@@ -68,14 +112,18 @@ def run_secure_sum(
             inboxes[silo] = server.inbox_for(silo)
         except SecAggError:
             continue
-    from healthfed_common.secagg import MaskedInput, UnmaskResponse
-
     for sender, masked in phase("masked_input", inboxes, MaskedInput).items():
         try:
             server.receive_masked_input(masked)
         except SecAggError as error:
             log.warning("masked input of %s rejected: %s", sender, error)
-    request = server.unmask_request()
+    split = server.unmask_request()
+    for sender, signed in phase("consistency", {s: split for s in split.survivors}, ConsistencySignature).items():
+        try:
+            server.receive_consistency_signature(signed)
+        except SecAggError as error:
+            log.warning("consistency signature of %s rejected: %s", sender, error)
+    request = server.signed_unmask_request()
     for sender, response in phase("unmask", {s: request for s in request.survivors}, UnmaskResponse).items():
         try:
             server.receive_unmask_response(response)

@@ -145,6 +145,8 @@ _KINDS = (
           "operation", "A node took part in a training round"),
     _kind("round.refused", APPLICATION_ACTIVITY, None, "E",
           "operation", "A node refused (or was refused) a training round"),
+    _kind("secagg.masked", EXPORT, None, "R",
+          "disclosure", "A silo's update entered a secure-aggregation session (masked); it never enters another"),
     _kind("round.completed", APPLICATION_ACTIVITY, None, "E",
           "operation", "A training round completed"),
     _kind("silo.failing", APPLICATION_ACTIVITY, None, "E",

@@ -107,7 +107,7 @@ class SiloRunner:
             elif isinstance(response, Wait):
                 stop.wait(min(max(response.retry_after_s, 0.1), 30.0))
 
-    def _answer(self, task: TrainTask | EvaluateTask, handler: Any) -> None:
+    def _answer(self, task: TrainTask | EvaluateTask | SecAggPhaseTask, handler: Any) -> None:
         silo_id = self._services.silo_id
         round_number = getattr(task, "round", 0)
         try:
@@ -321,10 +321,11 @@ class SiloRunner:
                             "unmask": UnmaskRequest}.get(task.phase)
         if expected_payload is None:
             raise TaskRefused("SECAGG_UNKNOWN_PHASE", "the aggregator named an unknown secure-aggregation phase")
-        if not isinstance(task.payload, expected_payload):
+        request: Any = task.payload
+        if not isinstance(request, expected_payload):
             raise TaskRefused("SECAGG_PHASE_PAYLOAD_INVALID",
                               f"phase {task.phase} expects a {expected_payload.__name__}")
-        session = self._sessions.get(task.payload.session_id)
+        session = self._sessions.get(request.session_id)
         if session is None or (session.plan_hash, session.round) != (task.plan_hash, task.round):
             raise TaskRefused("SECAGG_UNKNOWN_SESSION", "this silo holds no state for that secure-aggregation session")
         digest = input_digest((codec.encode(task.payload),))
@@ -341,9 +342,9 @@ class SiloRunner:
             elif task.phase == "masked_input":
                 payload = client.masked_input(task.payload, session.vectors)
                 # durable BEFORE the masked update leaves: this update never enters another session
-                self._services.released.masked.mark_masked(task.plan_hash, task.round, task.payload.session_id)
+                self._services.released.masked.mark_masked(task.plan_hash, task.round, request.session_id)
                 self._audit("secagg.masked", plan_hash=task.plan_hash, round=task.round,
-                            session=task.payload.session_id.hex()[:16])
+                            session=request.session_id.hex()[:16])
                 log.info("round %d: masked input ready for the aggregator", task.round)
             elif task.phase == "consistency":
                 payload = client.sign_consistency(task.payload)

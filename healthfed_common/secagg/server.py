@@ -68,6 +68,11 @@ class SecAggServer:
         self.counted: tuple[str, ...] = ()
 
     @property
+    def masked_from(self) -> tuple[str, ...]:
+        """The silos whose masked input arrived (public: who took part)."""
+        return tuple(self._masked_from)
+
+    @property
     def graph(self) -> dict[str, frozenset[str]]:
         """The neighbour sets of this session (known once the roster closed; public)."""
         return dict(self._graph)
