@@ -40,6 +40,21 @@ from healthfed_common.wire.messages import (
 log = logging.getLogger("healthfed.aggregator")
 
 
+WAITING_FOR_PEOPLE = frozenset({"AWAITING_APPROVAL", "APPROVAL_EXPIRED", "PRIVACY_BUDGET_NOT_SET"})
+"""Refusal codes that mean a person at the hospital has yet to act (not a failure)."""
+
+
+def _command_for(code: str, plan: Plan) -> str:
+    """The command a hospital's person runs to clear `code` for this plan."""
+    if code == "PRIVACY_BUDGET_NOT_SET":
+        epsilon = plan.dp.target_epsilon if plan.dp is not None else "EPSILON"
+        delta = plan.dp.target_delta if plan.dp is not None else "DELTA"
+        return (f"silo-node ledger set-budget {plan.dataset} --epsilon <total for this dataset, at least {epsilon}> "
+                f"--delta {delta} --by <your name> --state-dir <state folder>")
+    return (f"silo-node plans show {plan.plan_hash[:12]} --state-dir <state folder>, then "
+            f"silo-node plans approve {plan.plan_hash[:12]} --by <your name> --state-dir <state folder>")
+
+
 class PlanFailed(RuntimeError):
     """A round could not gather the plan's minimum of silos within its attempts."""
 
@@ -79,7 +94,17 @@ class Coordinator:
         audit: Any = None,
         metrics: Any = None,
         on_round: RoundHook | None = None,
+        approval_wait_s: float = 0.0,
+        approval_poll_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`approval_wait_s`: how long a round waits for hospitals whose data steward has not
+        approved the plan yet (or whose dataset has no privacy budget yet) before the offer
+        counts as a failed attempt; the round is offered again every `approval_poll_s`."""
+        self._approval_wait_s = approval_wait_s
+        self._approval_poll_s = approval_poll_s
+        self._sleep = sleep
+        self._announced: set[tuple[str, str]] = set()
         self._metrics = metrics
         self._on_round = on_round
         self.plan = plan
@@ -201,13 +226,17 @@ class Coordinator:
     def _run_round(self, round_number: int, state: list[np.ndarray], plan_json: bytes) -> list[np.ndarray]:
         plan, comps = self.plan, self.computations
         secure = plan.secure_aggregation.protocol != "none"
-        for attempt in range(1, self._max_attempts + 1):
+        attempt, offer = 1, 0
+        approval_deadline = time.time() + self._approval_wait_s
+        while attempt <= self._max_attempts:
             began = time.time()
+            offer += 1
             client_input = comps.prepare(state)
             params = (session_params(plan, comps, round_number, attempt, state_digest(client_input))
                       if secure else None)
             task = TrainTask(
-                task_id=self._task_id("train", round_number, attempt), plan_json=plan_json,
+                task_id=self._task_id("train", round_number, attempt) + (f"-o{offer}" if offer > 1 else ""),
+                plan_json=plan_json,
                 plan_hash=plan.plan_hash, round=round_number, attempt=attempt,
                 fingerprint=comps.fingerprint, client_input=tuple(client_input),
                 secagg=None if params is None else SecAggSession(
@@ -268,6 +297,14 @@ class Coordinator:
                        if stragglers else "")
                 )
                 return outcome.state
+            waiting = {s: a for s, a in answers.items() if isinstance(a, Refusal) and a.code in WAITING_FOR_PEOPLE}
+            if (waiting and len(results) + len(waiting) >= plan.min_silos_per_round
+                    and time.time() < approval_deadline):
+                # A hospital's person has yet to act: a state, not a failed attempt. The same
+                # attempt is offered again (silos that trained re-send the same update).
+                self._announce_waiting(round_number, waiting, approval_deadline)
+                self._sleep(self._approval_poll_s)
+                continue
             missing = sorted(self._silos - set(answers))
             refused = {s: a.code for s, a in answers.items() if isinstance(a, Refusal)}
             message = (
@@ -280,10 +317,25 @@ class Coordinator:
             self._progress(message)
             self._record("round.completed", outcome="serious_failure", plan_hash=plan.plan_hash,
                          round=round_number, reason=message)
+            attempt += 1
         raise PlanFailed(
             f"plan {plan.plan_hash[:12]} stopped at round {round_number}: fewer than "
             f"{plan.min_silos_per_round} silos in {self._max_attempts} attempts (see messages above)"
         )
+
+    def _announce_waiting(self, round_number: int, waiting: dict[str, Refusal], deadline: float) -> None:
+        """Says once per silo and reason who the plan is waiting for and the exact command that
+        hospital's person must run."""
+        for silo, refusal in sorted(waiting.items()):
+            if (silo, refusal.code) in self._announced:
+                continue
+            self._announced.add((silo, refusal.code))
+            self._progress(f"  waiting for {silo}: {refusal.code} — {refusal.message}")
+            self._progress(f"    at {silo}, run: {_command_for(refusal.code, self.plan)}")
+        left = max(0.0, deadline - time.time())
+        pending = ", ".join(sorted(waiting))
+        self._progress(f"round {round_number}: waiting for people at {pending} (up to {left / 60:.0f} more minutes; "
+                       "the round starts as soon as they act)")
 
     def _note_answers(self, round_number: int, attempt: int, collected: Collection) -> list[str]:
         """Records each silo's outcome of one train offer; returns the stragglers (silos

@@ -16,6 +16,8 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.metrics_release import RoundMetricsRelease, RoundMetricsUnusable, plan_metrics_dir
 from healthfed_common.json_logging import configure_logging
 from aggregator.coordinator import Coordinator, PlanFailed
+from aggregator.enrolment import plan_with_enrolled_cohort
+from aggregator.limits import submit_limit_bytes
 from aggregator.server import FederationService, start_server
 from aggregator.state_store import open_state_store
 from aggregator.task_board import TaskBoard
@@ -47,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'round') and tensorboard/ (run `tensorboard --logdir DIR`). Default: STATE_DIR/metrics "
                         "from aggregator.yaml. A resumed plan continues the same files; a round run again "
                         "after a crash replaces its CSV row")
+    parser.add_argument("--approval-timeout", type=float, default=3600.0, metavar="SECONDS",
+                        help="how long a round waits for hospitals whose data steward has not yet approved the plan "
+                        "(or whose dataset has no privacy budget yet); the aggregator prints who is pending and the "
+                        "exact command each must run, and starts the round as soon as enough have acted "
+                        "(default 3600)")
     parser.add_argument("--no-round-metrics", action="store_true",
                         help="do not write the per-round CSV and TensorBoard files")
     parser.set_defaults(func=run)
@@ -73,10 +80,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_aggregator_config(args.config)
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
+        # a secure-aggregation plan without a cohort runs with the enrolled hospitals' own keys
+        plan = plan_with_enrolled_cohort(config, plan, say=lambda line: print(line, flush=True))
         store = open_state_store(config.state_database())
-    except (HealthFedError, OSError) as error:
+    except HealthFedError as error:
+        print(f"aggregator run: refused [{error.code}]: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
         print(f"aggregator run: {error}", file=sys.stderr)
         return 1
+    # under secure aggregation only the cohort takes part; silos left out above are not waited for
+    silos = frozenset(plan.cohort_ids) if plan.cohort and plan.secure_aggregation.protocol != "none" \
+        else frozenset(config.silos)
     releaser: RoundMetricsRelease | None = None
     if not args.no_round_metrics:
         directory = plan_metrics_dir(args.round_metrics_dir or config.state_dir / "metrics", plan.plan_hash)
@@ -88,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"round metrics: {releaser.csv_path} and TensorBoard logdir {releaser.tensorboard_dir}", flush=True)
     audit = AggregatorAudit(config.state_dir)
     board = TaskBoard()
-    metrics = AggregatorMetrics(config.federation, enrolled=set(config.silos))
+    metrics = AggregatorMetrics(config.federation, enrolled=set(silos))
     metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None
 
     def refused(who: str, code: str, message: str) -> None:
@@ -112,9 +127,12 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {}
     try:
         coordinator = Coordinator(
-            plan, board, store, frozenset(config.silos), progress=lambda line: print(line, flush=True),
+            plan, board, store, silos, progress=lambda line: print(line, flush=True),
             audit=audit, metrics=metrics, on_round=releaser.release_round if releaser is not None else None,
+            approval_wait_s=args.approval_timeout,
         )
+        # refuse any Submit larger than this plan's largest answer before decoding it
+        service.set_submit_limit(submit_limit_bytes(plan, coordinator.computations, len(config.silos)))
         result = coordinator.run(export_dir=args.out / "model")
         report = result.__dict__ | {"status": "completed"}
         metrics.plan_finished("completed")
@@ -132,9 +150,9 @@ def run(args: argparse.Namespace) -> int:
     report |= {
         "duration_s": round(time.time() - started, 3),
         "plan_hash": plan.plan_hash,
-        "silos": sorted(config.silos),
+        "silos": sorted(silos),
         "secure_aggregation": plan.secure_aggregation.protocol,
-        "secure_aggregation_details": _secure_aggregation_summary(plan, config.silos),
+        "secure_aggregation_details": _secure_aggregation_summary(plan, tuple(sorted(silos))),
         "fingerprint": coordinator.computations.fingerprint,
         "round_metrics_files": None if releaser is None else
         {"csv": str(releaser.csv_path), "tensorboard": str(releaser.tensorboard_dir)},
