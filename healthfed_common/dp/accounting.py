@@ -15,6 +15,34 @@ MapReduceForm does not, because sigma reaches it as data (see `sampling`).
 
 Epsilon is always computed by composing events with an accountant -- never by adding
 epsilons -- so the ledger, the calibration and a direct dp-accounting computation agree.
+
+Neighbouring relation: REPLACE-ONE, with n public. Everything a silo releases about a plan
+(expected_examples, dp_steps, sigma, q and T) reveals its dataset size, so the honest
+neighbours are two datasets of the same size differing in one record's value (one record
+replaced), not one record added or removed. dp-accounting refuses REPLACE_ONE for
+PoissonSampledDpEvent, so `ReplaceOneAccountant` derives it soundly from the add/remove
+accountant by the chain D -> D'' -> D', where D'' is D without the replaced record x:
+
+* D = S + {x} and D'' = S are add/remove neighbours, and so are D'' and D' = S + {x'}. With
+  Poisson sampling (each record in each step independently with probability q, which stays
+  the same public q = B/n on D and D') the whole composed mechanism M on (D, D'') and on
+  (D'', D') is dominated by the add/remove privacy profile delta_AR(eps) (dp-accounting's
+  PLD takes the max over the add and the remove direction, RDP is symmetric by construction).
+  The chain uses the same D'' for every step and every plan, so it holds for any
+  composition, adaptive included.
+* For any split eps = eps1 + eps2 and any output set E:
+  P_D(E) <= e^eps1 P_D''(E) + delta_AR(eps1) <= e^eps P_D'(E) + e^eps1 delta_AR(eps2) + delta_AR(eps1)
+  (group privacy for k = 2: Dwork & Roth 2014, The Algorithmic Foundations of DP, Thm 2.2
+  and its (eps, delta) form; Vadhan 2017, The Complexity of DP, Lemma 2.2). So
+  delta_replace(eps) <= min over eps1 of delta_AR(eps1) + e^eps1 delta_AR(eps - eps1), and
+  the reported epsilon is the smallest eps on a bisection whose bound is <= delta.
+
+This is an upper bound, never below the true replace-one epsilon; for the Gaussian mechanism
+without sampling (q = 1), whose exact replace-one curve is the Gaussian with sensitivity 2C
+(Balle & Wang 2018, Thm 8), tests check it lies above that exact value and within a few
+percent of it. `NeighborRel.REPLACE_SPECIAL` (dp-accounting) is not used: it replaces a
+record by a special null record, which under Poisson sampling equals add/remove and would
+under-state replace-one by about a factor of two.
 """
 
 from __future__ import annotations
@@ -27,6 +55,7 @@ from typing import Any, Literal
 
 import attr
 import dp_accounting
+import numpy as np
 from dp_accounting import dp_event as dp_event_lib
 from dp_accounting import mechanism_calibration
 
@@ -35,23 +64,179 @@ from healthfed_common.dp.errors import CalibrationFailed, InvalidDpEvent
 AccountantName = Literal["rdp", "pld"]
 ACCOUNTANTS: tuple[AccountantName, ...] = ("rdp", "pld")
 
+NeighbouringRelation = Literal["replace_one", "add_remove"]
+# The relation every epsilon HealthFed charges, calibrates or reports is stated in. See the
+# module docstring for why (n is public) and how (the add/remove chain).
+NEIGHBOURING_RELATION: NeighbouringRelation = "replace_one"
+RELATION_DESCRIPTIONS: dict[NeighbouringRelation, str] = {
+    "replace_one": "replace-one: two datasets of the same (public) size differing in one record",
+    "add_remove": "add/remove-one: two datasets differing by the presence of one record",
+}
+
 # PLD discretisation: dp-accounting's default; the PLD accountant gives a pessimistic (upper)
 # bound at this resolution, so reported epsilons stay valid upper bounds.
 PLD_VALUE_DISCRETIZATION_INTERVAL = 1e-4
 
 
-def make_accountant(name: AccountantName) -> dp_accounting.PrivacyAccountant:
-    """A fresh accountant with HealthFed's fixed settings (default RDP orders; PLD at 1e-4).
+RDP_ORDERS: tuple[float, ...] = tuple(dp_accounting.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
 
-    Fixed settings matter: the ledger re-composes stored events later and must get the same
-    epsilon the calibration saw."""
+# Split points eps1/eps tried in the replace-one chain (any split is sound; the grid only
+# decides how tight the bound is -- the optimum sits a little below eps/2).
+_SPLIT_GRID = np.linspace(0.0, 1.0, 129)
+
+
+def _add_remove_accountant(name: AccountantName) -> dp_accounting.PrivacyAccountant:
     if name == "rdp":
-        return dp_accounting.rdp.RdpAccountant()
+        return dp_accounting.rdp.RdpAccountant(orders=list(RDP_ORDERS))
     if name == "pld":
         return dp_accounting.pld.PLDAccountant(
             value_discretization_interval=PLD_VALUE_DISCRETIZATION_INTERVAL
         )
     raise ValueError(f"unknown accountant {name!r}; expected one of {ACCOUNTANTS}")
+
+
+def make_accountant(
+    name: AccountantName, relation: NeighbouringRelation = NEIGHBOURING_RELATION
+) -> dp_accounting.PrivacyAccountant:
+    """A fresh accountant with HealthFed's fixed settings (default RDP orders; PLD at 1e-4),
+    reporting epsilon under `relation` (replace-one unless a caller asks for add/remove).
+
+    Fixed settings matter: the ledger re-composes stored events later and must get the same
+    epsilon the calibration saw."""
+    inner = _add_remove_accountant(name)
+    if relation == "add_remove":
+        return inner
+    if relation == "replace_one":
+        return ReplaceOneAccountant(inner)
+    raise ValueError(f"unknown neighbouring relation {relation!r}")
+
+
+def _rdp_deltas(orders: np.ndarray, rdp: np.ndarray, epsilons: np.ndarray) -> np.ndarray:
+    """dp-accounting's `rdp_privacy_accountant.compute_delta` (KL bound and Canonne, Kamath,
+    Steinke 2020 Prop. 12), vectorised over epsilons; a test pins it to the original."""
+    orders = orders[:, None]
+    rdp = rdp[:, None]
+    eps = epsilons[None, :]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        kl = np.where(rdp > 0, 0.5 * np.log1p(-np.exp(-rdp)), -np.inf)
+        bound = (orders - 1) * (rdp - eps + np.log1p(-1 / orders)) - np.log(orders)
+        log_delta = np.where(orders > 1.01, np.minimum(kl, bound), kl)
+    return np.minimum(np.exp(np.min(log_delta, axis=0)), 1.0)
+
+
+@dataclass(frozen=True)
+class _HockeyStickTable:
+    """delta(eps) = inf_mass + sum_{L_j > eps} p_j (1 - e^(eps - L_j)) of one discretised PLD
+    PMF, from suffix sums: O(log size) per epsilon instead of a pass over the PMF (the
+    replace-one search asks for thousands of epsilons)."""
+
+    losses: np.ndarray
+    tail_mass: np.ndarray
+    tail_scaled: np.ndarray
+    infinity_mass: float
+
+    @classmethod
+    def of(cls, losses: np.ndarray, probs: np.ndarray, infinity_mass: float) -> "_HockeyStickTable":
+        keep = losses > 0  # only positive losses ever exceed an epsilon >= 0
+        losses, probs = losses[keep], probs[keep]
+        tail_mass = np.append(np.cumsum(probs[::-1])[::-1], 0.0)
+        tail_scaled = np.append(np.cumsum((probs * np.exp(-losses))[::-1])[::-1], 0.0)
+        return cls(losses, tail_mass, tail_scaled, float(infinity_mass))
+
+    def deltas(self, epsilons: np.ndarray) -> np.ndarray:
+        first = np.searchsorted(self.losses, epsilons, side="right")
+        raw = self.tail_mass[first] - np.exp(epsilons) * self.tail_scaled[first]
+        return np.clip(self.infinity_mass + np.maximum(raw, 0.0), 0.0, 1.0)
+
+
+def _pld_tables(accountant: dp_accounting.PrivacyAccountant) -> list[_HockeyStickTable]:
+    """The add and remove PMFs of a PLD accountant as hockey-stick tables; empty when the
+    accountant holds a non-DP event or the PMFs are not the dense layout we read (then the
+    caller falls back to the accountant's own get_delta)."""
+    if getattr(accountant, "_contains_non_dp_event", False):
+        return []
+    pld = getattr(accountant, "_pld", None)
+    tables = []
+    for name in ("_pmf_remove", "_pmf_add"):
+        pmf = getattr(pld, name, None)
+        if pmf is None or not hasattr(pmf, "to_dense_pmf"):
+            return []
+        dense = pmf.to_dense_pmf()
+        try:
+            losses = (np.arange(dense.size) + dense._lower_loss) * dense._discretization
+            tables.append(_HockeyStickTable.of(losses, np.asarray(dense._probs, np.float64), dense._infinity_mass))
+        except AttributeError:
+            return []
+    return tables
+
+
+class ReplaceOneAccountant(dp_accounting.PrivacyAccountant):
+    """Replace-one epsilon/delta from an add/remove accountant by the two-step chain of the
+    module docstring: delta_replace(eps) <= min_eps1 delta_AR(eps1) + e^eps1 delta_AR(eps - eps1).
+
+    Composition is delegated to the wrapped add/remove accountant (its supported events are
+    ours); only the conversion to (epsilon, delta) differs."""
+
+    def __init__(self, inner: dp_accounting.PrivacyAccountant) -> None:
+        super().__init__(dp_accounting.NeighboringRelation.REPLACE_ONE)
+        self._inner = inner
+        self._pld_tables: list[_HockeyStickTable] | None = None
+
+    def _maybe_compose(self, event: dp_accounting.DpEvent, count: int, do_compose: bool) -> Any:
+        if do_compose:
+            self._pld_tables = None
+        return self._inner._maybe_compose(event, count, do_compose)
+
+    def add_remove_deltas(self, epsilons: np.ndarray) -> np.ndarray:
+        """delta_AR at each of `epsilons` (vectorised; the same numbers as the wrapped
+        accountant's get_delta, which tests check)."""
+        if isinstance(self._inner, dp_accounting.rdp.RdpAccountant):
+            return _rdp_deltas(np.asarray(RDP_ORDERS, dtype=np.float64), np.asarray(self._inner.rdp), epsilons)
+        if self._pld_tables is None:
+            self._pld_tables = _pld_tables(self._inner)
+        if not self._pld_tables:  # a non-DP event was composed (or an unknown PMF layout)
+            if getattr(self._inner, "_contains_non_dp_event", False):
+                return np.ones_like(epsilons, dtype=np.float64)
+            return np.array([float(self._inner.get_delta(float(e))) for e in epsilons])
+        return np.max([table.deltas(epsilons) for table in self._pld_tables], axis=0)
+
+    def add_remove_epsilon(self, target_delta: float) -> float:
+        return float(self._inner.get_epsilon(target_delta))
+
+    def get_delta(self, target_epsilon: float) -> float:
+        if target_epsilon < 0:
+            raise ValueError(f"epsilon cannot be negative, got {target_epsilon}")
+        splits = _SPLIT_GRID * target_epsilon
+        deltas = self.add_remove_deltas(splits)
+        # splits is symmetric: target_epsilon - splits[i] == splits[-1 - i].
+        with np.errstate(over="ignore", invalid="ignore"):
+            chained = deltas + np.where(deltas[::-1] > 0, np.exp(splits) * deltas[::-1], 0.0)
+        chained = np.where(np.isnan(chained), np.inf, chained)
+        return float(min(1.0, float(np.min(chained))))
+
+    def get_epsilon(self, target_delta: float) -> float:
+        """The smallest epsilon (to 1e-6 relative, rounded up) whose chained delta is <=
+        target_delta. Never below the add/remove epsilon (the chain's delta is at least
+        delta_AR(eps) at any split)."""
+        if not 0 < target_delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {target_delta}")
+        low = self.add_remove_epsilon(target_delta)
+        if math.isinf(low):
+            return math.inf
+        if self.get_delta(low) <= target_delta:
+            return low
+        high = max(2.0 * low, 1e-6)
+        while self.get_delta(high) > target_delta:
+            low, high = high, 2.0 * high
+            if high > 1e6:
+                return math.inf
+        while high - low > 1e-6 * max(1.0, high):
+            middle = 0.5 * (low + high)
+            if self.get_delta(middle) <= target_delta:
+                high = middle
+            else:
+                low = middle
+        return high
 
 
 @dataclass(frozen=True)
@@ -116,11 +301,15 @@ def plan_event(
 
 
 def epsilon_for_events(
-    events: Iterable[dp_accounting.DpEvent], delta: float, accountant: AccountantName = "rdp"
+    events: Iterable[dp_accounting.DpEvent],
+    delta: float,
+    accountant: AccountantName = "rdp",
+    relation: NeighbouringRelation = NEIGHBOURING_RELATION,
 ) -> float:
-    """Epsilon at `delta` of the composition of `events` under `accountant`: the same as
-    composing `ComposedDpEvent(events)` with a fresh dp-accounting accountant."""
-    acct = make_accountant(accountant)
+    """Epsilon at `delta` of the composition of `events` under `accountant` and `relation`:
+    the same as composing `ComposedDpEvent(events)` with `make_accountant(accountant,
+    relation)` (for add/remove, a fresh dp-accounting accountant)."""
+    acct = make_accountant(accountant, relation)
     # Composition is commutative, so identical events are composed as one event with a
     # count: dp-accounting then self-composes them (RDP: multiplies; PLD: fast
     # exponentiation) instead of one convolution per round -- seconds instead of minutes.
@@ -146,11 +335,12 @@ def _brent(
     target_delta: float,
     bracket: Any,
     tolerance: float,
+    relation: NeighbouringRelation,
 ) -> float:
     try:
         return float(
             dp_accounting.calibrate_dp_mechanism(
-                lambda: make_accountant(accountant),
+                lambda: make_accountant(accountant, relation),
                 event_for,
                 target_epsilon,
                 target_delta,
@@ -167,13 +357,19 @@ def _brent(
         ) from None
 
 
-def _sigma_guess(schedule: SamplingSchedule, rounds: int, target_epsilon: float, target_delta: float) -> float:
+def _sigma_guess(
+    schedule: SamplingSchedule, rounds: int, target_epsilon: float, target_delta: float,
+    relation: NeighbouringRelation,
+) -> float:
     """Where the bracket search starts: the moments-accountant asymptote
-    q*sqrt(2 T ln(1/delta))/epsilon. Only a starting point (the search still brackets and
-    verifies), but near the answer it saves most of the doubling steps, each an RDP
-    evaluation that takes a second at the large sigmas small epsilons need."""
+    q*sqrt(2 T ln(1/delta))/epsilon (doubled for replace-one, whose sensitivity is 2C). Only a
+    starting point (the search still brackets and verifies), but near the answer it saves
+    most of the doubling steps, each an RDP evaluation that takes a second at the large
+    sigmas small epsilons need."""
     steps = schedule.steps_per_round * rounds
     guess = schedule.sampling_probability * math.sqrt(2 * steps * math.log(1 / target_delta)) / target_epsilon
+    if relation == "replace_one":
+        guess *= 2.0
     return min(max(guess, 0.5), 1e4)
 
 
@@ -185,9 +381,11 @@ def calibrate_noise_multiplier(
     rounds: int,
     accountant: AccountantName = "rdp",
     tolerance: float = 1e-4,
+    relation: NeighbouringRelation = NEIGHBOURING_RELATION,
 ) -> float:
     """The smallest noise multiplier (within `tolerance`) whose whole-plan epsilon at
-    `target_delta` is <= `target_epsilon` under `accountant`.
+    `target_delta` is <= `target_epsilon` under `accountant` and `relation` (replace-one
+    by default: see the module docstring).
 
     The result is verified after the search and nudged upwards if Brent's method landed on
     the wrong side of the optimum, so the plan never overspends its target."""
@@ -202,14 +400,15 @@ def calibrate_noise_multiplier(
     # needs tens of GiB, which is why the search never starts PLD from 0.)
     rdp_sigma = _brent(
         "rdp", event_for, target_epsilon, target_delta,
-        dp_accounting.LowerEndpointAndGuess(1e-3, _sigma_guess(schedule, rounds, target_epsilon, target_delta)),
-        tolerance,
+        dp_accounting.LowerEndpointAndGuess(
+            1e-3, _sigma_guess(schedule, rounds, target_epsilon, target_delta, relation)),
+        tolerance, relation,
     )
     sigma = rdp_sigma
     if accountant == "pld":
         lower = max(0.25, 0.5 * rdp_sigma)
-        pld_at_rdp = epsilon_for_events([event_for(rdp_sigma)], target_delta, "pld")
-        pld_at_lower = epsilon_for_events([event_for(lower)], target_delta, "pld")
+        pld_at_rdp = epsilon_for_events([event_for(rdp_sigma)], target_delta, "pld", relation)
+        pld_at_lower = epsilon_for_events([event_for(lower)], target_delta, "pld", relation)
         if pld_at_rdp > target_epsilon:
             # PLD's discretised upper bound above RDP's here (possible only at the margin):
             # keep the RDP sigma and let the check below raise it.
@@ -217,12 +416,12 @@ def calibrate_noise_multiplier(
         elif lower < rdp_sigma and pld_at_lower > target_epsilon:
             sigma = _brent(
                 "pld", event_for, target_epsilon, target_delta,
-                dp_accounting.ExplicitBracketInterval(lower, rdp_sigma), tolerance,
+                dp_accounting.ExplicitBracketInterval(lower, rdp_sigma), tolerance, relation,
             )
         else:
             sigma = lower
     for _ in range(64):
-        if epsilon_for_events([event_for(sigma)], target_delta, accountant) <= target_epsilon:
+        if epsilon_for_events([event_for(sigma)], target_delta, accountant, relation) <= target_epsilon:
             return sigma
         sigma += tolerance
     raise CalibrationFailed("calibrated noise multiplier does not meet the target")
