@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +42,17 @@ class ApprovalPolicy(BaseModel):
     )
     allowed_features: tuple[str, ...] | None = Field(
         default=None, description="Node-wide feature allow-list on top of each dataset's (None: datasets decide)."
+    )
+    non_private_plans_on_budgeted_datasets: Literal["refuse", "charge_infinity"] = Field(
+        default="refuse",
+        description="A plan without DP on a dataset that has a privacy budget: 'refuse' it "
+        "(NON_PRIVATE_PLAN_ON_BUDGETED_DATASET), or 'charge_infinity': run it and charge the "
+        "ledger epsilon = infinity before its update leaves (the budget is then spent for good).",
+    )
+    max_evaluations_per_plan: int = Field(
+        default=1, ge=0,
+        description="How many distinct models of one plan may be evaluated on the held-out records "
+        "(exact, non-DP metrics, each counted in the ledger); beyond it EVALUATION_LIMIT_REACHED.",
     )
     approval_lifetime_days: float | None = Field(
         default=90.0, gt=0, description="Approvals expire after this many days and the plan is pending again."

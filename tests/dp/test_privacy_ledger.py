@@ -84,7 +84,7 @@ def test_over_budget_round_is_refused_with_a_clear_reason(db_path: Path) -> None
     assert "spent epsilon" in str(error) and "remaining" in str(error)
     assert error.epsilon_spent == pytest.approx(_round_eps(2), rel=1e-9)
     assert len(ledger.charges("heart")) == 2  # nothing written by the refusal
-    assert [r["outcome"] for r in audit.records if r["kind"] == "dp.charge"] == ["success", "success", "refused"]
+    assert [r["outcome"] for r in audit.records if r["kind"] == "dp.charge"] == ["success", "success", "minor_failure"]
     detail = audit.records[1]["detail"]
     assert set(detail) == {"dataset", "plan_hash", "round", "epsilon", "delta", "epsilon_spent_total",
                            "epsilon_budget", "delta_budget"}
@@ -201,8 +201,13 @@ def test_cli_show_and_set_budget(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     parser = argparse.ArgumentParser()
     ledger_cli.register(parser.add_subparsers(dest="command"))
+    from silo_node.node import IDENTITY_FILE
+
     state = tmp_path / "state"
-    args = parser.parse_args(["ledger", "--state-dir", str(state), "set-budget", "heart", "--epsilon", "3", "--delta", "1e-3"])
+    state.mkdir()
+    (state / IDENTITY_FILE).write_text("st-marys\n")  # a folder bound to its silo: changes are audited
+    args = parser.parse_args(["ledger", "--state-dir", str(state), "set-budget", "heart", "--epsilon", "3",
+                              "--delta", "1e-3", "--by", "Dr. A. Jones"])
     assert args.func(args) == 0
     _ledger(state / "silo.sqlite3").charge("heart", "plan-a", 0, EVENT)
     capsys.readouterr()
