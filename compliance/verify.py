@@ -181,7 +181,7 @@ def verify_raw_log(
                 stored,
                 f"{acknowledged.source} says the witness accepted a checkpoint of "
                 f"{acknowledged.size} entries, but only {stored} are present: "
-                f"{_span(stored, acknowledged.size - 1)} were removed together with their "
+                f"{_span(stored, acknowledged.size - 1)} removed together with their "
                 "checkpoints (rollback)",
             ))
         anchors.append(f"the acknowledged size {acknowledged.size} ({acknowledged.source})")
