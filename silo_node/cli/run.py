@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from healthfed_common.errors import HealthFedError
-from healthfed_common.startup_kit import load_silo_config
+from healthfed_common.startup_kit import SiloConfig, load_silo_config
 from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
 from healthfed_common.json_logging import configure_logging
 from silo_node.metrics import SiloMetrics
@@ -42,6 +42,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"silo-node run: {error}", file=sys.stderr)
         return 1
     configure_logging(args.log_format == "json", f"silo {config.silo_id}")
+    from silo_node.state_lock import StateDirLocked, StateLock
+
+    try:  # one silo process per state folder, held until this process exits
+        state_lock = StateLock(config.state_dir).acquire()
+    except StateDirLocked as error:
+        print(f"silo-node run: refused [{error.code}]: {error}", file=sys.stderr)
+        return 1
+    try:
+        return _run_locked(args, config)
+    finally:
+        state_lock.release()
+
+
+def _run_locked(args: argparse.Namespace, config: SiloConfig) -> int:
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
