@@ -23,7 +23,17 @@ class AggregatorConfig(BaseModel):
         "directory) or sqlite:////absolute/file, or postgresql://user:password@host:5432/database; "
         "default: state_dir/aggregator.sqlite3.",
     )
-    silos: tuple[str, ...] = Field(description="Enrolled silo ids (certificate CNs).")
+    max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=16 * 1024, le=2**31 - 1,
+        description="The largest request gRPC accepts from a silo, refused before any handler runs "
+        "(a running plan lowers the limit for results to the largest answer it can produce).",
+    )
+    silos: tuple[str, ...] = Field(description="Silo ids of the federation (certificate CNs); each joins by enrolling.")
+    enrolment_dir: Path = Field(
+        default=Path("enrolled"),
+        description="One record per enrolled hospital (`aggregator enrol`): its public signing key, fingerprint "
+        "and certificate. `aggregator run` builds a secure-aggregation plan's cohort from it.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -43,6 +53,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
         update={
             "tls": resolve_tls(base, config.tls),
             "ca_private_key": resolve_path(base, config.ca_private_key),
+            "enrolment_dir": resolve_path(base, config.enrolment_dir),
             "state_dir": resolve_path(base, config.state_dir),
             "database_url": _resolve_sqlite_url(base, config.database_url),
         }

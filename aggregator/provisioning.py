@@ -1,8 +1,12 @@
 """Creates a federation on disk: CA, aggregator certificate and config, and one startup kit
-per hospital. Hospitals receive only their own kit directory."""
+skeleton per hospital (`silo.yaml` and the CA certificate). Hospitals receive only their own
+kit directory and complete it themselves: `silo-node enrol` makes their keys on their own
+machine, `aggregator enrol` certifies the public key (see aggregator.enrolment). No hospital
+private key is ever generated here."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +14,9 @@ import yaml
 
 from aggregator import pki
 from aggregator.audit import AggregatorAudit
+
+
+SILO_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{1,62}$")
 
 
 @dataclass(frozen=True)
@@ -31,12 +38,14 @@ def provision_federation(
     address: str,
     *,
     listen_address: str | None = None,
-    validity_days: int = 365,
 ) -> Federation:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; refusing to overwrite a federation")
     if len(set(silo_ids)) != len(silo_ids) or not silo_ids:
         raise ValueError(f"silo ids must be unique and non-empty: {silo_ids}")
+    malformed = [s for s in silo_ids if not SILO_ID.match(s)]
+    if malformed:
+        raise ValueError(f"silo ids must be 2-63 of a-z, 0-9 and '-', starting with a letter or digit: {malformed}")
     host = address.rsplit(":", 1)[0]
     ca = pki.create_ca(federation)
     server = pki.issue_server_certificate(ca, [host])
@@ -55,17 +64,16 @@ def provision_federation(
             "ca_private_key": "ca.key",
             "state_dir": "state",
             "silos": list(silo_ids),
+            "enrolment_dir": "enrolled",
         },
     )
+    (aggregator_dir / "enrolled").mkdir()
     kits: dict[str, Path] = {}
     audit = AggregatorAudit(aggregator_dir / "state")
     audit.record("certificate.issued", actor="coordinator", entities={"subject": pki.AGGREGATOR_TLS_NAME, "serial": server.serial_hex})
     for silo_id in silo_ids:
         kit = out_dir / "kits" / silo_id
-        issued = pki.issue_silo_certificate(ca, silo_id, validity_days=validity_days)
         pki.write_certificate(kit / "ca.pem", ca.certificate)
-        pki.write_certificate(kit / "silo.pem", issued.certificate)
-        pki.write_private_key(kit / "silo.key", issued.key)
         _write_yaml(
             kit / "silo.yaml",
             {
@@ -73,7 +81,10 @@ def provision_federation(
                 "federation": federation,
                 "aggregator_address": address,
                 "aggregator_tls_name": pki.AGGREGATOR_TLS_NAME,
+                # silo.key, signing.key and silo.pem do not exist yet: the hospital makes the
+                # keys (`silo-node enrol`) and installs the certificate the coordinator signs
                 "tls": {"ca_certificate": "ca.pem", "certificate": "silo.pem", "private_key": "silo.key"},
+                "signing_key": "signing.key",
                 "state_dir": "state",
             },
         )
@@ -82,7 +93,5 @@ def provision_federation(
         (kit / "state").mkdir(parents=True, exist_ok=True)
         (kit / "state" / "node-identity").write_text(silo_id + "\n")
         kits[silo_id] = kit
-        audit.record("certificate.issued", actor="coordinator", entities={"subject": silo_id, "serial": issued.serial_hex},
-                     detail={"not_after": issued.certificate.not_valid_after_utc.isoformat()})
     audit.close()
     return Federation(aggregator_dir, config_path, kits)

@@ -229,12 +229,20 @@ def _write_rendered(path: Path, document: dict[str, Any], validate: Callable[[Pa
 def preflight_silo(config: Path, state_dir: Path, data_dir: Path, render: Path) -> str:
     from healthfed_common.startup_kit import load_silo_config
 
+    os.umask(0o077)  # what this writes into the state volume is for the silo's account only
     kit_fix = "mount the hospital's startup kit (from `aggregator provision`) read-only at its folder"
+    enrol_fix = ("the kit is not enrolled yet: run `silo-node enrol --config silo.yaml --by NAME` on the hospital's "
+                 "machine, have the coordinator sign enrolment-request.json, then `silo-node enrol --config silo.yaml "
+                 "--install-certificate silo.pem`")
     _readable_file(config, "silo config", kit_fix)
     document = _raw_yaml(config)
     tls = _tls_paths(document, config)
     for key, path in tls.items():
-        _readable_file(path, f"kit file tls.{key}", kit_fix)
+        _readable_file(path, f"kit file tls.{key}", kit_fix if key == "ca_certificate" else enrol_fix)
+    signing_key = _absolute(config.parent.resolve(), document.get("signing_key", "signing.key"), "signing_key", config)
+    _readable_file(signing_key, "kit file signing_key", enrol_fix)
+    if signing_key.stat().st_mode & 0o077:
+        _warn(f"the signing key {signing_key} is readable by other users; chmod 0600 it (it speaks for this hospital)")
     try:
         load_silo_config(config)
     except ValueError as error:  # ConfigInvalid
@@ -261,6 +269,7 @@ def preflight_silo(config: Path, state_dir: Path, data_dir: Path, render: Path) 
     _check_data_dir(data_dir)
     rendered = dict(document)
     rendered["tls"] = {key: str(path) for key, path in tls.items()}
+    rendered["signing_key"] = str(signing_key)
     rendered["state_dir"] = str(state_dir.resolve())
     if document.get("policy_file"):
         policy = _absolute(config.parent.resolve(), document["policy_file"], "policy_file", config)
@@ -272,7 +281,7 @@ def preflight_silo(config: Path, state_dir: Path, data_dir: Path, render: Path) 
 
 
 def preflight_aggregator(config: Path, state_dir: Path, plan: Path | None, render: Path,
-                         listen: str | None, database_url: str | None) -> str:
+                         listen: str | None, database_url: str | None, enrolment_dir: Path | None = None) -> str:
     from aggregator.config import load_aggregator_config
 
     fix = "mount aggregator.yaml, ca.pem, server.pem and server.key (from `aggregator provision`) read-only"
@@ -293,20 +302,29 @@ def preflight_aggregator(config: Path, state_dir: Path, plan: Path | None, rende
     ca_key = _absolute(config.parent.resolve(), document.get("ca_private_key", "ca.key"), "ca_private_key", config)
     if ca_key.exists():
         _warn(f"the CA private key {ca_key} is mounted; `aggregator run` does not need it — keep it offline")
+    needs_enrolled_cohort = False
     if plan is not None:
         _readable_file(plan, "plan", "mount the plan JSON (e.g. -v ./plan.json:/plans/plan.json:ro)")
         from healthfed_common.errors import HealthFedError
         from healthfed_common.plan import parse_plan
 
         try:
-            parse_plan(plan.read_bytes(), source=str(plan))
+            parsed = parse_plan(plan.read_bytes(), source=str(plan))
         except HealthFedError as error:
             raise PreflightFailed("PLAN_INVALID", str(error)) from None
+        needs_enrolled_cohort = parsed.secure_aggregation.protocol != "none" and not parsed.cohort
     _writable_dir(state_dir, "state directory")
     rendered = dict(document)
     rendered["tls"] = {key: str(path) for key, path in tls.items()}
     rendered["ca_private_key"] = str(ca_key)
     rendered["state_dir"] = str(state_dir.resolve())
+    # the enrolment records (`aggregator enrol`) stay beside the mounted aggregator.yaml
+    enrolled = enrolment_dir.resolve() if enrolment_dir is not None else \
+        _absolute(config.parent.resolve(), document.get("enrolment_dir", "enrolled"), "enrolment_dir", config)
+    rendered["enrolment_dir"] = str(enrolled)
+    if needs_enrolled_cohort and (not enrolled.is_dir() or not any(enrolled.glob("*.json"))):
+        _warn(f"no enrolment records in {enrolled}; this secure-aggregation plan has no cohort, so it needs the "
+              "enrolled/ folder `aggregator enrol` wrote (mount it beside aggregator.yaml or set HEALTHFED_ENROLMENT_DIR)")
     if listen:
         rendered["listen_address"] = listen
     if database_url:
@@ -386,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--plan", type=Path, default=None, help="aggregator: the plan JSON")
     pre.add_argument("--listen", default=None, help="aggregator: listen address inside the container")
     pre.add_argument("--database-url", default=None, help="aggregator: sqlite:///... or postgresql://...")
+    pre.add_argument("--enrolment-dir", type=Path, default=None,
+                     help="aggregator: the enrolment records (default: enrolment_dir of aggregator.yaml)")
     pre.add_argument("--json", action="store_true", help="print the result as one JSON object")
     pr = commands.add_parser("probe", help="liveness: process alive, state database opens, certificate valid")
     pr.add_argument("role", choices=["silo", "aggregator"])
@@ -403,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = preflight_silo(args.config, args.state_dir, args.data_dir, args.render)
         else:
             summary = preflight_aggregator(args.config, args.state_dir, args.plan, args.render,
-                                           args.listen, args.database_url)
+                                           args.listen, args.database_url, args.enrolment_dir)
     except PreflightFailed as failure:
         status = EXIT_UNHEALTHY if args.command == "probe" else failure.exit_status
         if args.json:

@@ -1,6 +1,7 @@
-"""The startup kit a coordinator hands each hospital: `silo.yaml` plus the silo's
-certificate, key and the federation's CA. The schema lives here because the aggregator
-writes it and the silo reads it."""
+"""The startup kit a coordinator hands each hospital: `silo.yaml` and the federation's CA.
+The hospital completes it on its own machine (`silo-node enrol`): its TLS key, its Ed25519
+signing key and, once the coordinator signed its request, its certificate. The schema lives
+here because the aggregator writes it and the silo reads it."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ class SiloConfig(BaseModel):
         default="healthfed-aggregator", description="Name the aggregator certificate is checked against."
     )
     tls: TLSFiles
+    signing_key: Path = Field(
+        default=Path("signing.key"),
+        description="The hospital's Ed25519 signing key (PEM, mode 0600), made by `silo-node enrol`; its public "
+        "half is pinned in every secure-aggregation plan's cohort.",
+    )
     state_dir: Path = Field(default=Path("silo-state"), description="Local database, audit log and dataset store.")
     poll_interval_s: float = Field(default=2.0, gt=0, description="Pause between polls when idle.")
     max_backoff_s: float = Field(
@@ -82,6 +88,7 @@ def load_silo_config(path: Path) -> SiloConfig:
     return config.model_copy(
         update={
             "tls": resolve_tls(base, config.tls),
+            "signing_key": resolve_path(base, config.signing_key),
             "state_dir": resolve_path(base, config.state_dir),
             "policy_file": resolve_path(base, config.policy_file) if config.policy_file else None,
         }

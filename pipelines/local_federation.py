@@ -25,7 +25,12 @@ from typing import IO, Any
 
 import yaml
 
+from aggregator.config import load_aggregator_config
+from aggregator.enrolment import enrol_silo
 from aggregator.provisioning import Federation, provision_federation
+from healthfed_common.enrolment_request import read_request
+from healthfed_common.startup_kit import load_silo_config
+from silo_node.enrolment import create_enrolment_request, install_certificate
 
 Printer = Callable[[str], None]
 
@@ -38,6 +43,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def provision_local_federation(
+    out_dir: Path,
+    federation: str,
+    silo_ids: list[str],
+    address: str,
+    *,
+    listen_address: str | None = None,
+    coordinator: str = "local coordinator",
+    validity_days: int = 365,
+) -> Federation:
+    """A federation whose kits are ready to run, made the way real hospitals make theirs:
+    the coordinator provisions kit skeletons, each "hospital" generates its keys inside its
+    own kit (`silo_node.enrolment`), the coordinator signs the request (`aggregator.enrolment`,
+    which records the signing key and audits it) and the hospital installs the certificate.
+    Only this pipeline plays both roles; the private keys still exist only in the kits."""
+    provisioned = provision_federation(out_dir, federation, silo_ids, address, listen_address=listen_address)
+    aggregator_config = load_aggregator_config(provisioned.aggregator_config)
+    for silo_id, kit in provisioned.kits.items():
+        config_path = kit / "silo.yaml"
+        silo_config = load_silo_config(config_path)
+        written = create_enrolment_request(silo_config, config_path)
+        enrolment = enrol_silo(aggregator_config, read_request(written.request_path), by=coordinator,
+                               validity_days=validity_days)
+        issued = kit / "issued-silo.pem"  # what the coordinator would send back
+        issued.write_bytes(enrolment.certificate_pem)
+        install_certificate(silo_config, issued)
+        issued.unlink()
+    return provisioned
 
 
 @dataclass
@@ -58,7 +93,8 @@ class LocalFederation:
         self.address = f"{host}:{self.port}"
         self._printer = printer
         self.members: dict[str, Member] = {}
-        self.federation: Federation = provision_federation(work_dir / "federation", federation, self.silo_ids, self.address)
+        self.federation: Federation = provision_local_federation(
+            work_dir / "federation", federation, self.silo_ids, self.address)
 
     # -- setting up silos -------------------------------------------------------------
     def kit(self, silo_id: str) -> Path:

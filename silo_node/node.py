@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compliance.audit_log import AuditLog
+from healthfed_common.silo_keys import SigningKeyInvalid, load_signing_key
 from healthfed_common.startup_kit import SiloConfig
 from silo_node.approvals import PlanApprovals
 from silo_node.datasets.registry import DatasetRegistry
@@ -16,7 +17,7 @@ from silo_node.policy import ApprovalPolicy
 from silo_node.privacy_ledger import PrivacyLedger
 from silo_node.released_results import ReleasedResults, WitnessedCheckpoints
 from silo_node.services import SiloServices
-from silo_node.storage import open_silo_db
+from silo_node.storage import make_private, open_silo_db, private_dir
 
 DB_FILE = "silo.sqlite3"
 IDENTITY_FILE = "node-identity"
@@ -70,16 +71,29 @@ def open_audit_log(state: Path, silo_id: str | None = None) -> AuditLog | None:
 
 
 def open_silo_services(config: SiloConfig) -> SiloNode:
-    return open_silo_node(config.state_dir, config.silo_id, policy_file=config.policy_file)
+    """The node for `silo-node run`, with the hospital's signing key when the kit has one
+    (None otherwise; the runner refuses secure-aggregation plans without it)."""
+    node = open_silo_node(config.state_dir, config.silo_id, policy_file=config.policy_file)
+    if config.signing_key.exists():
+        try:
+            node.signing_key = load_signing_key(config.signing_key)
+        except SigningKeyInvalid:
+            node.close()
+            raise
+    return node
 
 
 def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None = None) -> SiloNode:
-    state.mkdir(parents=True, exist_ok=True)
+    """Opens the state folder; it and everything in it is made private to this account
+    (folders 0700, files 0600), including files that existed before."""
+    private_dir(state)
     silo_id = _identity(state, silo_id)
     connection = open_silo_db(state / DB_FILE)
     db_path, key_path = audit_paths(state)
     audit = AuditLog.open(db_path, key_path, origin=f"silo:{silo_id}")
     policy = ApprovalPolicy.from_yaml(policy_file) if policy_file else ApprovalPolicy()
+    private_dir(state / "datasets")
+    make_private(state)
     return SiloNode(
         silo_id=silo_id,
         registry=DatasetRegistry(connection, state / "datasets", audit=audit),

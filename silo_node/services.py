@@ -22,3 +22,5 @@ class SiloServices:
     ledger: Any = None
     released: Any = None
     witnessed: Any = None
+    signing_key: Any = None
+    """The hospital's Ed25519PrivateKey (`signing.key` of the kit), or None when the kit has none."""

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("provision", "run", "revoke", "spending")
+COMMAND_MODULES = ("provision", "enrol", "run", "revoke", "spending")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aggregator.audit import AggregatorAudit
 from aggregator.config import load_aggregator_config
+from aggregator.enrolment import enrolment_record
 from aggregator.state_store import open_state_store
 from healthfed_common.actors import OperatorRequired, add_operator_argument, operator_from
 from healthfed_common.errors import HealthFedError
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("silo", help="silo id to revoke")
     parser.add_argument("--config", type=Path, required=True, help="aggregator.yaml")
     parser.add_argument("--certificate", type=Path, default=None,
-                        help="certificate PEM to revoke (default: the kit's silo.pem next to the aggregator dir)")
+                        help="certificate PEM to revoke (default: the one issued when SILO enrolled)")
     parser.add_argument("--reason", default="revoked by coordinator", help="recorded with the revocation")
     add_operator_argument(parser, "the coordinator who revokes")
     parser.set_defaults(func=run)
@@ -42,11 +43,22 @@ def run(args: argparse.Namespace) -> int:
     except ConfigInvalid as error:
         print(f"aggregator revoke: {error}", file=sys.stderr)
         return 1
-    certificate = args.certificate or args.config.parent.parent / "kits" / args.silo / "silo.pem"
-    if not certificate.exists():
-        print(f"aggregator revoke: no certificate at {certificate}; pass --certificate", file=sys.stderr)
-        return 1
-    serial = certificate_serial_hex(certificate.read_bytes())
+    if args.certificate is not None:
+        if not args.certificate.exists():
+            print(f"aggregator revoke: no certificate at {args.certificate}", file=sys.stderr)
+            return 1
+        serial = certificate_serial_hex(args.certificate.read_bytes())
+    else:  # the certificate issued when the silo enrolled (`aggregator enrol`)
+        try:
+            record = enrolment_record(config, args.silo)
+        except HealthFedError as error:
+            print(f"aggregator revoke: refused [{error.code}]: {error}", file=sys.stderr)
+            return 1
+        if record is None:
+            print(f"aggregator revoke: {args.silo} has no enrolment record in {config.enrolment_dir}; "
+                  "pass --certificate", file=sys.stderr)
+            return 1
+        serial = record.certificate_serial
     audit = AggregatorAudit(config.state_dir)  # opened first: no revocation goes unaudited
     try:
         with open_state_store(config.state_database()) as store:

@@ -16,7 +16,9 @@
 # ($HEALTHFED_FEDERATION_DIR/aggregator.yaml), HEALTHFED_PLAN (/plans/plan.json), HEALTHFED_STATE_DIR
 # (/state), HEALTHFED_OUT ($HEALTHFED_STATE_DIR/runs/<plan file name>), HEALTHFED_LISTEN_ADDRESS
 # (0.0.0.0:50051), HEALTHFED_DATABASE_URL (unset: SQLite in the state volume), HEALTHFED_LINGER_S
-# (unset: the CLI's default), HEALTHFED_METRICS_PORT / HEALTHFED_METRICS_ADDRESS (0.0.0.0),
+# (unset: the CLI's default), HEALTHFED_ENROLMENT_DIR (unset: enrolment_dir of aggregator.yaml, i.e.
+# $HEALTHFED_FEDERATION_DIR/enrolled: the records `aggregator enrol` wrote; a secure-aggregation plan
+# without a cohort runs with the hospitals enrolled there), HEALTHFED_METRICS_PORT / HEALTHFED_METRICS_ADDRESS (0.0.0.0),
 # HEALTHFED_LOG_FORMAT (text|json).
 # Exit codes: those of healthcheck.py preflight (3 file missing, 4 config invalid, 5 certificate,
 # 6 state not writable, 8 plan invalid), else the aggregator's own.
@@ -47,11 +49,13 @@ if [ "$serving" -eq 1 ]; then
     # `run` needs the plan; `revoke` does not
     "$PYTHON" "$HERE/healthcheck.py" preflight aggregator --config "$CONFIG" --state-dir "$STATE_DIR" \
         --render "$RUNTIME/aggregator.yaml" --listen "$LISTEN" --plan "$PLAN" \
-        ${HEALTHFED_DATABASE_URL:+--database-url "$HEALTHFED_DATABASE_URL"} >&2 || status=$?
+        ${HEALTHFED_DATABASE_URL:+--database-url "$HEALTHFED_DATABASE_URL"} \
+        ${HEALTHFED_ENROLMENT_DIR:+--enrolment-dir "$HEALTHFED_ENROLMENT_DIR"} >&2 || status=$?
 else
     "$PYTHON" "$HERE/healthcheck.py" preflight aggregator --config "$CONFIG" --state-dir "$STATE_DIR" \
         --render "$RUNTIME/aggregator.yaml" --listen "$LISTEN" \
-        ${HEALTHFED_DATABASE_URL:+--database-url "$HEALTHFED_DATABASE_URL"} >&2 || status=$?
+        ${HEALTHFED_DATABASE_URL:+--database-url "$HEALTHFED_DATABASE_URL"} \
+        ${HEALTHFED_ENROLMENT_DIR:+--enrolment-dir "$HEALTHFED_ENROLMENT_DIR"} >&2 || status=$?
 fi
 if [ "$status" -ne 0 ]; then
     echo "aggregator entrypoint: refusing to start (exit $status); see the message above" >&2

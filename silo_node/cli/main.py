@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-COMMAND_MODULES = ("run", "data", "plans", "egress", "ledger")
+COMMAND_MODULES = ("enrol", "run", "data", "plans", "egress", "ledger")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything a silo writes (keys, database, audit log, de-identified datasets) is for
+    # this hospital's service account only: files 0600, folders 0700 from the first byte.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

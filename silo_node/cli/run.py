@@ -65,7 +65,11 @@ def _run_locked(args: argparse.Namespace, config: SiloConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     from silo_node.runner import SiloRunner  # loads TensorFlow: only `run` needs it
 
-    services = open_silo_services(config)
+    try:
+        services = open_silo_services(config)
+    except HealthFedError as error:  # e.g. SIGNING_KEY_INVALID: an unreadable signing.key
+        print(f"silo-node run: refused [{error.code}]: {error}", file=sys.stderr)
+        return 1
     metrics = SiloMetrics(config.silo_id, state_dir=config.state_dir)
     metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None
     connection = AggregatorConnection(config, stop=stop)

@@ -17,7 +17,7 @@ import pytest
 from aggregator.cli.main import main
 from aggregator.config import load_aggregator_config
 from aggregator.pki import certificate_serial_hex
-from aggregator.provisioning import provision_federation
+from pipelines.local_federation import provision_local_federation
 from aggregator.state_postgres import PostgresStateStore
 from aggregator.state_store import (
     DatabaseUrlInvalid,
@@ -204,7 +204,7 @@ def test_concurrent_writes_from_threads_on_each_backend(state_url: str) -> None:
 
 
 def test_cli_revoke_writes_to_the_configured_database_on_each_backend(tmp_path: Path, state_url: str) -> None:
-    federation = provision_federation(tmp_path / "fed", "revoke", ["north"], "127.0.0.1:1")
+    federation = provision_local_federation(tmp_path / "fed", "revoke", ["north"], "127.0.0.1:1")
     use_database(federation.aggregator_config, state_url)
     assert main(["revoke", "north", "--config", str(federation.aggregator_config), "--reason", "left",
                  "--by", "Coordinator C. Lee"]) == 0
@@ -227,7 +227,7 @@ def test_plain_path_and_sqlite_urls_open_the_same_file(tmp_path: Path) -> None:
 
 
 def test_config_defaults_to_sqlite_in_state_dir_and_resolves_relative_sqlite_urls(tmp_path: Path) -> None:
-    federation = provision_federation(tmp_path / "fed", "urls", ["north"], "127.0.0.1:1")
+    federation = provision_local_federation(tmp_path / "fed", "urls", ["north"], "127.0.0.1:1")
     config = load_aggregator_config(federation.aggregator_config)
     assert config.state_database() == f"sqlite:///{config.state_dir / 'aggregator.sqlite3'}"
     use_database(federation.aggregator_config, "sqlite:///db/agg.sqlite3")
@@ -248,7 +248,7 @@ def test_unsupported_database_urls_are_refused_by_name_without_the_password(url:
         open_state_store(url)
     assert shown in str(refused.value) and "hunter2secret" not in str(refused.value)
     assert not list(Path.cwd().glob("*hunter2secret*"))  # no SQLite file named after it either
-    federation = provision_federation(tmp_path / "fed", "bad", ["north"], "127.0.0.1:1")
+    federation = provision_local_federation(tmp_path / "fed", "bad", ["north"], "127.0.0.1:1")
     use_database(federation.aggregator_config, url)
     with pytest.raises(ConfigInvalid, match="database_url") as invalid:
         load_aggregator_config(federation.aggregator_config)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.provisioning import Federation, provision_federation
+from aggregator.provisioning import Federation
+from pipelines.local_federation import provision_local_federation
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -43,7 +44,7 @@ class Mounts:
 def federation_dir(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     """One provisioned federation per module (key generation is the slow part)."""
     root = tmp_path_factory.mktemp("federation")
-    return provision_federation(root / "fed", "deploy-test", list(SILOS), "127.0.0.1:50999",
+    return provision_local_federation(root / "fed", "deploy-test", list(SILOS), "127.0.0.1:50999",
                                 listen_address="127.0.0.1:50999")
 
 

@@ -19,6 +19,7 @@ def _secret_mount(mounts: Mounts, with_ca_key: bool = False) -> Path:
     names = ["aggregator.yaml", "ca.pem", "server.pem", "server.key"] + (["ca.key"] if with_ca_key else [])
     for name in names:
         shutil.copy(mounts.federation.aggregator_dir / name, target / name)
+    shutil.copytree(mounts.federation.aggregator_dir / "enrolled", target / "enrolled")
     return target
 
 
@@ -50,6 +51,8 @@ def test_valid_mounts_exec_aggregator_run_with_the_rendered_config(mounts: Mount
     assert config.database_url is None
     assert config.tls.private_key.is_absolute() and config.tls.private_key.name == "server.key"
     assert config.silos == ("st-marys", "riverside", "hillcrest")
+    assert config.enrolment_dir.is_absolute() and sorted(p.name for p in config.enrolment_dir.glob("*.json")) == [
+        "hillcrest.json", "riverside.json", "st-marys.json"]
 
 
 def test_database_url_listen_address_and_revoke(mounts: Mounts) -> None:

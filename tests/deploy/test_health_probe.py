@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.provisioning import provision_federation
+from pipelines.local_federation import provision_local_federation
 from tests.deploy.conftest import DEPLOY, VENV_BIN, Mounts
 from tests.deploy.plans import write_plan
 
@@ -116,7 +116,7 @@ def test_probe_reports_a_database_that_does_not_open(mounts: Mounts) -> None:
 @pytest.mark.slow
 def test_aggregator_and_silo_containers_talk_through_their_entrypoints(tmp_path: Path) -> None:
     port = _free_port()
-    fed = provision_federation(tmp_path / "fed", "compose-like", ["st-marys"], f"127.0.0.1:{port}")
+    fed = provision_local_federation(tmp_path / "fed", "compose-like", ["st-marys"], f"127.0.0.1:{port}")
     plan = write_plan(tmp_path / "plans" / "plan.json", min_silos_per_round=1)
     agg_state, silo_state = tmp_path / "agg-state", tmp_path / "silo-state"
     agg_log, silo_log = tmp_path / "aggregator.log", tmp_path / "silo.log"

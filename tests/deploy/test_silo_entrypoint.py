@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aggregator.provisioning import provision_federation
+from pipelines.local_federation import provision_local_federation
 from healthfed_common.startup_kit import load_silo_config
 from tests.deploy.conftest import DEPLOY, Mounts, run_entrypoint, silo_env
 
@@ -74,6 +74,7 @@ def test_rendered_config_points_at_the_volumes_and_the_kit_stays_unchanged(mount
     assert config.state_dir == mounts.state().resolve()
     assert config.tls.certificate == mounts.kit() / "silo.pem"
     assert config.tls.private_key.is_absolute() and config.tls.ca_certificate.is_absolute()
+    assert config.signing_key == mounts.kit() / "signing.key"  # absolute: the rendered file lives in /state
     assert (mounts.state() / "node-identity").read_text() == "st-marys\n"
     assert (mounts.kit() / "silo.yaml").read_bytes() == kit_before
 
@@ -117,7 +118,7 @@ def test_unreadable_or_missing_key_is_refused(mounts: Mounts) -> None:
 
 def test_certificate_from_another_federation_is_refused(mounts: Mounts) -> None:
     kit = _copy_kit(mounts)
-    other = provision_federation(mounts.root / "other", "other", ["st-marys"], "127.0.0.1:1")
+    other = provision_local_federation(mounts.root / "other", "other", ["st-marys"], "127.0.0.1:1")
     shutil.copy(other.kits["st-marys"] / "ca.pem", kit / "ca.pem")
     result = run_entrypoint("silo", silo_env(mounts, HEALTHFED_KIT_DIR=str(kit),
                                              HEALTHFED_ALLOW_WRITABLE_DATA="1"), "--check")
@@ -159,3 +160,21 @@ def test_unwritable_state_volume_is_refused(mounts: Mounts) -> None:
     result = run_entrypoint("silo", env, "--check")
     assert result.returncode == 6
     assert f"[STATE_UNWRITABLE]: state directory {blocker} is not writable" in result.stderr
+
+
+def test_kit_not_yet_enrolled_is_refused_with_the_enrolment_steps(mounts: Mounts) -> None:
+    """A kit straight from `aggregator provision` has no key, signing key or certificate: the
+    hospital makes them (`silo-node enrol`). Each missing piece is named, with the fix."""
+    kit = _copy_kit(mounts)
+    env = silo_env(mounts, HEALTHFED_KIT_DIR=str(kit), HEALTHFED_ALLOW_WRITABLE_DATA="1")
+    (kit / "signing.key").unlink()
+    result = run_entrypoint("silo", env, "--check")
+    assert result.returncode == 3
+    assert f"kit file signing_key {kit / 'signing.key'} does not exist" in result.stderr
+    assert "silo-node enrol" in result.stderr
+    for name in ("silo.pem", "silo.key"):
+        (kit / name).unlink()
+    result = run_entrypoint("silo", env, "--check")
+    assert result.returncode == 3
+    assert f"kit file tls.certificate {kit / 'silo.pem'} does not exist" in result.stderr
+    assert "--install-certificate" in result.stderr

@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from aggregator.provisioning import provision_federation
-from pipelines.local_federation import free_port
+from pipelines.local_federation import free_port, provision_local_federation
 
 
 def test_silo_retries_an_unreachable_aggregator_and_stops_promptly_on_sigterm(tmp_path: Path) -> None:
-    federation = provision_federation(tmp_path / "fed", "resilience", ["alpha"], f"127.0.0.1:{free_port()}")
+    federation = provision_local_federation(tmp_path / "fed", "resilience", ["alpha"], f"127.0.0.1:{free_port()}")
     silo = subprocess.Popen(
         [sys.executable, "-m", "silo_node.cli.main", "run", "--config", str(federation.kits["alpha"] / "silo.yaml")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -7,23 +7,24 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from aggregator import pki
 from aggregator.config import load_aggregator_config
-from aggregator.provisioning import provision_federation
 from aggregator.server import FederationService, start_server
 from aggregator.state_store import StateStore
 from aggregator.task_board import TaskBoard
 from healthfed_common.wire import codec
 from healthfed_common.wire.messages import PollRequest, Wait
 from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME
-from pipelines.local_federation import free_port
+from pipelines.local_federation import free_port, provision_local_federation
+from silo_node.enrolment import build_csr
 
 
 @pytest.fixture()
 def federation(tmp_path: Path):
     port = free_port()
-    fed = provision_federation(tmp_path / "fed", "tls-test", ["alpha", "bravo"], f"127.0.0.1:{port}")
+    fed = provision_local_federation(tmp_path / "fed", "tls-test", ["alpha", "bravo"], f"127.0.0.1:{port}")
     config = load_aggregator_config(fed.aggregator_config)
     store = StateStore(config.state_dir / "aggregator.sqlite3")
     refused: list[tuple[str, str]] = []
@@ -49,6 +50,16 @@ def _kit(fed, silo: str) -> tuple[bytes, bytes, bytes]:
     return (kit / "ca.pem").read_bytes(), (kit / "silo.pem").read_bytes(), (kit / "silo.key").read_bytes()
 
 
+def _certificate_for_new_key(fed, silo_id: str, **validity: dt.datetime) -> tuple[bytes, bytes]:
+    """A key made here and a certificate the federation's CA issued for it from a CSR (what
+    a stolen CA key, or a test, can produce): (certificate PEM, key PEM)."""
+    ca_issued = pki.load_issued(fed.aggregator_dir / "ca.pem", fed.aggregator_dir / "ca.key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = pki.issue_silo_certificate_from_csr(ca_issued, build_csr(key, silo_id), silo_id, **validity)
+    return (certificate.public_bytes(pki.serialization.Encoding.PEM), key.private_bytes(
+        pki.serialization.Encoding.PEM, pki.serialization.PrivateFormat.PKCS8, pki.serialization.NoEncryption()))
+
+
 def test_enrolled_silo_with_its_own_certificate_is_served(federation) -> None:
     fed, port, _, _ = federation
     ca, cert, key = _kit(fed, "alpha")
@@ -65,7 +76,7 @@ def test_connection_without_client_certificate_is_refused(federation) -> None:
 
 def test_certificate_from_another_federation_ca_is_refused(federation, tmp_path: Path) -> None:
     fed, port, _, _ = federation
-    other = provision_federation(tmp_path / "other", "other", ["alpha"], f"127.0.0.1:{port}")
+    other = provision_local_federation(tmp_path / "other", "other", ["alpha"], f"127.0.0.1:{port}")
     ca, _, _ = _kit(fed, "alpha")
     _, foreign_cert, foreign_key = _kit(other, "alpha")
     with pytest.raises(grpc.RpcError) as error:
@@ -85,16 +96,10 @@ def test_silo_cannot_send_messages_as_another_silo(federation) -> None:
 
 def test_expired_certificate_is_refused(federation) -> None:
     fed, port, _, _ = federation
-    ca_issued = pki.load_issued(fed.aggregator_dir / "ca.pem", fed.aggregator_dir / "ca.key")
     now = dt.datetime.now(dt.timezone.utc)
-    expired = pki.issue_silo_certificate(
-        ca_issued, "alpha", not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1)
-    )
+    cert, key = _certificate_for_new_key(fed, "alpha", not_before=now - dt.timedelta(days=30),
+                                         not_after=now - dt.timedelta(days=1))
     ca, _, _ = _kit(fed, "alpha")
-    cert = expired.certificate.public_bytes(pki.serialization.Encoding.PEM)
-    key = expired.key.private_bytes(
-        pki.serialization.Encoding.PEM, pki.serialization.PrivateFormat.PKCS8, pki.serialization.NoEncryption()
-    )
     with pytest.raises(grpc.RpcError) as error:
         _poll(port, ca, cert, key, "alpha")
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -116,13 +121,8 @@ def test_revoked_certificate_is_refused_on_its_next_call(federation) -> None:
 
 def test_certificate_of_a_silo_not_enrolled_is_refused(federation) -> None:
     fed, port, _, _ = federation
-    ca_issued = pki.load_issued(fed.aggregator_dir / "ca.pem", fed.aggregator_dir / "ca.key")
-    stranger = pki.issue_silo_certificate(ca_issued, "charlie")
+    cert, key = _certificate_for_new_key(fed, "charlie")
     ca, _, _ = _kit(fed, "alpha")
-    cert = stranger.certificate.public_bytes(pki.serialization.Encoding.PEM)
-    key = stranger.key.private_bytes(
-        pki.serialization.Encoding.PEM, pki.serialization.PrivateFormat.PKCS8, pki.serialization.NoEncryption()
-    )
     with pytest.raises(grpc.RpcError) as error:
         _poll(port, ca, cert, key, "charlie")
     assert "NOT_ENROLLED" in error.value.details()

@@ -12,7 +12,7 @@ import pytest
 from aggregator import pki
 from aggregator.config import load_aggregator_config
 from aggregator.metrics import AggregatorMetrics
-from aggregator.provisioning import provision_federation
+from pipelines.local_federation import provision_local_federation
 from aggregator.server import FederationService, start_server
 from aggregator.state_store import StateStore
 from aggregator.task_board import TaskBoard
@@ -94,7 +94,7 @@ def test_endpoint_binds_loopback_by_default_and_registries_are_isolated() -> Non
 @pytest.fixture()
 def tls_federation(tmp_path: Path):
     port = _free_port()
-    fed = provision_federation(tmp_path / "fed", "metrics-test", ["alpha", "bravo"], f"127.0.0.1:{port}")
+    fed = provision_local_federation(tmp_path / "fed", "metrics-test", ["alpha", "bravo"], f"127.0.0.1:{port}")
     config = load_aggregator_config(fed.aggregator_config)
     store = StateStore(config.state_dir / "aggregator.sqlite3")
     metrics = AggregatorMetrics("metrics-test", enrolled=set(config.silos))

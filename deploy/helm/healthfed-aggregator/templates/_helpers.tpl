@@ -23,3 +23,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "healthfed-aggregator.planConfigMap" -}}
 {{- default (printf "%s-plan" (include "healthfed-aggregator.fullname" .)) .Values.existingPlanConfigMap -}}
 {{- end -}}
+
+{{/* The ConfigMap holding the enrolment records (<silo>.json). */}}
+{{- define "healthfed-aggregator.enrolledConfigMap" -}}
+{{- default (printf "%s-enrolled" (include "healthfed-aggregator.fullname" .)) .Values.existingEnrolledConfigMap -}}
+{{- end -}}
