@@ -38,6 +38,9 @@ class RoundResult:
     counted: tuple[str, ...]
     silo_seconds: dict[str, float] = field(default_factory=dict)
     server_seconds: float = 0.0
+    # per phase: the slowest silo's compute and the aggregator's (what that phase adds to a round)
+    phase_silo_max_seconds: dict[str, float] = field(default_factory=dict)
+    phase_server_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _present(silo: str, phase: Phase, drop_at: Mapping[str, Phase]) -> bool:
@@ -72,17 +75,26 @@ def run_round(
     silo_time = {s: 0.0 for s in params.participants}
     server_time = 0.0
 
+    current: list[str] = ["advertise"]
+    phase_silo: dict[str, dict[str, float]] = {p: {} for p in PHASES}
+    phase_server: dict[str, float] = {p: 0.0 for p in PHASES}
+
     def on_silo(silo: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         start = time.perf_counter()
         out = fn(*args, **kwargs)
-        silo_time[silo] += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        silo_time[silo] += spent
+        by_silo = phase_silo[current[0]]
+        by_silo[silo] = by_silo.get(silo, 0.0) + spent
         return out
 
     def on_server(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         nonlocal server_time
         start = time.perf_counter()
         out = fn(*args, **kwargs)
-        server_time += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        server_time += spent
+        phase_server[current[0]] += spent
         return out
 
     if authenticated:
@@ -100,20 +112,27 @@ def run_round(
     roster = on_server(server.roster)
     if trace is not None:  # the SecAgg+ graph follows from the silos' nonces: oracles need it
         trace["graph"] = server.graph
+    current[0] = "share"
     live = [s for s in live if _present(s, "share", drop_at)]
     for s in live:
         on_server(server.receive_shares, s, on_silo(s, clients[s].share_keys, roster))
+    current[0] = "masked"
     live = [s for s in live if _present(s, "masked", drop_at)]
     inboxes = {s: on_server(server.inbox_for, s) for s in live}
     for s in live:
         on_server(server.receive_masked_input, on_silo(s, clients[s].masked_input, inboxes[s], inputs[s]))
+    current[0] = "consistency"
     split = on_server(server.unmask_request)
     live = [s for s in live if _present(s, "consistency", drop_at)]
     for s in live:
         on_server(server.receive_consistency_signature, on_silo(s, clients[s].sign_consistency, split))
     request = on_server(server.signed_unmask_request)
+    current[0] = "unmask"
     live = [s for s in live if _present(s, "unmask", drop_at)]
     for s in live:
         on_server(server.receive_unmask_response, on_silo(s, clients[s].unmask, request))
     sums = on_server(server.finish)
-    return RoundResult(sums, server.counted, silo_time, server_time)
+    return RoundResult(
+        sums, server.counted, silo_time, server_time,
+        {p: max(phase_silo[p].values(), default=0.0) for p in PHASES}, dict(phase_server),
+    )
