@@ -8,6 +8,23 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
+_DELIMITER_NAMES = {"\t": "tab", ",": "comma ','", ";": "semicolon ';'", "|": "pipe '|'"}
+
+
+def delimiter_name(delimiter: str) -> str:
+    return _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+
+
+def describe_dialect(dialect: dict[str, str]) -> str:
+    """`CSV, delimiter semicolon ';' (sniffed), encoding cp1252 (detected ...)` in words."""
+    parts = [dialect.get("format", "?").upper()]
+    if "delimiter" in dialect:
+        parts.append(f"delimiter {delimiter_name(dialect['delimiter'])} ({dialect.get('delimiter_source', '?')})")
+    if "encoding" in dialect:
+        parts.append(f"encoding {dialect['encoding']} ({dialect.get('encoding_source', '?')})")
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class IngestionReport:
     name: str
@@ -22,6 +39,9 @@ class IngestionReport:
     identifiers: list[dict[str, str]] = field(default_factory=list)  # column/tag, kind, how
     instances: dict[str, int] = field(default_factory=dict)  # outcome or reason code -> count
     notes: list[str] = field(default_factory=list)
+    # how a tabular export was read: format, encoding, delimiter and where each came from
+    # (declared in the policy, detected, sniffed). Absent from reports stored before it existed.
+    dialect: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -37,6 +57,8 @@ class IngestionReport:
             f"  records: {self.records_in} read, {self.records_kept} kept "
             f"({self.n_train} train / {self.n_test} test)",
         ]
+        if self.dialect:
+            lines.append(f"  read as: {describe_dialect(self.dialect)}")
         if self.identifiers:
             lines.append("  identifiers found:")
             lines += [f"    - {i['where']}: {i['kind']} (detected by {i['how']})" for i in self.identifiers]

@@ -39,9 +39,10 @@ def ingest_tabular(name: str, path: Path, policy: DatasetPolicy | None, staging:
         raise MalformedInput("expected a CSV or Parquet file", file=path, code="MALFORMED_NOT_A_FILE")
     data = path.read_bytes()
     content_sha256 = hashlib.sha256(data).hexdigest()
-    encoding = policy.encoding if policy else "utf-8"
+    encoding = policy.encoding if policy else None
+    delimiter = policy.delimiter if policy else None
     missing = policy.missing_values if policy else DatasetPolicy.model_fields["missing_values"].default
-    raw = read_table(path, data, encoding=encoding, missing_values=missing)
+    raw = read_table(path, data, encoding=encoding, missing_values=missing, delimiter=delimiter)
     del data
     table, outcomes, findings = minimise_table(raw, policy, file=path, secret=secret, content_sha256=content_sha256)
     stored = staging / RECORDS_FILE
@@ -62,6 +63,7 @@ def ingest_tabular(name: str, path: Path, policy: DatasetPolicy | None, staging:
         notes=[f"format {raw.file_format}; split from column {policy.split.column!r}"
                if policy.split.column in raw.frame.columns else
                f"format {raw.file_format}; stratified holdout {policy.split.holdout_fraction} seeded by content hash"],
+        dialect=dict(raw.dialect),
     )
     schema = {column: ("number" if pd.api.types.is_numeric_dtype(table[column]) else "text") for column in table.columns}
     return Ingested(report, schema, file_sha256(stored))

@@ -40,7 +40,8 @@ def _assert_nothing_left(registry: DatasetRegistry, state_dir: Path) -> None:
         (b"", "MALFORMED_EMPTY", None, None),
         (b"  \n\n", "MALFORMED_EMPTY", None, None),
         (b"chol,cp,num\n", "MALFORMED_EMPTY", None, None),
-        (b"chol,cp,num\n200,1,0\n210,2,1\n\xff\xfe,3,0\n", "MALFORMED_ENCODING", 4, None),
+        # not UTF-8, so read as cp1252 (the report says so): the odd bytes are then not a number
+        (b"chol,cp,num\n200,1,0\n210,2,1\n\xff\xfe,3,0\n", "MALFORMED_TYPE", 4, "chol"),
         (b"chol,cp,num\n200,1,0\n210,2\n", "MALFORMED_RAGGED", 3, None),
         (b"chol,cp,num\n200,1,0\n210,2,1,9\n", "MALFORMED_RAGGED", 3, None),
         (b"chol,cp,chol,num\n200,1,2,0\n", "MALFORMED_DUPLICATE_COLUMN", 1, "chol"),
@@ -150,3 +151,103 @@ def test_bad_dataset_names_are_refused(registry: DatasetRegistry, tmp_path: Path
     for name in ["../escape", "", "a/b", ".hidden"]:
         with pytest.raises(PolicyInvalid):
             registry.add(name, path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
+
+
+def _stored(state_dir: Path, name: str) -> pd.DataFrame:
+    (records,) = [p for p in (state_dir / "datasets").rglob("records.parquet") if name in str(p)]
+    return pd.read_parquet(records)
+
+
+EUROPEAN = POLICY.model_copy(update={"features": {
+    "chol": POLICY.features["chol"], "cp": POLICY.features["cp"].model_copy(update={"transforms": ("one_hot",)})}})
+
+
+def test_semicolon_latin1_export_is_registered_and_the_report_says_how_it_was_read(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path
+) -> None:
+    rows = "".join(f"{200 + i};{'Zürich' if i % 2 else 'Genève'};{i % 2}\r\n" for i in range(12))
+    path = _write(tmp_path, ("chol;cp;num\r\n" + rows).encode("latin-1"))
+    report = registry.add("eu", path, "tabular", EUROPEAN)
+    assert report.records_kept == 12
+    assert report.dialect["delimiter"] == ";" and report.dialect["delimiter_source"] == "sniffed"
+    assert report.dialect["encoding"] == "cp1252" and report.dialect["encoding_source"].startswith("detected")
+    assert "read as: CSV, delimiter semicolon ';' (sniffed), encoding cp1252 (detected" in str(report)
+    stored = _stored(state_dir, "eu")
+    assert set(stored["cp"]) == {"Zürich", "Genève"}  # decoded, not mojibake
+    # the report survives the database round trip (the CLI's `data show` prints it from there)
+    assert registry.show("eu").report.dialect == report.dialect
+
+
+@pytest.mark.parametrize(
+    ("data", "delimiter", "encoding"),
+    [
+        ("chol\tcp\tnum\n200\t1\t0\n210\t2\t1\n".encode("utf-16"), "\t", "utf-16"),  # Excel "Unicode text"
+        ("chol|cp|num\n200|1|0\n210|2|1\n".encode("utf-8-sig"), "|", "utf-8-sig"),
+        (b'"chol","cp","num"\n"200","a, b","0"\n"210","c","1"\n', ",", "utf-8"),
+    ],
+)
+def test_other_dialects_are_detected(registry: DatasetRegistry, tmp_path: Path, data: bytes, delimiter: str, encoding: str) -> None:
+    report = registry.add("d", _write(tmp_path, data), "tabular", POLICY)
+    assert (report.dialect["delimiter"], report.dialect["encoding"]) == (delimiter, encoding)
+    assert report.records_kept == 2
+
+
+def test_declared_dialect_wins_over_detection(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    data = "chol;cp;num\n200;1;0\n210;Genève;1\n".encode("latin-1")
+    path = _write(tmp_path, data)
+    declared_utf8 = POLICY.model_copy(update={"encoding": "utf-8"})
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("x", path, "tabular", declared_utf8)
+    assert (caught.value.code, caught.value.row) == ("MALFORMED_ENCODING", 3)
+    declared_comma = POLICY.model_copy(update={"delimiter": ","})
+    with pytest.raises(PolicyInvalid, match="'chol'"):  # one column named 'chol;cp;num'
+        registry.add("x", path, "tabular", declared_comma)
+    _assert_nothing_left(registry, state_dir)
+    report = registry.add("x", path, "tabular", POLICY.model_copy(update={"delimiter": ";", "encoding": "latin-1"}))
+    assert report.dialect["delimiter_source"] == report.dialect["encoding_source"] == "declared in the policy"
+
+
+def test_policy_file_declares_dialect_in_yaml(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("features: {chol: {transforms: [standardize]}}\nlabel: num\ndelimiter: ';'\nencoding: cp1252\n")
+    policy = DatasetPolicy.from_yaml(policy_file)
+    assert (policy.delimiter, policy.encoding) == (";", "cp1252")
+    policy_file.write_text("features: {chol: {transforms: [standardize]}}\nlabel: num\ndelimiter: ';;'\n")
+    with pytest.raises(PolicyInvalid, match="delimiter"):
+        DatasetPolicy.from_yaml(policy_file)
+
+
+def test_every_ragged_row_is_named_up_to_the_limit(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    lines = ["chol,cp,num"]
+    bad_rows = []
+    for i in range(60):
+        if i % 2:
+            lines.append(f"{200 + i},1")
+            bad_rows.append(len(lines))  # physical line number, header = 1
+        else:
+            lines.append(f"{200 + i},1,0")
+    path = _write(tmp_path, ("\n".join(lines) + "\n").encode())
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("ragged", path, "tabular", POLICY)
+    message = str(caught.value)
+    assert caught.value.code == "MALFORMED_RAGGED" and caught.value.row == bad_rows[0]
+    assert "30 row(s) do not have the header's 3 fields" in message
+    for row in bad_rows[:20]:
+        assert f"row {row} (2 fields)" in message
+    assert f"row {bad_rows[20]} " not in message and "and 10 more" in message
+    assert "set `delimiter` in the policy" in message
+    _assert_nothing_left(registry, state_dir)
+
+
+def test_spreadsheet_workbook_is_refused_with_what_to_do(registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    import zipfile
+
+    workbook = tmp_path / "export.xlsx"
+    with zipfile.ZipFile(workbook, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+    renamed = _write(tmp_path, workbook.read_bytes(), "export.csv")  # magic bytes, not the suffix, decide
+    for path in (workbook, renamed):
+        with pytest.raises(MalformedInput) as caught:
+            registry.add("xl", path, "tabular", POLICY)
+        assert caught.value.code == "MALFORMED_SPREADSHEET" and "CSV" in str(caught.value)
+    _assert_nothing_left(registry, state_dir)
