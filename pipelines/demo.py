@@ -23,14 +23,18 @@ from pipelines.synthetic_ehr import DEMO_HOSPITALS, LABEL, write_demo_exports
 
 DATASET = "cardiology_ehr"
 
+# `bounds`: public clinical value ranges the data steward declares (physiological limits as
+# printed in clinical references, NOT computed from any hospital's records). The DP demo plan
+# clamps and scales its standardised features with them instead of each hospital's own
+# mean/std (a private statistic); see silo_node.datasets.view.
 DATASET_POLICY: dict[str, Any] = {
     "features": {
-        "age": {"transforms": ["standardize"]},
+        "age": {"transforms": ["standardize"], "bounds": [0, 100]},  # years (ages > 89 fold to 90)
         "sex": {"transforms": ["one_hot"], "categories": ["F", "M"]},
-        "bmi": {"transforms": ["standardize"]},
-        "systolic_bp": {"transforms": ["standardize"]},
-        "cholesterol": {"transforms": ["standardize"]},
-        "hba1c": {"transforms": ["standardize"]},
+        "bmi": {"transforms": ["standardize"], "bounds": [10, 80]},  # kg/m^2
+        "systolic_bp": {"transforms": ["standardize"], "bounds": [60, 260]},  # mmHg
+        "cholesterol": {"transforms": ["standardize"], "bounds": [100, 600]},  # total, mg/dL
+        "hba1c": {"transforms": ["standardize"], "bounds": [3, 20]},  # % of haemoglobin
         "smoker": {"transforms": ["identity"]},
         "diabetes": {"transforms": ["identity"]},
         "chest_pain_type": {"transforms": ["one_hot"], "categories": ["typical", "atypical", "non_anginal", "asymptomatic"]},

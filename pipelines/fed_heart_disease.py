@@ -98,9 +98,20 @@ FLAMBY = {
     "eps_0.1": {"fedavg_dp_sgd_delta_1e-3": 0.629},
 }
 
+# Public value ranges for DP plans (clamp, then scale to [-1, 1]): clinical/physiological
+# limits of each measurement and the 0/1 coding of the binary ones, chosen from the UCI
+# attribute documentation and clinical references -- NOT from the hospitals' records (a
+# data-derived range would be a private statistic again). age in years; trestbps resting
+# systolic blood pressure, mmHg; chol serum cholesterol, mg/dL (Switzerland's 0 = not
+# measured clamps to 100); thalach maximum heart rate, bpm; oldpeak exercise ST depression, mm
+# (negative = ST elevation).
+PUBLIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "age": (0, 100), "sex": (0, 1), "trestbps": (80, 220), "chol": (100, 600), "fbs": (0, 1),
+    "thalach": (60, 220), "exang": (0, 1), "oldpeak": (-3, 7),
+}
 DATASET_POLICY: dict[str, Any] = {
     "features": {
-        **{name: {"transforms": ["standardize"]} for name in NUMERIC},
+        **{name: {"transforms": ["standardize"], "bounds": list(PUBLIC_BOUNDS[name])} for name in NUMERIC},
         "cp": {"transforms": ["one_hot"], "categories": ["1", "2", "3", "4"]},
         "restecg": {"transforms": ["one_hot"], "categories": ["0", "1", "2"]},
     },
@@ -205,8 +216,10 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
     features: list[dict[str, Any]] = []
     for name in FEATURE_ORDER:
         if name in CATEGORIES:
+            # Standardised indicators need each hospital's own mean/std: non-DP plans only
+            # (a DP plan is refused with NON_PRIVATE_PREPROCESSING otherwise).
             features.append({"name": name, "transform": "one_hot", "categories": list(CATEGORIES[name]),
-                             "standardize_indicators": True})
+                             "standardize_indicators": epsilon is None})
         else:
             features.append({"name": name, "transform": "standardize"})
     return {
@@ -249,7 +262,9 @@ def silo_arrays(table: pd.DataFrame, plan: Any, subset: str) -> tuple[np.ndarray
     """The silo's training view (silo_node.datasets.view.tabular_view) of a stored table."""
     from silo_node.datasets.view import tabular_view
 
-    view = tabular_view(DATASET, table, plan, subset)
+    from silo_node.datasets.policy import DatasetPolicy
+
+    view = tabular_view(DATASET, table, plan, subset, DatasetPolicy.from_document(DATASET_POLICY))
     return view.features, view.labels
 
 

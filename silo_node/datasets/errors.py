@@ -102,3 +102,12 @@ class InstanceRejected(DataLayerError, ValueError):
         super().__init__(f"file {file}: {message}")
         self.file = str(file)
         self.code = code
+
+
+class NonPrivatePreprocessing(FeatureNotAllowed):
+    """A DP plan would transform the records with a statistic of the private records (a
+    `standardize` feature whose policy declares no public `bounds`, or `standardize_indicators`):
+    such a statistic moves every record's features when one record changes, so the DP-SGD
+    sensitivity would no longer be the clipping bound. Refused before anything is read or charged."""
+
+    code = "NON_PRIVATE_PREPROCESSING"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from healthfed_common.plan import Plan
 from silo_node.datasets.errors import FeatureNotAllowed, IdentifierNotHandled, PolicyInvalid
-from silo_node.datasets.policy import NUMERIC_TRANSFORMS, DatasetPolicy, FeaturePolicy
+from silo_node.datasets.policy import NUMERIC_TRANSFORMS, DatasetPolicy, FeaturePolicy, check_private_preprocessing
 from silo_node.datasets.tabular_reader import RawTable
 from silo_node.deid import generalise
 from silo_node.deid.safe_harbor import Finding, detect
@@ -46,7 +46,8 @@ def canonical_text(values: pd.Series) -> pd.Series:
 
 def check_plan(plan: Plan, policy: DatasetPolicy) -> None:
     """Raises FeatureNotAllowed naming the first plan feature, transform, category or label
-    that the dataset's policy does not allow."""
+    that the dataset's policy does not allow, or (its subclass NonPrivatePreprocessing) a DP
+    plan feature that would need a statistic of the private records."""
     if plan.label.name != policy.label:
         raise FeatureNotAllowed(
             f"label {plan.label.name!r} is not this dataset's label ({policy.label!r})", plan.label.name
@@ -66,6 +67,7 @@ def check_plan(plan: Plan, policy: DatasetPolicy) -> None:
                 raise FeatureNotAllowed(
                     f"feature {spec.name!r}: {len(extra)} requested categories are not in the allow-list", spec.name
                 )
+    check_private_preprocessing(plan, policy)
 
 
 def _numeric(values: pd.Series, column: str, feature: FeaturePolicy, where: generalise.CellLocator) -> pd.Series:

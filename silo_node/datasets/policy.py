@@ -9,13 +9,17 @@ weakens the policy.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from silo_node.datasets.errors import PolicyInvalid
+from silo_node.datasets.errors import NonPrivatePreprocessing, PolicyInvalid
+
+if TYPE_CHECKING:
+    from healthfed_common.plan import Plan
 
 Transform = Literal["standardize", "identity", "one_hot", "year"]
 NUMERIC_TRANSFORMS: frozenset[str] = frozenset({"standardize", "identity"})
@@ -47,12 +51,28 @@ class _Strict(BaseModel):
 class FeaturePolicy(_Strict):
     """One column training may use. `categories` (one_hot) is the closed list of values
     kept; anything else is stored as missing. `buckets` (ascending edges) replaces a number
-    by its bucket index at ingestion; `clip` bounds a number before storage."""
+    by its bucket index at ingestion; `clip` bounds a number before storage.
+
+    `bounds` and `impute` are PUBLIC values the data steward declares (e.g. a clinical value
+    range from the literature, never computed from these records). Under a DP plan they
+    replace every statistic of the private records: a `standardize` feature is clamped to
+    `bounds` and scaled to [-1, 1] by (x - centre) / half-range, and a missing value becomes
+    `impute` (default: the centre of `bounds`). Non-DP plans keep train-set standardisation."""
 
     transforms: tuple[Transform, ...] = Field(min_length=1)
     categories: tuple[str, ...] | None = None
     buckets: tuple[float, ...] | None = None
     clip: tuple[float, float] | None = None
+    bounds: tuple[float, float] | None = Field(
+        default=None,
+        description="Public value range [low, high] (e.g. clinical limits), used under DP plans to "
+        "clamp and scale this feature instead of the records' own mean and std.",
+    )
+    impute: float | None = Field(
+        default=None,
+        description="Public value that replaces a missing value under DP plans (default: the centre "
+        "of `bounds`, else 0) instead of the records' own mean.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "FeaturePolicy":
@@ -62,7 +82,29 @@ class FeaturePolicy(_Strict):
             raise ValueError("clip must be [low, high] with low <= high")
         if (self.buckets or self.clip) and not NUMERIC_TRANSFORMS & set(self.transforms):
             raise ValueError("buckets/clip apply only to numeric transforms")
+        if self.bounds is not None:
+            low, high = self.bounds
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError("bounds must be [low, high] with finite low < high")
+        if (self.bounds is not None or self.impute is not None) and not (
+            {"standardize", "identity", "year"} & set(self.transforms)
+        ):
+            raise ValueError("bounds/impute apply only to numeric or year transforms")
+        if self.impute is not None:
+            if not math.isfinite(self.impute):
+                raise ValueError("impute must be a finite number")
+            if self.bounds is not None and not self.bounds[0] <= self.impute <= self.bounds[1]:
+                raise ValueError("impute must lie within bounds")
         return self
+
+    @property
+    def public_impute(self) -> float:
+        """The public value a missing number takes under a DP plan."""
+        if self.impute is not None:
+            return self.impute
+        if self.bounds is not None:
+            return 0.5 * (self.bounds[0] + self.bounds[1])
+        return 0.0
 
     @property
     def numeric(self) -> bool:
@@ -183,3 +225,29 @@ class DatasetPolicy(_Strict):
                 f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
             )
             raise PolicyInvalid(f"{source}: {problems}") from None
+
+
+def check_private_preprocessing(plan: "Plan", policy: DatasetPolicy) -> None:
+    """Refuses (NON_PRIVATE_PREPROCESSING) a DP plan whose features would be transformed with
+    a statistic of the private records; passes every non-DP plan.
+
+    Why: DP-SGD's sensitivity is the clipping bound C only if one record's change moves only
+    that record's gradient. Train-set standardisation or mean imputation moves EVERY record's
+    features when one record changes (one chol = 9999 record shifts the others' clipped
+    gradient sum by 15x C), so under DP the silo uses only the policy's public `bounds` and
+    `impute` values. Checked with the plan's features before any data is read or charged."""
+    if plan.dp is None:
+        return
+    for spec in plan.features:
+        if spec.standardize_indicators:
+            raise NonPrivatePreprocessing(
+                f"feature {spec.name!r}: standardize_indicators scales with this dataset's own mean and "
+                "spread, which a differentially private plan cannot use; plan it without "
+                "standardize_indicators", spec.name)
+        if spec.transform == "standardize":
+            allowed = policy.features.get(spec.name)
+            if allowed is None or allowed.bounds is None:
+                raise NonPrivatePreprocessing(
+                    f"feature {spec.name!r}: a differentially private plan can standardise only with public "
+                    "bounds, and this dataset's policy declares none for it (add `bounds: [low, high]` with "
+                    "a published value range, or plan the feature with transform identity)", spec.name)

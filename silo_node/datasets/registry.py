@@ -239,7 +239,7 @@ class DatasetRegistry:
         if missing:
             raise FeatureNotAllowed(f"feature {missing[0]!r} was not stored for this dataset", missing[0])
         frame = pd.read_parquet(folder / RECORDS_FILE, columns=wanted)
-        return tabular_view(name, frame, plan, subset)
+        return tabular_view(name, frame, plan, subset, info.policy)
 
     # -- internals ----------------------------------------------------------------------
     def _row(self, name: str) -> tuple[Any, ...] | None:

@@ -3,6 +3,14 @@
 It is built from the minimised stored copy, restricted to the plan's features after
 `check_plan` has accepted them, and materialised as plain float32 arrays: training code gets
 numbers, never a frame it could ask for more columns.
+
+Two kinds of preprocessing. Non-DP plans standardise with the train subset's mean and sample
+std and impute missing numbers with the train mean. DP plans may use NO statistic of the
+private records -- one record would otherwise move every record's features and the DP-SGD
+sensitivity would no longer be the clipping bound -- so a `standardize` feature is clamped to
+the policy's PUBLIC `bounds` and scaled to [-1, 1], a missing number becomes the policy's
+public `impute` value, and anything needing a private statistic is refused
+(`policy.check_private_preprocessing`, NON_PRIVATE_PREPROCESSING).
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from healthfed_common.plan import FeatureSpec, Plan
+from silo_node.datasets.errors import NonPrivatePreprocessing
 from silo_node.datasets.minimisation import SPLIT_COLUMN, canonical_text
+from silo_node.datasets.policy import DatasetPolicy, FeaturePolicy, check_private_preprocessing
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -90,15 +100,52 @@ def _columns_for(spec: FeatureSpec, values: pd.Series, train: np.ndarray) -> tup
     return array.astype(np.float32).reshape(-1, 1), [spec.name]
 
 
-def tabular_view(name: str, frame: pd.DataFrame, plan: Plan, subset: str) -> TrainingView:
-    """Features for `subset`, with standardisation statistics from the train subset only.
-    Records without a label are left out."""
+def bounded(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clamped to the public [low, high] and mapped linearly onto [-1, 1]: (x - centre) /
+    half-range. Depends on no record but the one transformed."""
+    centre, half = 0.5 * (low + high), 0.5 * (high - low)
+    return (np.clip(array, low, high) - centre) / half
+
+
+def _public_columns_for(spec: FeatureSpec, values: pd.Series, allowed: FeaturePolicy | None) -> tuple[np.ndarray, list[str]]:
+    """The DP-plan transform of one feature: a function of this record and public policy values only."""
+    if spec.transform == "one_hot":
+        assert spec.categories is not None and not spec.standardize_indicators
+        text = canonical_text(values)
+        block = np.stack([(text == c).fillna(False).to_numpy(dtype=np.float64) for c in spec.categories], axis=1)
+        return block.astype(np.float32), [f"{spec.name}={c}" for c in spec.categories]
+    numbers = _years(values) if spec.transform == "year" else pd.to_numeric(values, errors="coerce").astype("float64")
+    array = numbers.to_numpy(dtype=np.float64)
+    array = np.where(np.isnan(array), allowed.public_impute if allowed is not None else 0.0, array)
+    if spec.transform == "standardize":
+        if allowed is None or allowed.bounds is None:  # check_private_preprocessing refuses this first
+            raise NonPrivatePreprocessing(f"feature {spec.name!r}: no public bounds declared", spec.name)
+        array = bounded(array, *allowed.bounds)
+    return array.astype(np.float32).reshape(-1, 1), [spec.name]
+
+
+def tabular_view(
+    name: str, frame: pd.DataFrame, plan: Plan, subset: str, policy: DatasetPolicy | None = None
+) -> TrainingView:
+    """Features for `subset`. Non-DP plans: standardisation and imputation statistics from the
+    train subset only. DP plans: only the dataset `policy`'s public bounds and imputation
+    values (required; see the module docstring). Records without a label are left out."""
     frame = frame[frame[plan.label.name].notna()].reset_index(drop=True)
     train = (frame[SPLIT_COLUMN] == "train").to_numpy()
+    if plan.dp is not None:
+        if policy is None:
+            raise NonPrivatePreprocessing(
+                "a differentially private plan's view needs the dataset policy's public bounds",
+                plan.features[0].name)
+        check_private_preprocessing(plan, policy)
     blocks: list[np.ndarray] = []
     names: list[str] = []
     for spec in plan.features:
-        block, block_names = _columns_for(spec, frame[spec.name], train)
+        if plan.dp is not None:
+            assert policy is not None
+            block, block_names = _public_columns_for(spec, frame[spec.name], policy.features.get(spec.name))
+        else:
+            block, block_names = _columns_for(spec, frame[spec.name], train)
         blocks.append(block)
         names += block_names
     chosen = (frame[SPLIT_COLUMN] == subset).to_numpy()

@@ -16,7 +16,13 @@ from typing import Any
 import dp_accounting
 import pytest
 
-from healthfed_common.dp.accounting import SamplingSchedule, epsilon_for_events, event_to_json, round_event
+from healthfed_common.dp.accounting import (
+    ReplaceOneAccountant,
+    SamplingSchedule,
+    epsilon_for_events,
+    event_to_json,
+    round_event,
+)
 from silo_node.privacy_ledger import (
     BudgetExceeded,
     BudgetNotSet,
@@ -61,7 +67,10 @@ def test_spent_is_composition_equal_to_direct_dp_accounting(db_path: Path) -> No
         for r in range(3):
             ledger.charge(name, "plan-a", r, EVENT, accountant)  # type: ignore[arg-type]
         direct_acct = dp_accounting.rdp.RdpAccountant() if accountant == "rdp" else dp_accounting.pld.PLDAccountant()
-        direct = direct_acct.compose(EVENT, 3).get_epsilon(1e-3)
+        # The ledger reports replace-one epsilon (n is public), chained from dp-accounting's
+        # add/remove accountant (healthfed_common.dp.accounting.ReplaceOneAccountant).
+        direct = ReplaceOneAccountant(direct_acct).compose(EVENT, 3).get_epsilon(1e-3)
+        assert direct > direct_acct.get_epsilon(1e-3)
         spent, delta = ledger.spent(name)
         assert delta == 1e-3
         assert spent == pytest.approx(direct, rel=1e-6)

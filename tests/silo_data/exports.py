@@ -76,7 +76,7 @@ def identifier_frame(n: int = 40, seed: int = 7) -> pd.DataFrame:
 
 IDENTIFIER_POLICY = {
     "features": {
-        "bmi": {"transforms": ["standardize", "identity"]},
+        "bmi": {"transforms": ["standardize", "identity"], "bounds": [10, 80]},
         "sex": {"transforms": ["one_hot"], "categories": ["F", "M"]},
         "age": {"transforms": ["standardize", "identity"]},
         "birth_date": {"transforms": ["year", "standardize"]},
@@ -106,8 +106,11 @@ HEART_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "fed_heart
 
 HEART_POLICY = {
     "features": {
-        **{c: {"transforms": ["standardize", "identity"]} for c in ["age", "trestbps", "chol", "thalach", "oldpeak"]},
-        **{c: {"transforms": ["identity", "standardize"]} for c in ["sex", "fbs", "exang"]},
+        # Public clinical ranges (not derived from the records) for DP plans' bounded scaling.
+        **{c: {"transforms": ["standardize", "identity"], "bounds": b} for c, b in
+           [("age", [0, 100]), ("trestbps", [80, 220]), ("chol", [100, 600]), ("thalach", [60, 220]),
+            ("oldpeak", [-3, 7])]},
+        **{c: {"transforms": ["identity", "standardize"], "bounds": [0, 1]} for c in ["sex", "fbs", "exang"]},
         "cp": {"transforms": ["one_hot", "identity"], "categories": ["1", "2", "3", "4"]},
         "restecg": {"transforms": ["one_hot"], "categories": ["0", "1", "2"]},
     },

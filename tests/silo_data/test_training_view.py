@@ -1,5 +1,6 @@
-"""Training views: exactly the plan's features, standardised with train statistics only,
-deterministic splits, and no way to reach a column outside the allow-list."""
+"""Training views: exactly the plan's features, standardised with train statistics only (non-DP
+plans) or with the policy's public bounds only (DP plans: nothing computed from other
+records), deterministic splits, and no way to reach a column outside the allow-list."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from silo_node.datasets.errors import FeatureNotAllowed
+from silo_node.datasets.errors import FeatureNotAllowed, NonPrivatePreprocessing, PolicyInvalid
+from silo_node.datasets.minimisation import SPLIT_COLUMN, check_plan
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.registry import DatasetRegistry
+from silo_node.datasets.view import tabular_view
 
 from .exports import HEART_POLICY, IDENTIFIER_POLICY, heart_csv, identifier_frame, write_csv
 from .plans import HEART_FEATURES, make_plan
@@ -24,7 +27,7 @@ def heart(registry: DatasetRegistry, tmp_path: Path) -> DatasetRegistry:
 
 
 def test_view_shapes_and_train_statistics(heart: DatasetRegistry) -> None:
-    plan = make_plan()
+    plan = make_plan(dp=None)
     train = heart.training_view("heart", plan, "train")
     test = heart.training_view("heart", plan, "test")
     assert train.features.dtype == np.float32 and train.labels.dtype == np.float32
@@ -46,11 +49,11 @@ def test_standardized_indicators_use_train_mean_and_sample_std(heart: DatasetReg
     for feature in features:
         if feature.get("transform") == "one_hot":
             feature["standardize_indicators"] = True
-    plan = make_plan(features=features)
-    plain = heart.training_view("heart", make_plan(), "train")
+    plan = make_plan(features=features, dp=None)
+    plain = heart.training_view("heart", make_plan(dp=None), "train")
     train = heart.training_view("heart", plan, "train")
     test = heart.training_view("heart", plan, "test")
-    plain_test = heart.training_view("heart", make_plan(), "test")
+    plain_test = heart.training_view("heart", make_plan(dp=None), "test")
     for column in (2, 3, 4):  # cp=2, cp=3, cp=4
         indicator = plain.features[:, column].astype(np.float64)
         mean, std = indicator.mean(), indicator.std(ddof=1)
@@ -128,3 +131,100 @@ def test_tf_dataset_batches(heart: DatasetRegistry) -> None:
     batches = list(view.to_tf_dataset(16, shuffle_seed=1))
     assert sum(int(x.shape[0]) for x, _ in batches) == view.n
     assert batches[0][0].shape[1] == view.features.shape[1]
+
+
+# --- DP plans: public bounds only ----------------------------------------------------------
+HEART_BOUNDS = {"age": (0, 100), "trestbps": (80, 220), "chol": (100, 600), "thalach": (60, 220), "oldpeak": (-3, 7)}
+
+
+def test_dp_view_clamps_and_scales_with_the_policys_public_bounds(heart: DatasetRegistry) -> None:
+    dp_plan = make_plan()
+    assert dp_plan.dp is not None
+    raw = heart.training_view("heart", make_plan(dp=None, features=[
+        {**f, "transform": "identity"} if f.get("transform") == "standardize" else f for f in HEART_FEATURES]), "train")
+    view = heart.training_view("heart", dp_plan, "train")
+    assert view.columns == raw.columns
+    for index, name in enumerate(view.columns):
+        if name in HEART_BOUNDS:
+            low, high = HEART_BOUNDS[name]
+            expected = (np.clip(raw.features[:, index], low, high) - (low + high) / 2) / ((high - low) / 2)
+            np.testing.assert_allclose(view.features[:, index], expected, atol=1e-6)
+            assert view.features[:, index].min() >= -1 and view.features[:, index].max() <= 1
+        else:  # identity and one-hot columns are the record's own values
+            np.testing.assert_array_equal(view.features[:, index], raw.features[:, index])
+
+
+def _toy_frame(chol: list[float | None]) -> pd.DataFrame:
+    n = len(chol)
+    return pd.DataFrame({"chol": chol, "num": ["1" if i % 2 else "0" for i in range(n)], SPLIT_COLUMN: ["train"] * n})
+
+
+TOY_POLICY = DatasetPolicy.from_document(
+    {"features": {"chol": {"transforms": ["standardize"], "bounds": [100, 600]}}, "label": "num"})
+
+
+def _toy_plan(dp: bool) -> object:
+    return make_plan(features=[{"name": "chol", "transform": "standardize"}],
+                     **({} if dp else {"dp": None}))
+
+
+def test_one_outlier_record_moves_no_other_record_under_dp() -> None:
+    """The attack of the review: replace one record by chol = 9999. Under a DP plan every
+    OTHER record's features stay exactly the same (the sensitivity stays the clipping bound);
+    the non-DP view (train mean/std) moves all of them -- which is why DP plans never use it."""
+    values: list[float | None] = [180.0, 220.0, 250.0, 199.0, 305.0, 240.0, None, 210.0]
+    neighbour = [*values[:-1], 9999.0]
+    dp_before = tabular_view("t", _toy_frame(values), _toy_plan(True), "train", TOY_POLICY).features
+    dp_after = tabular_view("t", _toy_frame(neighbour), _toy_plan(True), "train", TOY_POLICY).features
+    np.testing.assert_array_equal(dp_before[:-1], dp_after[:-1])
+    assert dp_after[-1, 0] == 1.0  # clamped to the public upper bound
+    assert dp_before[6, 0] == 0.0  # missing -> the public centre 350
+    plain_before = tabular_view("t", _toy_frame(values), _toy_plan(False), "train", TOY_POLICY).features
+    plain_after = tabular_view("t", _toy_frame(neighbour), _toy_plan(False), "train", TOY_POLICY).features
+    assert np.all(np.abs(plain_before[:6] - plain_after[:6]) > 0.05)  # record 6 is missing: mean-imputed, centred at 0
+
+
+def test_dp_view_imputes_the_public_value_not_the_train_mean() -> None:
+    policy = DatasetPolicy.from_document(
+        {"features": {"chol": {"transforms": ["standardize"], "bounds": [100, 600], "impute": 200}}, "label": "num"})
+    features = tabular_view("t", _toy_frame([300.0, None, 500.0]), _toy_plan(True), "train", policy).features
+    assert features[1, 0] == pytest.approx((200 - 350) / 250)
+    centre = tabular_view("t", _toy_frame([300.0, None, 500.0]), _toy_plan(True), "train", TOY_POLICY).features
+    assert centre[1, 0] == 0.0  # default: the centre of the public bounds
+    plain = tabular_view("t", _toy_frame([300.0, None, 500.0]), _toy_plan(False), "train", TOY_POLICY).features
+    assert plain[1, 0] == pytest.approx(0.0, abs=1e-6) and plain[0, 0] < 0  # non-DP: train mean 400
+
+
+def test_dp_plan_needing_a_private_statistic_is_refused_before_any_read() -> None:
+    no_bounds = DatasetPolicy.from_document({"features": {"chol": {"transforms": ["standardize"]}}, "label": "num"})
+    with pytest.raises(NonPrivatePreprocessing) as caught:
+        check_plan(_toy_plan(True), no_bounds)  # type: ignore[arg-type]
+    assert caught.value.code == "NON_PRIVATE_PREPROCESSING" and caught.value.feature == "chol"
+    assert "bounds" in str(caught.value)
+    with pytest.raises(NonPrivatePreprocessing):
+        tabular_view("t", _toy_frame([300.0]), _toy_plan(True), "train", no_bounds)  # type: ignore[arg-type]
+    with pytest.raises(NonPrivatePreprocessing):
+        tabular_view("t", _toy_frame([300.0]), _toy_plan(True), "train")  # type: ignore[arg-type]
+    check_plan(_toy_plan(False), no_bounds)  # type: ignore[arg-type]  # non-DP plans keep train statistics
+
+
+def test_dp_plan_with_standardized_indicators_is_refused(heart: DatasetRegistry) -> None:
+    features = [dict(f) for f in HEART_FEATURES]
+    for feature in features:
+        if feature.get("transform") == "one_hot":
+            feature["standardize_indicators"] = True
+    with pytest.raises(NonPrivatePreprocessing) as caught:
+        heart.training_view("heart", make_plan(features=features), "train")
+    assert caught.value.feature == "cp" and isinstance(caught.value, FeatureNotAllowed)
+    heart.training_view("heart", make_plan(features=features, dp=None), "train")
+
+
+@pytest.mark.parametrize("feature", [
+    {"transforms": ["standardize"], "bounds": [5, 5]},
+    {"transforms": ["standardize"], "bounds": [10, 1]},
+    {"transforms": ["standardize"], "bounds": [0, 10], "impute": 11},
+    {"transforms": ["one_hot"], "bounds": [0, 1]},
+])
+def test_policy_bounds_are_validated(feature: dict) -> None:
+    with pytest.raises(PolicyInvalid):
+        DatasetPolicy.from_document({"features": {"x": feature}, "label": "y"})
