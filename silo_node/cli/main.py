@@ -31,9 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Everything a silo writes (keys, database, audit log, de-identified datasets) is for
     # this hospital's service account only: files 0600, folders 0700 from the first byte.
-    os.umask(0o077)
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    # (Restored on return, so calling main() in-process leaves the caller's umask alone.)
+    previous = os.umask(0o077)
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":
