@@ -94,6 +94,7 @@ def export_report(
         record=record,
         period=period,
         generated_at=clock(),
+        exported_by=actor,
     )
     content = render(data)
     _write_atomically(Path(out), content)

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Mapping, TypeVar
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from compliance.processing_record import ProcessingRecord
 from compliance.verify import VerificationResult
 
 SECTIONS = (
+    "Executive summary",
     "Scope and period",
     "Integrity evidence",
     "Events by type, outcome and actor",
@@ -33,6 +34,8 @@ SECTIONS = (
     "Rounds and participants",
     "GDPR Art. 30 record of processing",
     "HIPAA accounting of disclosures",
+    "Plans and approvals",
+    "Datasets and de-identification",
 )
 """Section titles, in order; every format carries each one (tests check the PDF text)."""
 
@@ -112,6 +115,35 @@ class Disclosure:
 
 
 @dataclass(frozen=True)
+class PlanRow:
+    """A plan as its decisions left it by the end of the period (plan.* events)."""
+
+    plan_hash: str
+    name: str
+    purpose: str
+    status: str
+    decided_by: str
+    decided_at: str
+    expires_at: str
+    epsilon: str
+    cohort: str
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """A dataset as its registration events left it (dataset.registered/removed)."""
+
+    name: str
+    status: str
+    by: str
+    at: str
+    records: str
+    policy_sha256: str
+    dropped: str
+    generalised: str
+
+
+@dataclass(frozen=True)
 class ReportData:
     """The content of one audit report."""
 
@@ -131,6 +163,20 @@ class ReportData:
     rounds: tuple[RoundRow, ...]
     processing_record: ProcessingRecord
     disclosures: tuple[Disclosure, ...]
+    plans: tuple[PlanRow, ...] = ()
+    datasets: tuple[DatasetRow, ...] = ()
+    exported_by: str = ""
+    rollback: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """VERIFIED or FAILED: the one word every page title carries."""
+        return "VERIFIED" if self.integrity.verified else "FAILED"
+
+    @property
+    def refusals(self) -> tuple[Listed, ...]:
+        """Flagged events that are refusals (not merely security events)."""
+        return tuple(item for item in self.flagged if "refusal" in item.why)
 
 
 def build_report_data(
@@ -142,10 +188,12 @@ def build_report_data(
     record: ProcessingRecord,
     period: Period,
     generated_at: datetime,
+    exported_by: str = "",
 ) -> ReportData:
     """Compute the report from a verification result (which carries the parsed entries)."""
     entries = result.parsed
     in_period = tuple(e for e in entries if period.contains(e.recorded_at))
+    up_to_end = [e for e in entries if e.recorded_at < period.end]
     return ReportData(
         origin=origin,
         node_dir=str(node_dir),
@@ -163,7 +211,74 @@ def build_report_data(
         rounds=_rounds(in_period),
         processing_record=record,
         disclosures=tuple(_disclosures(in_period)),
+        plans=_plans(up_to_end),
+        datasets=_datasets(up_to_end),
+        exported_by=exported_by,
+        rollback=result.rollback_statement,
     )
+
+
+def reason_of(detail: Mapping[str, Any]) -> str:
+    """The refusal reason as logged: the stable code and the words, whichever are present
+    (silos log only codes; their words may not leave the silo)."""
+    code = str(detail.get("code") or "")
+    words = str(detail.get("reason") or "")
+    if code and words and words != code:
+        return f"{code}: {words}"
+    return code or words
+
+
+def _plans(entries: list[AuditEntry]) -> tuple[PlanRow, ...]:
+    rows: dict[str, PlanRow] = {}
+    for entry in entries:
+        if not entry.kind.startswith("plan."):
+            continue
+        detail = entry.detail
+        plan_hash = str(detail.get("plan_hash") or entry.entities.get("plan") or "")
+        if not plan_hash:
+            continue
+        known = rows.get(plan_hash)
+        status = entry.kind.split(".", 1)[1]
+        epsilon = detail.get("epsilon")
+        cohort = detail.get("cohort")
+        rows[plan_hash] = PlanRow(
+            plan_hash=plan_hash,
+            name=str(detail.get("name") or (known.name if known else "")) or "(name not logged)",
+            purpose=str(detail.get("purpose") or (known.purpose if known else "")),
+            status="pending" if status == "received" and known is None else (
+                known.status if status == "received" and known else status),
+            decided_by=entry.actor if status != "received" else (known.decided_by if known else ""),
+            decided_at=entry.recorded if status != "received" else (known.decided_at if known else ""),
+            expires_at=str(detail.get("expires_at") or "") if status == "approved" else (
+                known.expires_at if known else ""),
+            epsilon=(f"ε {epsilon:g}, δ {detail.get('delta'):g}" if isinstance(epsilon, (int, float))
+                     and isinstance(detail.get("delta"), (int, float))
+                     else "no DP" if "epsilon" in detail else (known.epsilon if known else "")),
+            cohort=(", ".join(str(m.get("silo")) for m in cohort if isinstance(m, Mapping))
+                    if isinstance(cohort, list) and cohort else (known.cohort if known else "")),
+        )
+    return tuple(rows.values())
+
+
+def _datasets(entries: list[AuditEntry]) -> tuple[DatasetRow, ...]:
+    rows: dict[str, DatasetRow] = {}
+    for entry in entries:
+        if entry.kind not in ("dataset.registered", "dataset.removed") or entry.outcome_name != "success":
+            continue
+        name = str(entry.entities.get("dataset") or "")
+        detail = entry.detail
+        rows[name] = DatasetRow(
+            name=name,
+            status="registered" if entry.kind == "dataset.registered" else "removed",
+            by=entry.actor,
+            at=entry.recorded,
+            records=str(detail.get("records", "")),
+            policy_sha256=str(detail.get("policy_sha256", "")),
+            dropped=", ".join(map(str, detail.get("dropped") or [])) or ("—" if "dropped" in detail else ""),
+            generalised=", ".join(map(str, detail.get("generalised") or [])) or (
+                "—" if "generalised" in detail else ""),
+        )
+    return tuple(rows.values())
 
 
 def _counted(values: object) -> tuple[tuple[str, int], ...]:
@@ -285,7 +400,8 @@ def _rounds(entries: tuple[AuditEntry, ...]) -> tuple[RoundRow, ...]:
                 round=round_,
                 status=best.split(".", 1)[1],
                 participants=tuple(participants),
-                reasons=tuple(d.reason for _, d in items if d.reason),
+                reasons=tuple(dict.fromkeys(
+                    reason_of(e.detail) for e, _ in items if reason_of(e.detail))),
                 first_recorded=items[0][0].recorded,
             )
         )

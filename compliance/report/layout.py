@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from compliance.events import EVENT_KINDS
-from compliance.report.data import SECTIONS, ReportData
+from collections import Counter
+
+from compliance.report.data import SECTIONS, ReportData, reason_of
 from compliance.signing import fingerprint
 
 
@@ -63,7 +65,7 @@ def short(value: str, length: int = 16) -> str:
 def title_block(data: ReportData) -> tuple[str, str]:
     """Report title and subtitle."""
     return (
-        f"HealthFed audit report — {data.origin}",
+        f"{data.verdict} — HealthFed audit report — {data.origin}",
         f"Period {data.period.label_from} to {data.period.label_to} · generated "
         f"{data.generated_at}",
     )
@@ -72,15 +74,94 @@ def title_block(data: ReportData) -> tuple[str, str]:
 def build_sections(data: ReportData) -> list[Section]:
     """All sections, in the order of `SECTIONS`."""
     sections = [
-        _scope(data), _integrity(data), _events(data), _flagged(data), _privacy(data),
-        _rounds(data), _gdpr(data), _hipaa(data),
+        _summary(data), _scope(data), _integrity(data), _events(data), _flagged(data),
+        _privacy(data), _rounds(data), _gdpr(data), _hipaa(data), _plans(data), _datasets(data),
     ]
     assert tuple(s.title for s in sections) == SECTIONS
     return sections
 
 
-def _scope(data: ReportData) -> Section:
+def _summary(data: ReportData) -> Section:
+    """What a DPO reads first: the verdict, then one line per thing they sign for."""
+    integrity = data.integrity
+    if integrity.verified:
+        verdict = (f"VERIFIED: the audit log of {data.origin} is intact — every entry is covered "
+                   f"by a signed checkpoint and the Merkle tree recomputes to its signed roots.")
+    else:
+        verdict = (f"FAILED: the audit log of {data.origin} does not verify from entry "
+                   f"{integrity.first_bad_index}; the figures below are computed from the log as "
+                   "stored and are not evidence.")
+    plans = "; ".join(
+        f"{p.name} ({p.status}{f' by {p.decided_by}' if p.decided_by else ''}"
+        f"{f', {p.epsilon}' if p.epsilon else ''})" for p in data.plans) or "None"
+    datasets = "; ".join(f"{d.name} ({d.status} by {d.by})" for d in data.datasets) or "None"
+    privacy = "; ".join(
+        f"{p.dataset}: ε {p.epsilon_spent:.3g} spent of {p.epsilon_budget:.3g}, "
+        f"{p.epsilon_remaining:.3g} remaining" + (" — EXCEEDED" if p.epsilon_remaining < 0 else "")
+        for p in data.privacy) or "No privacy budget was charged up to the end of the period"
+    recipients = sorted({d.recipient for d in data.disclosures})
+    disclosures = (f"{len(data.disclosures)} payloads ({sum(d.bytes for d in data.disclosures):,} bytes) to "
+                   f"{', '.join(recipients)}" if data.disclosures else "None")
+    codes = Counter(reason_of(item.entry.detail).split(":", 1)[0] or item.entry.kind for item in data.refusals)
+    refusals = (f"{len(data.refusals)}: " + ", ".join(f"{code} ×{n}" for code, n in codes.most_common())
+                if data.refusals else "None")
+    rows: list[tuple[str, str]] = [
+        ("Verdict", data.verdict),
+        ("Node", data.origin),
+        ("Period", f"{data.period.label_from} to {data.period.label_to} (UTC)"),
+        ("Events in period", f"{len(data.events)} of {data.log_size} in the log"),
+        ("Rollback check", data.rollback or "—"),
+        ("Plans", plans),
+        ("Datasets", datasets),
+        ("Privacy budget (ε) per dataset", privacy),
+        ("Disclosures in period", disclosures),
+        ("Refusals in period", refusals),
+    ]
+    if data.exported_by:
+        rows.append(("Report exported by", f"{data.exported_by}, {data.generated_at}; this export is "
+                     "recorded in the node's audit log as a report.exported event with this file's SHA-256"))
     return Section(SECTIONS[0], (
+        Paragraph(verdict, emphasis=True),
+        KeyValues(tuple(rows)),
+        Paragraph("Sections 2–11 give the evidence; Merkle proofs and signatures are in section 3. "
+                  "Sign-off:  name ____________________  role ____________________  "
+                  "date ____________  signature ____________________"),
+    ))
+
+
+def _plans(data: ReportData) -> Section:
+    rows = tuple(
+        (p.name, short(p.plan_hash, 12), p.purpose or "—", p.status, p.decided_by or "—",
+         p.decided_at or "—", p.expires_at or "—", p.epsilon or "—", p.cohort or "—")
+        for p in data.plans
+    )
+    return Section(SECTIONS[9], (
+        Paragraph("Every plan this node received, with the last decision taken on it up to the end "
+                  "of the period: who decided (a person, or the node by its local policy), the "
+                  "ε/δ it was allowed to spend, the approval's expiry and the cohort it may run with."),
+        Table("Plans", ("Plan", "Hash", "Purpose", "Status", "Decided by", "When (UTC)", "Expires",
+                        "Privacy", "Cohort"), rows, empty="No plan events up to the end of the period."),
+    ))
+
+
+def _datasets(data: ReportData) -> Section:
+    rows = tuple(
+        (d.name, d.status, d.by, d.at, d.records or "—", short(d.policy_sha256) or "—",
+         d.dropped or "—", d.generalised or "—")
+        for d in data.datasets
+    )
+    return Section(SECTIONS[10], (
+        Paragraph("Datasets registered for federated use and how they were de-identified: the "
+                  "person who registered or removed them, the SHA-256 of the dataset policy that "
+                  "governed de-identification, and the columns dropped or generalised."),
+        Table("Datasets", ("Dataset", "Status", "By", "When (UTC)", "Records", "Policy SHA-256",
+                           "Dropped", "Generalised"), rows,
+              empty="No dataset events up to the end of the period."),
+    ))
+
+
+def _scope(data: ReportData) -> Section:
+    return Section(SECTIONS[1], (
         KeyValues((
             ("Node (origin)", data.origin),
             ("Node state directory", data.node_dir),
@@ -139,7 +220,7 @@ def _integrity(data: ReportData) -> Section:
             + ("" if proof.hashes else " (empty proof)"),
             proof.hashes,
         ))
-    return Section(SECTIONS[1], tuple(blocks))
+    return Section(SECTIONS[2], tuple(blocks))
 
 
 def _events(data: ReportData) -> Section:
@@ -147,7 +228,7 @@ def _events(data: ReportData) -> Section:
         definition = EVENT_KINDS.get(kind)
         return f"{definition.type.code} {definition.type.display}" if definition else "?"
 
-    return Section(SECTIONS[2], (
+    return Section(SECTIONS[3], (
         Table("By type", ("Event kind", "FHIR AuditEvent.type", "Count"),
               tuple((kind, display(kind), str(n)) for kind, n in data.by_kind)),
         Table("By outcome", ("Outcome", "Count"),
@@ -161,10 +242,10 @@ def _flagged(data: ReportData) -> Section:
     rows = tuple(
         (str(item.entry.index), item.entry.recorded, item.entry.kind,
          item.entry.outcome_name.replace("_", " "), item.entry.actor, item.why,
-         str(item.entry.detail.get("reason", "")))
+         reason_of(item.entry.detail) or "—")
         for item in data.flagged
     )
-    return Section(SECTIONS[3], (
+    return Section(SECTIONS[4], (
         Paragraph("Refusals (connections, plans, rounds, revoked certificates), security "
                   "events, and every event whose outcome was not success."),
         Table("Refusals and security events", ("Entry", "Recorded (UTC)", "Kind", "Outcome",
@@ -179,7 +260,7 @@ def _privacy(data: ReportData) -> Section:
          f"{p.delta_budget:.3g}", f"{p.largest_delta:.3g}", str(p.charges_in_period))
         for p in data.privacy
     )
-    return Section(SECTIONS[4], (
+    return Section(SECTIONS[5], (
         Paragraph("Differential-privacy budget per dataset as of the end of the period, from "
                   "the dp.charge events the node records before anything is released "
                   "(ε spent is the privacy ledger's cumulative total)."),
@@ -196,7 +277,7 @@ def _rounds(data: ReportData) -> Section:
          "; ".join(r.reasons) or "—", r.first_recorded)
         for r in data.rounds
     )
-    return Section(SECTIONS[5], (
+    return Section(SECTIONS[6], (
         Table("Training rounds", ("Plan", "Round", "Status", "Participants", "Reasons",
               "First event (UTC)"), rows),
     ))
@@ -207,7 +288,7 @@ def _gdpr(data: ReportData) -> Section:
     controller = record.controller
     transfers = "; ".join(f"{t.destination} (safeguards: {t.safeguards})"
                           for t in record.transfers) or "None"
-    return Section(SECTIONS[6], (
+    return Section(SECTIONS[7], (
         Paragraph("Record of processing activities under GDPR Art. 30(1), as declared in "
                   "the node's processing-record.yaml."),
         KeyValues((
@@ -232,7 +313,7 @@ def _hipaa(data: ReportData) -> Section:
         for d in data.disclosures
     )
     total = sum(d.bytes for d in data.disclosures)
-    return Section(SECTIONS[7], (
+    return Section(SECTIONS[8], (
         Paragraph("Accounting of disclosures (45 CFR §164.528 style): every payload that left "
                   "the node in the period — date, recipient, description and purpose. Raw "
                   "records never leave a silo; payloads are masked model updates or "

@@ -170,3 +170,58 @@ def test_bad_period_and_output(node_with_record: Path, tmp_path: Path) -> None:
         parse_period("March", "2025-03-01")
     with pytest.raises(ReportError, match="does not exist"):
         export(node_with_record, "csv", tmp_path / "missing-dir" / "r.csv")
+
+
+def _first_page(pdf: Path) -> str:
+    from pypdf import PdfReader
+
+    return " ".join(PdfReader(pdf).pages[0].extract_text().split())
+
+
+def test_first_page_is_an_executive_summary_with_the_verdict(node: Path, tmp_path: Path) -> None:
+    """A DPO reads page 1: the verdict in the title, then plans, datasets, ε, disclosures and
+    refusals in plain words, the person who exported it and a sign-off block. Refusal reasons
+    come from the codes the log holds (silos log a code, never words)."""
+    from compliance_support import open_log
+
+    plan = "ab" * 32
+    with open_log(node, SteppingClock()) as log:
+        log.record("plan.approved", actor="person:Dr. A. Jones", entities={"plan": plan},
+                   detail={"plan_hash": plan, "name": "heart-lr", "purpose": "Cardiac risk research",
+                           "cohort": [{"silo": "st-marys", "key_fingerprint": "ee" * 32}],
+                           "epsilon": 3.0, "delta": 1e-5, "expires_at": "2025-04-01T00:00:00+00:00"})
+        log.record("dataset.registered", actor="person:Ian T. Admin", entities={"dataset": "heart"},
+                   detail={"records": 303, "policy_sha256": "cd" * 32, "dropped": ["ssn"], "generalised": ["zip"]})
+        log.record("round.refused", actor="silo:st-marys", outcome="minor_failure",
+                   detail={"plan_hash": plan, "round": 9, "code": "BUDGET_EXHAUSTED"})
+    write_processing_record(node)
+    out = tmp_path / "report.pdf"
+    export(node, "pdf", out)
+    page = _first_page(out)
+    assert page.index("VERIFIED — HealthFed audit report — silo:st-marys") < page.index("1. Executive summary")
+    assert "2. Scope and period" not in page or page.index("Sign-off") < page.index("2. Scope and period")
+    for expected in ("heart-lr (approved by person:Dr. A. Jones, ε 3, δ 1e-05)",
+                     "heart (registered by person:Ian T. Admin)",
+                     "icu-2023: ε 2.25 spent of 8, 5.75 remaining",
+                     "3 payloads", "BUDGET_EXHAUSTED ×1", "Report exported by officer:carol", "Sign-off"):
+        assert expected in page, expected
+    whole = " ".join(" ".join(p.extract_text() for p in __import__("pypdf").PdfReader(out).pages).split())
+    assert "Merkle" in whole and "Dropped" in whole and "ssn" in whole
+    assert "{'" not in whole and "{\"" not in whole  # no Python dict or JSON text for people
+
+
+def test_a_failed_log_says_failed_in_the_title(node: Path, tmp_path: Path) -> None:
+    db = NodePaths(node).audit_db
+    doc = entry(db, 7)
+    doc["detail"]["epsilon"] = 0.01
+    with raw(db) as conn:
+        put(conn, 7, doc)
+    write_processing_record(node)
+    out = tmp_path / "report.pdf"
+    export(node, "pdf", out)
+    page = _first_page(out)
+    assert page.startswith("FAILED — HealthFed audit report") or "FAILED — HealthFed audit report — silo:st-marys" in page
+    assert "does not verify from entry 7" in page
+    html = tmp_path / "report.html"
+    export(node, "html", html)
+    assert "<title>FAILED — HealthFed audit report" in html.read_text(encoding="utf-8")
