@@ -145,6 +145,17 @@ def demo_plan(rounds: int = 8) -> dict[str, Any]:
 PRIVACY_BUDGET = {"epsilon": 10.0, "delta": 1e-5}
 
 
+def demo_privacy_statement(rounds: int = 8) -> dict[str, Any]:
+    """What the demo plan's epsilon means and does not cover (healthfed_common.dp.statement),
+    with the public bounds of the demo dataset policy and the approval policy's evaluation limit."""
+    from healthfed_common.dp.statement import privacy_statement
+    from healthfed_common.plan import parse_plan
+
+    bounds = {name: tuple(f["bounds"]) for name, f in DATASET_POLICY["features"].items() if "bounds" in f}
+    return privacy_statement(parse_plan(demo_plan(rounds)), public_bounds=bounds,
+                             max_evaluations=APPROVAL_POLICY.get("max_evaluations_per_plan"))
+
+
 def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
     started = time.time()
     if out.exists():
@@ -195,6 +206,7 @@ def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
         "secure_aggregation": report["secure_aggregation_details"],
         "dp": {**demo_plan(rounds)["dp"], "budget_per_dataset": PRIVACY_BUDGET,
                "declared_by_silos": report.get("dp_declarations", {})},
+        "privacy_statement": demo_privacy_statement(rounds),
         "compliance": compliance,
         "round_seconds": [round(s, 3) for s in report["round_seconds"]],
         "duration_s": round(time.time() - started, 3),

@@ -39,12 +39,32 @@ def _show(args: argparse.Namespace) -> int:
     try:
         approvals = _approvals(args)
         print(approvals.show(args.plan_hash))
+        print()
+        print(_privacy_statement(args, approvals))
         print("\nDecisions:")
         for at, event, actor, reason in approvals.history(approvals.record(args.plan_hash).plan_hash):
             print(f"  {at}  {event:<9} by {actor}{f'  ({reason})' if reason else ''}")
     except DataLayerError as error:
         return fail(error)
     return 0
+
+
+def _privacy_statement(args: argparse.Namespace, approvals: PlanApprovals) -> str:
+    """The plan's privacy statement, with this silo's calibration and public bounds when the
+    plan's dataset is registered here."""
+    from healthfed_common.dp.statement import privacy_statement, render_text
+    from silo_node.datasets.registry import DatasetRegistry
+
+    plan = approvals.record(args.plan_hash).plan
+    size, bounds = None, None
+    try:
+        info = DatasetRegistry(open_db(args), Path(args.state_dir) / "datasets").show(plan.dataset)
+        size = info.n_train if info.kind == "tabular" and info.n_train > 0 else None
+        bounds = {name: f.bounds for name, f in info.policy.features.items() if f.bounds is not None}
+    except DataLayerError:
+        pass  # not registered here: the statement without this silo's numbers
+    return render_text(privacy_statement(plan, dataset_size=size, public_bounds=bounds,
+                                         max_evaluations=approvals.policy.max_evaluations_per_plan))
 
 
 def _approve(args: argparse.Namespace) -> int:

@@ -76,7 +76,9 @@ def test_plans_and_egress_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["plans", "list", *args]) == 0
     assert "pending" in capsys.readouterr().out
     assert main(["plans", "show", plan.plan_hash[:10], *args]) == 0
-    assert "What leaves this silo" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "What leaves this silo" in shown
+    assert "Privacy statement" in shown and "replace-one" in shown and "Hyper-parameter tuning" in shown
     assert main(["plans", "approve", plan.plan_hash[:10], "--by", "dr.x", "--config", str(kit_config(tmp_path)), *args]) == 0
     assert main(["plans", "list", *args]) == 0
     assert "approved" in capsys.readouterr().out
