@@ -101,6 +101,7 @@ def bench_step(name: str, build: Callable[[], tf.keras.Model], shape: tuple[int,
         noised_mean,
         per_example_gradients,
     )
+    from healthfed_common.dp.sampling import noise_seeds
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, *shape)), tf.float32)
@@ -116,9 +117,12 @@ def bench_step(name: str, build: Callable[[], tf.keras.Model], shape: tuple[int,
         for v, g in zip(variables, grads):
             v.assign_sub(lr * g)
 
+    bench_seed = tf.constant(noise_seeds(1)[0])
+
     def noise(summed: list[tf.Tensor], x: tf.Tensor) -> list[tf.Tensor]:
+        # one OS-entropy seed for the whole timing loop: same ops and cost as a fresh one per step
         return noised_mean(summed, l2_norm_clip=clip, noise_multiplier=sigma,
-                           expected_batch_size=tf.cast(tf.shape(x)[0], tf.float32))
+                           expected_batch_size=tf.cast(tf.shape(x)[0], tf.float32), noise_seed=bench_seed)
 
     def per_example_sum(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
         grads = per_example_gradients(predictor, variables, x, y, loss_fn)

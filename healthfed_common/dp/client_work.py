@@ -8,8 +8,9 @@ Why the graph does not depend on any silo's dataset size: the noise multiplier s
 expected batch size q*n differ per silo, but the client-work computation must be
 byte-identical on every silo (fingerprints are compared). So both reach the graph as data:
 each element of the client dataset is
-`OrderedDict(x=..., y=..., noise_multiplier=sigma, expected_batch_size=q*n)` (see
-`healthfed_common.dp.sampling`, which also does the Poisson sampling the accountant assumes).
+`OrderedDict(x=..., y=..., noise_multiplier=sigma, expected_batch_size=q*n, noise_seed=[2])`
+(see `healthfed_common.dp.sampling`, which also does the Poisson sampling the accountant
+assumes).
 
 Per step: the sum over the batch of per-example gradients each clipped to global L2 norm C
 with the formula of tensorflow-privacy's `GaussianSumQuery.preprocess_record`
@@ -23,11 +24,16 @@ gradients (`tf.vectorized_map` of a one-example forward and backward pass; see
 (see `clip_per_example` for why not `vectorized_map` of the method itself) and summed. Both
 give the same sum (tests check it); the noise is added the same way after either.
 
-Noise entropy: `GaussianSumQuery.get_noised_result` uses an unseeded `tf.random` op, whose
-values become a fixed function of the graph if anything sets a graph-level seed (TFF tracing,
-Keras, a test). Ours overrides only the noise source: stateless normals whose seed comes
-from a `NonDeterministicInts` op evaluated afresh at every step, so every run of the same
-serialized graph draws new noise.
+Noise entropy: `GaussianSumQuery.get_noised_result` uses an unseeded `tf.random` op, drawn
+from TF's process RNG (a fixed function of the graph once anything sets a graph-level seed:
+TFF tracing, Keras, a test; otherwise seeded from 64 bits of a non-cryptographic generator).
+Ours overrides only the noise source: every step's element carries `noise_seed`, two int64
+words = 128 bits the silo drew from the OS CSPRNG (`secrets`) when it built the round's data,
+and the noise is `tf.random.stateless_normal` keyed by it (Philox; one seed per gradient
+tensor via `stateless_split`). Nothing stateful and no seed constant is in the graph, so the
+graph -- and its fingerprint -- is the same on every silo and in every process, while the
+noise is unpredictable to anyone without the silo's OS entropy, including the aggregator that
+chose every other input of `work`.
 
 `update_weight` is the sum of the expected batch sizes over the round's steps (about
 local_epochs * n): example weighting without releasing the realised sample counts, so a
@@ -53,6 +59,8 @@ CLIPPING_METHODS: tuple[str, ...] = get_args(Clipping)
 
 NOISE_MULTIPLIER_KEY = "noise_multiplier"
 EXPECTED_BATCH_SIZE_KEY = "expected_batch_size"
+NOISE_SEED_KEY = "noise_seed"
+NOISE_SEED_WORDS = 2  # int64 words of OS entropy per step: 128 bits
 
 
 def binary_crossentropy_per_example(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -76,21 +84,23 @@ def dp_element_spec(model_input_spec: Any) -> collections.OrderedDict[str, Any]:
         y=y_spec,
         noise_multiplier=tf.TensorSpec([], tf.float32),
         expected_batch_size=tf.TensorSpec([], tf.float32),
+        noise_seed=tf.TensorSpec([NOISE_SEED_WORDS], tf.int64),
     )
 
 
-def fresh_seed() -> tf.Tensor:
-    """A stateless-RNG seed drawn from run-time entropy (re-evaluated each time it runs)."""
-    return tf.raw_ops.NonDeterministicInts(shape=tf.constant([2], tf.int32), dtype=tf.int64)
-
-
-class RuntimeEntropyGaussianSumQuery(GaussianSumQuery):
+class DataSeededGaussianSumQuery(GaussianSumQuery):
     """tensorflow-privacy's GaussianSumQuery (clip each record's global L2 norm, sum, add
-    N(0, stddev^2)), with the noise drawn from run-time entropy; see the module docstring."""
+    N(0, stddev^2)), with the noise keyed by `noise_seed`, a [2] int64 tensor of OS entropy
+    that reaches the graph as data; see the module docstring."""
+
+    def __init__(self, l2_norm_clip: Any, stddev: Any, noise_seed: tf.Tensor) -> None:
+        super().__init__(l2_norm_clip, stddev)
+        self._noise_seed = noise_seed
 
     def get_noised_result(self, sample_state: Any, global_state: Any) -> tuple[Any, Any, Any]:
         leaves = tf.nest.flatten(sample_state)
-        seeds = tf.random.experimental.stateless_split(fresh_seed(), num=len(leaves))
+        seed = tf.ensure_shape(tf.cast(self._noise_seed, tf.int64), [NOISE_SEED_WORDS])
+        seeds = tf.random.experimental.stateless_split(seed, num=len(leaves))
         noised = [
             leaf
             + tf.random.stateless_normal(
@@ -109,8 +119,10 @@ def dp_sgd_gradient(
     l2_norm_clip: float | tf.Tensor,
     noise_multiplier: tf.Tensor,
     expected_batch_size: tf.Tensor,
+    noise_seed: tf.Tensor,
 ) -> list[tf.Tensor]:
-    """(sum_i clip(g_i) + N(0, (sigma*C)^2 I)) / expected_batch_size, over the leading axis.
+    """(sum_i clip(g_i) + N(0, (sigma*C)^2 I)) / expected_batch_size, over the leading axis;
+    the noise keyed by `noise_seed` ([2] int64 of OS entropy, e.g. `sampling.noise_seeds`).
 
     The per-example path end to end, for tests and the benchmark: the client work runs
     `clipped_sum` (this clipping and sum, or ghost clipping) and then this `noised_mean`."""
@@ -120,6 +132,7 @@ def dp_sgd_gradient(
         l2_norm_clip=l2_norm_clip,
         noise_multiplier=noise_multiplier,
         expected_batch_size=expected_batch_size,
+        noise_seed=noise_seed,
     )
 
 
@@ -129,11 +142,14 @@ def noised_mean(
     l2_norm_clip: float | tf.Tensor,
     noise_multiplier: tf.Tensor,
     expected_batch_size: tf.Tensor,
+    noise_seed: tf.Tensor,
 ) -> list[tf.Tensor]:
     """(clipped_sum + N(0, (sigma*C)^2 I)) / expected_batch_size: the accumulate and noise
-    half of the GaussianSumQuery, given the sum of the preprocessed (clipped) records."""
+    half of the GaussianSumQuery, given the sum of the preprocessed (clipped) records. The
+    noise is a stateless function of `noise_seed` ([2] int64, 128 bits of OS entropy): the
+    same seed gives the same noise, so the caller draws a fresh one per step."""
     clip = tf.cast(l2_norm_clip, tf.float32)
-    query = RuntimeEntropyGaussianSumQuery(clip, tf.cast(noise_multiplier, tf.float32) * clip)
+    query = DataSeededGaussianSumQuery(clip, tf.cast(noise_multiplier, tf.float32) * clip, noise_seed)
     global_state = query.initial_global_state()
     template = [tf.TensorSpec(s.shape, s.dtype) for s in clipped_sum]
     sample_state = query.initial_sample_state(template)
@@ -240,6 +256,7 @@ def _build_client_update(
                 l2_norm_clip=l2_norm_clip,
                 noise_multiplier=batch[NOISE_MULTIPLIER_KEY],
                 expected_batch_size=batch[EXPECTED_BATCH_SIZE_KEY],
+                noise_seed=batch[NOISE_SEED_KEY],
             )
             optimizer_state, updated = optimizer.next(
                 optimizer_state, tuple(trainable), tuple(noised)

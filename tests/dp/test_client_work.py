@@ -16,7 +16,8 @@ from healthfed_common.dp.client_work import (
     per_example_gradients,
     binary_crossentropy_per_example,
 )
-from healthfed_common.dp.sampling import poisson_dataset_factory
+from healthfed_common.dp import sampling
+from healthfed_common.dp.sampling import noise_seeds, poisson_dataset_factory
 from tests.dp.conftest import WIDTH, keras_lr_model_fn
 
 # Significance of every statistical test below; each is two-sided, so a correct
@@ -69,7 +70,8 @@ def test_per_example_gradients_are_clipped_to_the_bound() -> None:
 def test_noise_free_dp_gradient_is_sum_of_clipped_over_expected_batch() -> None:
     rng = np.random.default_rng(2)
     grads = [tf.constant(rng.normal(size=(10, 3, 2)), tf.float32), tf.constant(rng.normal(size=(10, 2)), tf.float32)]
-    out = dp_sgd_gradient(grads, l2_norm_clip=1.0, noise_multiplier=tf.constant(0.0), expected_batch_size=tf.constant(8.0))
+    out = dp_sgd_gradient(grads, l2_norm_clip=1.0, noise_multiplier=tf.constant(0.0), expected_batch_size=tf.constant(8.0),
+                          noise_seed=tf.constant(noise_seeds(1)[0]))
     clipped = clip_per_example(grads, tf.constant(1.0))
     for o, c in zip(out, clipped):
         np.testing.assert_allclose(o.numpy(), c.numpy().sum(axis=0) / 8.0, rtol=1e-5, atol=1e-7)
@@ -85,9 +87,9 @@ def test_noise_has_the_stated_standard_deviation() -> None:
         [
             np.concatenate([t.numpy().ravel() for t in dp_sgd_gradient(
                 zeros, l2_norm_clip=clip, noise_multiplier=tf.constant(sigma),
-                expected_batch_size=tf.constant(expected_batch),
+                expected_batch_size=tf.constant(expected_batch), noise_seed=tf.constant(seed),
             )])
-            for _ in range(200)
+            for seed in noise_seeds(200)
         ]
     )
     std = sigma * clip / expected_batch
@@ -102,18 +104,34 @@ def test_noise_has_the_stated_standard_deviation() -> None:
     assert stats.chi2.cdf(chi2_wrong, n - 1) < ALPHA
 
 
-def test_noise_differs_between_calls_of_one_graph() -> None:
-    """Graph-level seeds would make every session of a serialized graph repeat its noise."""
+def test_noise_is_keyed_by_the_os_entropy_seed_fed_as_data() -> None:
+    """One graph, the same graph-level seed in every session (as TFF tracing or Keras may
+    set): the noise is a function of the fed 128-bit seed alone -- the same seed repeats it,
+    fresh `secrets` seeds change it -- so nothing in the graph or TF's process RNG decides it."""
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(1234)
+        seed = tf.compat.v1.placeholder(tf.int64, [2])
         out = dp_sgd_gradient([tf.zeros([1, 50])], l2_norm_clip=1.0, noise_multiplier=tf.constant(1.0),
-                              expected_batch_size=tf.constant(1.0))
-    values = []
-    for _ in range(2):
+                              expected_batch_size=tf.constant(1.0), noise_seed=seed)
+    first, second = noise_seeds(2)
+
+    def run(value: np.ndarray) -> np.ndarray:
         with tf.compat.v1.Session(graph=graph) as session:
-            values.append(session.run(out)[0])
-    assert not np.allclose(values[0], values[1])
+            return session.run(out, {seed: value})[0]
+
+    np.testing.assert_array_equal(run(first), run(first))
+    assert not np.allclose(run(first), run(second))
+    assert np.std(run(first)) > 0.5  # it is noise (sigma*C/B = 1), not zeros
+
+
+def test_noise_seeds_are_128_bits_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds = noise_seeds(1000)
+    assert seeds.shape == (1000, 2) and seeds.dtype == np.int64
+    assert len({tuple(s) for s in seeds}) == 1000
+    # The bits come from `secrets`: replacing it (only here) makes them predictable.
+    monkeypatch.setattr(sampling.secrets, "token_bytes", lambda n: bytes(n))
+    assert not noise_seeds(3).any()
 
 
 def _round_inputs(dp_mrf: Any) -> tuple[Any, Any]:
@@ -123,20 +141,57 @@ def _round_inputs(dp_mrf: Any) -> tuple[Any, Any]:
     return _serialize(mrf.work), client_input
 
 
-def test_work_graph_draws_new_noise_each_call(dp_mrf: Any) -> None:
+def test_work_graph_draws_new_noise_for_each_round(dp_mrf: Any) -> None:
     work, client_input = _round_inputs(dp_mrf)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40, WIDTH)).astype(np.float32)
     y = (x[:, :1] > 0).astype(np.float32)
-    factory = poisson_dataset_factory(x, y, schedule=SamplingSchedule(40, 10, 1), noise_multiplier=1.0)
-    first = work(client_input, [factory])
-    second = work(client_input, [factory])  # same sampled batches, same graph
+    schedule = SamplingSchedule(40, 10, 1)
+    # Two rounds' data over the same sample (a fixed sampling rng) and identical TF seeds:
+    # only the OS-entropy noise seeds differ, and so does the noise.
+    tf.random.set_seed(7)
+    first = work(client_input, [poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=1.0,
+                                                        rng=np.random.default_rng(5))])
+    tf.random.set_seed(7)
+    second_factory = poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=1.0,
+                                             rng=np.random.default_rng(5))
+    second = work(client_input, [second_factory])
     # outputs: dp_steps, expected_examples, non_finite, weighted update (kernel, bias), weight
     assert int(first[0]) == 4 and float(first[1]) == pytest.approx(40.0)
-    assert not np.allclose(first[3], second[3])
-    noiseless = poisson_dataset_factory(x, y, schedule=SamplingSchedule(40, 10, 1), noise_multiplier=0.0)
+    assert not np.allclose(first[3], second[3], atol=1e-3)
+    # A retry of the same round (the same factory) releases the same update: no second noise draw.
+    again = work(client_input, [second_factory])
+    np.testing.assert_allclose(second[3], again[3], rtol=1e-4, atol=1e-4)  # threaded float sums
+    noiseless = poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=0.0)
     a, b = work(client_input, [noiseless]), work(client_input, [noiseless])
-    np.testing.assert_allclose(a[3], b[3], rtol=1e-4, atol=1e-4)  # threaded float sums
+    np.testing.assert_allclose(a[3], b[3], rtol=1e-4, atol=1e-4)
+
+
+_STATEFUL_RANDOM_OPS = {
+    "RandomStandardNormal", "RandomUniform", "RandomUniformInt", "TruncatedNormal", "RandomShuffle",
+    "NonDeterministicInts", "RandomGamma", "RandomPoisson", "RandomPoissonV2", "Multinomial",
+    "StatefulStandardNormalV2", "StatefulUniform", "StatefulUniformInt", "StatefulUniformFullInt",
+    "StatefulTruncatedNormal", "RngReadAndSkip", "RngSkip", "RandomShuffleQueueV2",
+}
+
+
+def _op_types(graph_def: Any) -> set[str]:
+    types = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+def test_work_graph_has_no_stateful_random_op_and_noise_is_stateless(dp_mrf: Any) -> None:
+    """The DP path's only randomness is stateless ops keyed by the data-fed seed."""
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.tensorflow_libs import serialization_utils
+
+    _, mrf, _ = dp_mrf
+    proto = tff.framework.serialize_computation(mrf.work)
+    types = _op_types(serialization_utils.unpack_graph_def(proto.tensorflow.graph_def))
+    assert not types & _STATEFUL_RANDOM_OPS, sorted(types & _STATEFUL_RANDOM_OPS)
+    assert any(t.startswith("StatelessRandomNormal") for t in types), sorted(t for t in types if "Random" in t)
 
 
 def test_work_handles_empty_poisson_batches(dp_mrf: Any) -> None:
@@ -158,7 +213,9 @@ def test_client_work_contract_matches_tff_model_delta(dp_mrf: Any) -> None:
     process, mrf, _ = dp_mrf
     assert isinstance(process, tff.learning.templates.LearningProcess)
     data_type = process.next.type_signature.parameter[1].member
-    assert str(data_type) == "<x=float32[?,13],y=float32[?,1],noise_multiplier=float32,expected_batch_size=float32>*"
+    assert str(data_type) == (
+        "<x=float32[?,13],y=float32[?,1],noise_multiplier=float32,expected_batch_size=float32,noise_seed=int64[2]>*"
+    )
 
 
 _FINGERPRINT_SCRIPT = """

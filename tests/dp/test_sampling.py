@@ -46,7 +46,8 @@ def test_dataset_elements_carry_the_per_step_scalars() -> None:
     schedule = SamplingSchedule(10, 4, 2)
     factory = poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=1.25)
     dataset = factory()
-    assert list(dataset.element_spec) == ["x", "y", "noise_multiplier", "expected_batch_size"]
+    assert list(dataset.element_spec) == ["x", "y", "noise_multiplier", "expected_batch_size", "noise_seed"]
+    assert dataset.element_spec["noise_seed"].shape.as_list() == [2]
     assert dataset.element_spec["x"].shape.as_list() == [None, 3]
     batches = list(dataset.as_numpy_iterator())
     assert len(batches) == schedule.steps_per_round == 6
@@ -55,7 +56,14 @@ def test_dataset_elements_carry_the_per_step_scalars() -> None:
         assert batch["expected_batch_size"] == np.float32(4.0)
         rows = (batch["x"][:, 0] / 3).astype(int)
         np.testing.assert_array_equal(batch["y"][:, 0], rows % 2)
-    # The sample is drawn once: the factory replays the same round.
+    # Every step has its own 128-bit noise seed.
+    assert len({tuple(b["noise_seed"]) for b in batches}) == len(batches)
+    # The sample and the seeds are drawn once: the factory replays the same round.
     again = list(factory().as_numpy_iterator())
     assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(batches, again))
+    assert all(np.array_equal(a["noise_seed"], b["noise_seed"]) for a, b in zip(batches, again))
+    # Another round (another factory over the same data) has fresh seeds.
+    other = poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=1.25)()
+    assert not any(np.array_equal(a["noise_seed"], b["noise_seed"])
+                   for a, b in zip(batches, other.as_numpy_iterator()))
     assert isinstance(dataset, tf.data.Dataset)
