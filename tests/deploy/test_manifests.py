@@ -108,6 +108,7 @@ def test_compose_federation_of_three_hospitals() -> None:
     assert not any("ca.key" in m for m in mounts)  # the CA key stays offline
     assert all(m.endswith(":ro") for m in mounts if m.startswith("./"))
     assert "aggregator-state:/state" in mounts
+    assert "./federation/aggregator/enrolled:/federation/enrolled:ro" in mounts  # the enrolment records
     assert aggregator["environment"]["HEALTHFED_LISTEN_ADDRESS"] == "0.0.0.0:50051"
     assert set(compose["volumes"]) == {"aggregator-state", "st-marys-state", "riverside-state", "hillcrest-state"}
     # the image names are pinned versions
@@ -157,6 +158,8 @@ def test_helm_chart_values_and_templates() -> None:
     assert '"/opt/healthfed/deploy/healthcheck.py", "probe", "aggregator"' in statefulset
     secret = (CHART / "templates" / "secret.yaml").read_text()
     assert "ca.key" not in secret and "server.key" in secret and "kind: Secret" in secret
+    # the enrolment records are mounted and named to the entrypoint
+    assert "HEALTHFED_ENROLMENT_DIR" in statefulset and "mountPath: /enrolled" in statefulset
 
 
 def test_helm_templates_without_actions_are_plain_yaml() -> None:
@@ -164,7 +167,8 @@ def test_helm_templates_without_actions_are_plain_yaml() -> None:
     them by a placeholder and the rest must still be YAML with the expected kinds; this
     catches indentation errors in the literal parts honestly, not the rendered output."""
     for name, kinds in {"statefulset.yaml": {"StatefulSet"}, "service.yaml": {"Service"},
-                        "secret.yaml": {"Secret"}, "configmap.yaml": {"ConfigMap"}}.items():
+                        "secret.yaml": {"Secret"}, "configmap.yaml": {"ConfigMap"},
+                        "enrolled.yaml": {"ConfigMap"}}.items():
         lines = []
         for line in (CHART / "templates" / name).read_text().splitlines():
             stripped = line.strip()
