@@ -72,6 +72,12 @@ def load_yaml_model(path: Path, model: type[BaseModel]) -> BaseModel:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigInvalid(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigInvalid(f"{path}: is a folder; pass the YAML file in it") from None
+    except OSError as error:  # permissions, I/O: a coded message, never a traceback
+        raise ConfigInvalid(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigInvalid(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:
         raise ConfigInvalid(f"{path}: not valid YAML ({error})") from None
     try:

@@ -14,6 +14,7 @@ import grpc
 from healthfed_common.startup_kit import SiloConfig
 from healthfed_common.wire import codec
 from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METHOD
+from silo_node.diagnostics import describe_rpc_error
 
 log = logging.getLogger("healthfed.silo.connection")
 
@@ -60,6 +61,7 @@ class AggregatorConnection:
         self._submit = self._channel.unary_unary(f"/{SERVICE_NAME}/{SUBMIT_METHOD}")
         self._timeout = config.call_timeout_s if call_timeout_s is None else call_timeout_s
         self._max_backoff = config.max_backoff_s
+        self._address, self._tls_name = config.aggregator_address, config.aggregator_tls_name
 
     def close(self) -> None:
         self._channel.close()
@@ -78,7 +80,8 @@ class AggregatorConnection:
                 if status not in _RETRYABLE or (retry_until is not None and time.time() >= retry_until):
                     raise
                 sleep = min(delay, self._max_backoff) * random.uniform(0.5, 1.0)
-                log.info("aggregator unreachable (%s); retrying in %.1fs", status.name, sleep)
+                log.info("aggregator unreachable: %s [%s]; retrying in %.1fs",
+                         describe_rpc_error(error, self._address, self._tls_name), status.name, sleep)
                 if self._stop.wait(sleep):  # SIGTERM during a long outage ends the wait at once
                     raise ConnectionStopped("stopped while the aggregator was unreachable")
                 delay *= 2

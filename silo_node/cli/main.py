@@ -1,7 +1,8 @@
 """`silo-node`: the command hospital IT runs. Each subcommand lives in its own module in
 this package and exposes `register(subparsers)`; no business logic lives here.
 
-Exit codes: 0 success, 1 operation refused or failed (message on stderr), 2 usage error.
+Exit codes: 0 success, 1 operation refused or failed (a coded message on stderr,
+`refused [CODE]: ...`, never a traceback for a wrong path or file), 2 usage error.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ("enrol", "run", "data", "plans", "egress", "ledger")
+COMMAND_MODULES = ("enrol", "check", "run", "data", "plans", "egress", "ledger")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = os.umask(0o077)
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except OSError as error:  # a path given cannot be used (a file for a folder, permissions): no traceback
+            where = f" {error.filename}:" if error.filename else ""
+            print(f"silo-node: refused [PATH_UNUSABLE]:{where} {error.strerror or type(error).__name__}", file=sys.stderr)
+            return 1
     finally:
         os.umask(previous)
 

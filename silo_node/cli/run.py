@@ -12,6 +12,7 @@ from typing import Any
 from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import SiloConfig, load_silo_config
 from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
+from silo_node.diagnostics import require_kit_files
 from healthfed_common.json_logging import configure_logging
 from silo_node.metrics import SiloMetrics
 from silo_node.node import open_silo_services
@@ -38,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_silo_config(args.config)
+        require_kit_files(config)
     except HealthFedError as error:
-        print(f"silo-node run: {error}", file=sys.stderr)
+        print(f"silo-node run: refused [{error.code}]: {error}", file=sys.stderr)
         return 1
     configure_logging(args.log_format == "json", f"silo {config.silo_id}")
     from silo_node.state_lock import StateDirLocked, StateLock
