@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
         # a secure-aggregation plan without a cohort runs with the enrolled hospitals' own keys
         plan = plan_with_enrolled_cohort(config, plan, say=lambda line: print(line, flush=True))
+        # the plan exactly as offered (with its cohort): what stewards approve by hash
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "plan.json").write_bytes(plan.canonical_bytes())
+        print(f"plan {plan.name}: hash {plan.plan_hash} (written to {args.out / 'plan.json'})", flush=True)
         store = open_state_store(config.state_database())
     except HealthFedError as error:
         print(f"aggregator run: refused [{error.code}]: {error}", file=sys.stderr)

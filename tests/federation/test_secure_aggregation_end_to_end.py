@@ -29,8 +29,8 @@ def _stored_result(state_dir: Path, plan_hash: str, round_number: int):
 
 
 def test_silo_killed_after_its_masked_input_is_still_summed_exactly(tmp_path: Path, write_plan) -> None:
-    document = toy_plan(rounds=3, min_silos=2, deadline_s=20, secure_aggregation={"protocol": "secagg"})
-    plan = parse_plan(document)
+    document = toy_plan(rounds=3, min_silos=2, deadline_s=20,
+                        secure_aggregation={"protocol": "secagg", "threshold": 2})
     plan_path = write_plan(document)
     with local_federation(tmp_path / "run", SILOS, printer=None) as federation:
         for index, silo_id in enumerate(SILOS):
@@ -48,6 +48,9 @@ def test_silo_killed_after_its_masked_input_is_still_summed_exactly(tmp_path: Pa
         federation.kill("east")  # SIGKILL after its masked input reached the aggregator
         assert federation.wait("aggregator", 300) == 0, "\n".join(aggregator.lines[-30:])
         report = federation.run_report(tmp_path / "out")
+        # the aggregator completed the plan with the enrolled cohort and wrote it beside the report
+        plan = parse_plan((tmp_path / "out" / "plan.json").read_bytes())
+        assert plan.plan_hash == report["plan_hash"] and plan.cohort_ids == tuple(sorted(SILOS))
         store = StateStore(federation.federation.aggregator_dir / "state" / "aggregator.sqlite3")
         states = {r: store.latest_checkpoint_at(plan.plan_hash, r) for r in (1, 2)}
         store.close()
