@@ -47,9 +47,8 @@ def test_a_silo_cut_off_the_network_retries_is_not_waited_for_and_rejoins(
     tmp_path: Path, write_plan, fault_network: FaultNetwork
 ) -> None:
     document = toy_plan(rounds=ROUNDS, min_silos=2, deadline_s=DEADLINE_S, straggler_grace_s=GRACE_S,
-                        failing_silo_rounds=1, secure_aggregation={"protocol": "secagg"})
+                        failing_silo_rounds=1, secure_aggregation={"protocol": "secagg", "threshold": 2})
     plan_path = write_plan(document)
-    plan = parse_plan(document)
     # printer=print: pytest shows what each process said (warnings, rounds) when this fails
     with local_federation(tmp_path / "run", SILOS, printer=print, host=fault_network.host_address) as federation:
         prepare_toy_silos(federation, tmp_path / "exports", {"north": 50, "south": 40, "east": 60})
@@ -77,6 +76,7 @@ def test_a_silo_cut_off_the_network_retries_is_not_waited_for_and_rejoins(
         in_namespaces = [subprocess.run(["ip", "netns", "pids", fault_network.namespace(s)], capture_output=True,
                                         text=True).stdout.split() for s in SILOS]
         report = federation.run_report(tmp_path / "out")
+        plan = parse_plan((tmp_path / "out" / "plan.json").read_bytes())  # as run: with the enrolled cohort
         store = StateStore(federation.federation.aggregator_dir / "state" / "aggregator.sqlite3")
         outcomes = store.outcomes(plan.plan_hash)
         store.close()
