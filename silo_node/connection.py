@@ -1,18 +1,27 @@
 """The silo's only network path: an outbound gRPC channel to the aggregator with mutual
-TLS, retried with capped exponential backoff and jitter when the aggregator is unreachable."""
+TLS, retried with capped exponential backoff and jitter when the aggregator is unreachable.
+
+The aggregator is not trusted to send well-formed bytes: a response is decoded with a size
+bound (`MAX_RESPONSE_BYTES`) and a malformed one becomes a coded log line and a Wait (for a
+poll) or a refused Ack (for a submission), never a crash carrying Python exception text.
+A request the aggregator refuses as malformed or too large is not retried: sending the same
+bytes again cannot succeed."""
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from typing import Any
 
 import grpc
 
+from healthfed_common.errors import WireFormatError
 from healthfed_common.startup_kit import SiloConfig
 from healthfed_common.wire import codec
+from healthfed_common.wire.messages import Ack, Wait
 from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METHOD
 from silo_node.diagnostics import describe_rpc_error
 
@@ -25,12 +34,35 @@ _RETRYABLE = {
 }
 
 
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+"""The largest response a silo decodes (and gRPC receives): a task carries the model, which
+is far smaller for every model in the registry."""
+_MAX_REQUEST_BYTES = codec.MAX_MESSAGE_BYTES
+_MALFORMED_RETRY_S = 5.0
+_CODED = re.compile(r"^([A-Z][A-Z0-9_]{1,63}): ")
+
+
 class ConnectionStopped(Exception):
     """The silo was asked to stop while waiting to reach the aggregator."""
 
 
 class AggregatorRefused(PermissionError):
     """The aggregator refused this silo (revoked, not enrolled, identity mismatch...)."""
+
+
+class MessageRefused(ValueError):
+    """The aggregator refused a request as malformed or too large (not worth a retry)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _refusal(error: grpc.RpcError) -> MessageRefused:
+    """The aggregator's coded detail, cut short and on one line (it is logged, not trusted)."""
+    details = (error.details() or "").replace("\n", " ")[:300]
+    match = _CODED.match(details)
+    return MessageRefused(match.group(1) if match else "AGGREGATOR_REFUSED_MESSAGE", details)
 
 
 class AggregatorConnection:
@@ -50,8 +82,8 @@ class AggregatorConnection:
             credentials,
             options=[
                 ("grpc.ssl_target_name_override", config.aggregator_tls_name),
-                ("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", codec.MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                ("grpc.max_send_message_length", _MAX_REQUEST_BYTES),
                 # (not grpc.min_reconnect_backoff_ms: C-core uses it as the connect timeout too)
                 ("grpc.initial_reconnect_backoff_ms", min(1000, reconnect_ms)),
                 ("grpc.max_reconnect_backoff_ms", reconnect_ms),
@@ -72,11 +104,14 @@ class AggregatorConnection:
             if self._stop.is_set():
                 raise ConnectionStopped("stopped")
             try:
-                return codec.decode(method(codec.encode(message), timeout=self._timeout))
+                response = method(codec.encode(message), timeout=self._timeout)
             except grpc.RpcError as error:
                 status = error.code()
                 if status in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                     raise AggregatorRefused(error.details() or str(status)) from None
+                refused = _refusal(error)
+                if status == grpc.StatusCode.INVALID_ARGUMENT or refused.code == "MESSAGE_TOO_LARGE":
+                    raise refused from None
                 if status not in _RETRYABLE or (retry_until is not None and time.time() >= retry_until):
                     raise
                 sleep = min(delay, self._max_backoff) * random.uniform(0.5, 1.0)
@@ -85,9 +120,31 @@ class AggregatorConnection:
                 if self._stop.wait(sleep):  # SIGTERM during a long outage ends the wait at once
                     raise ConnectionStopped("stopped while the aggregator was unreachable")
                 delay *= 2
+                continue
+            return codec.decode(response, max_bytes=MAX_RESPONSE_BYTES)
 
     def poll(self, message: Any, retry_until: float | None = None) -> Any:
-        return self._call(self._poll, message, retry_until=retry_until)
+        """The aggregator's answer, or a Wait when it was malformed or our poll was refused
+        as malformed (logged with its code; polling again later is all a silo can do)."""
+        try:
+            return self._call(self._poll, message, retry_until=retry_until)
+        except WireFormatError as error:
+            log.error("%s: the aggregator's response to a poll is not a valid HealthFed message (%s); "
+                      "polling again in %.0fs", error.code, error, _MALFORMED_RETRY_S)
+            return Wait(_MALFORMED_RETRY_S, f"{error.code}: malformed response from the aggregator")
+        except MessageRefused as refused:
+            log.error("%s: the aggregator refused this silo's poll: %s", refused.code, refused)
+            return Wait(_MALFORMED_RETRY_S, f"{refused.code}: poll refused by the aggregator")
 
     def submit(self, message: Any, retry_until: float | None = None) -> Any:
-        return self._call(self._submit, message, retry_until=retry_until)
+        """The aggregator's Ack, or a refused Ack carrying the code when its response was
+        malformed or it refused the submission as malformed or too large."""
+        try:
+            return self._call(self._submit, message, retry_until=retry_until)
+        except WireFormatError as error:
+            log.error("%s: the aggregator's response to a %s is not a valid HealthFed message (%s)",
+                      error.code, type(message).__name__, error)
+            return Ack(False, error.code, "the aggregator's response was not a valid HealthFed message")
+        except MessageRefused as refused:
+            log.error("%s: the aggregator refused this silo's %s: %s", refused.code, type(message).__name__, refused)
+            return Ack(False, refused.code, "the aggregator refused the submission")
