@@ -9,10 +9,13 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("provision", "enrol", "run", "revoke", "spending")
+COMMAND_MODULES = ("provision", "enrol", "plan", "run", "revoke", "spending")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or just `only`: `run` imports TensorFlow, so a command named first
+    (e.g. `aggregator plan validate`) registers its own module alone and answers in about a
+    second."""
     parser = argparse.ArgumentParser(
         prog="aggregator",
         description="HealthFed aggregator: creates a federation (CA and hospital startup kits), "
@@ -21,12 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"aggregator.cli.{name}").register(subparsers)
+        if only is None or name == only:
+            importlib.import_module(f"aggregator.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    only = words[0] if words and words[0] in COMMAND_MODULES else None
+    args = build_parser(only).parse_args(words)
     return int(args.func(args) or 0)
 
 
