@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
 from healthfed_common.plan import Plan
+from healthfed_common.secagg_statement import approval_lines
 from silo_node.datasets.errors import DataLayerError, FeatureNotAllowed
 from silo_node.datasets.minimisation import check_plan
 from silo_node.datasets.policy import DatasetPolicy
@@ -121,7 +122,9 @@ def policy_violation(plan: Plan, policy: ApprovalPolicy) -> tuple[str, str] | No
         if policy.require_secure_aggregation:
             return "SECURE_AGGREGATION_REQUIRED", "updates would not be protected by secure aggregation"
     else:
-        threshold = secagg.threshold if secagg.threshold is not None else plan.min_silos_per_round // 2 + 1
+        if not plan.cohort:
+            return "COHORT_MISSING", "a secure-aggregation plan must name its cohort (hospitals and signing keys)"
+        threshold = plan.secagg_threshold
         if threshold < policy.min_secure_aggregation_threshold:
             return "SECAGG_THRESHOLD_TOO_LOW", (
                 f"secure-aggregation threshold {threshold} is below the node's minimum "
@@ -356,9 +359,7 @@ def explain(
     if secagg.protocol == "none":
         protection = "sent WITHOUT secure aggregation: the coordinator sees this hospital's own update"
     else:
-        threshold = secagg.threshold if secagg.threshold is not None else plan.min_silos_per_round // 2 + 1
-        protection = (f"masked with secure aggregation ({secagg.protocol}): the coordinator can only learn the sum "
-                      f"over at least {threshold} hospitals, never this hospital's update alone")
+        protection = f"masked with secure aggregation ({secagg.protocol}, see below)"
     lines += [
         "",
         "What leaves this silo, each round:",
@@ -366,5 +367,7 @@ def explain(
         f"and rounded to integers), {protection};",
         "  - allow-listed aggregate metrics (training loss, accuracy, number of examples).",
         "No records, identifiers or free text leave the silo. Every release is listed by `silo-node egress`.",
+        "",
+        *approval_lines(plan),
     ]
     return "\n".join(lines)

@@ -8,21 +8,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aggregator.audit import AggregatorAudit
-from aggregator.config import load_aggregator_config
-from aggregator.metrics import AggregatorMetrics
-from aggregator.metrics_release import RoundMetricsRelease, RoundMetricsUnusable, plan_metrics_dir
-from healthfed_common.json_logging import configure_logging
-from aggregator.coordinator import Coordinator, PlanFailed
-from aggregator.enrolment import plan_with_enrolled_cohort
-from aggregator.limits import submit_limit_bytes
-from aggregator.server import FederationService, start_server
-from aggregator.state_store import open_state_store
-from aggregator.task_board import TaskBoard
-from healthfed_common.errors import HealthFedError
-from healthfed_common.plan import parse_plan
+if TYPE_CHECKING:
+    from aggregator.metrics_release import RoundMetricsRelease
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,22 +49,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, Any]:
-    spec = plan.secure_aggregation
-    if spec.protocol == "none":
-        return {"protocol": "none", "note": "integer update parts were summed in plain by the aggregator"}
-    from healthfed_common.secagg import PROTOCOL_NAME, default_neighbours, default_threshold
+    """What the run's secure aggregation guaranteed (the same statement stewards approved)."""
+    from healthfed_common.secagg_statement import secure_aggregation_statement
 
-    n = len(silos)
+    spec = plan.secure_aggregation
+    statement = secure_aggregation_statement(plan)
+    if spec.protocol == "none":
+        return {**statement, "note": "integer update parts were summed in plain by the aggregator"}
+    from healthfed_common.secagg import PROTOCOL_NAME, default_neighbours
+
+    n = len(plan.cohort)
     return {
-        "protocol": spec.protocol,
+        **statement,
         "implementation": PROTOCOL_NAME,
-        "threshold": spec.threshold or default_threshold(n),
         "participants_per_round": n,
-        "neighbours": (spec.neighbours or default_neighbours(n)) if spec.protocol == "secagg_plus" else n - 1,
+        "neighbours": (spec.neighbours or default_neighbours(n) or n - 1) if spec.protocol == "secagg_plus" else n - 1,
     }
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the coordinator and the metrics release load TensorFlow
+    # (~10 s), and `aggregator --help` registers this module too (tests/core/test_cli_startup.py).
+    from aggregator.audit import AggregatorAudit
+    from aggregator.config import load_aggregator_config
+    from aggregator.coordinator import Coordinator, PlanFailed
+    from aggregator.enrolment import plan_with_enrolled_cohort
+    from aggregator.limits import submit_limit_bytes
+    from aggregator.metrics import AggregatorMetrics
+    from aggregator.metrics_release import RoundMetricsRelease, RoundMetricsUnusable, plan_metrics_dir
+    from aggregator.server import FederationService, start_server
+    from aggregator.state_store import open_state_store
+    from aggregator.task_board import TaskBoard
+    from healthfed_common.errors import HealthFedError
+    from healthfed_common.json_logging import configure_logging
+    from healthfed_common.plan import parse_plan
+
     configure_logging(args.log_format == "json", "aggregator")
     try:
         config = load_aggregator_config(args.config)

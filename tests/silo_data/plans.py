@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from healthfed_common.plan import Plan
+from healthfed_common.silo_keys import encode_public_key, generate_signing_key
+
+# Three hospitals' signing keys (generated once per test session): secure-aggregation plans
+# name their cohort.
+COHORT = [{"silo_id": silo, "signing_key": encode_public_key(generate_signing_key())}
+          for silo in ("north", "south", "east")]
 
 HEART_FEATURES: list[dict[str, Any]] = [
     {"name": "age", "transform": "standardize"},
@@ -33,6 +39,7 @@ def make_plan(**overrides: Any) -> Plan:
         "min_silos_per_round": 2,
         "dp": {"target_epsilon": 3.0, "target_delta": 1e-5},
         "secure_aggregation": {"protocol": "secagg", "threshold": 2},
+        "cohort": COHORT,
     }
     document.update(overrides)
     return Plan.model_validate(document)
