@@ -151,6 +151,22 @@ def _remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_template(args: argparse.Namespace) -> int:
+    from silo_node.datasets.policy_template import template_for_export, write_template  # loads pandas
+
+    try:
+        template = template_for_export(args.path, args.label, encoding=args.encoding, delimiter=args.delimiter)
+        if args.out is None:
+            print(template.text, end="")
+            return 0
+        write_template(args.out, template.text, force=args.force)
+    except DataLayerError as error:
+        return fail(error)
+    print(f"wrote {args.out}: {template.features} feature(s), {template.identifiers} identifier column(s) handled. "
+          f"Review it, then: silo-node data add NAME {args.path} --kind tabular --policy {args.out} --config silo.yaml")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     data = subparsers.add_parser(
         "data", help="register and manage the datasets training may use",
@@ -194,3 +210,21 @@ def register(subparsers: Any) -> None:
     add_audited(remove, "who removes it")
     add_state_dir(remove)
     remove.set_defaults(func=_remove)
+
+
+    template = commands.add_parser(
+        "policy-template", help="propose a dataset policy from an export's columns",
+        description="Reads EXPORT as `data add` would (encoding and delimiter detected), detects HIPAA Safe Harbor "
+        "identifier columns and writes a commented dataset policy: identifiers dropped (ages over 89 capped with "
+        "age_90) with the generalising alternatives named, numeric columns as features, short categorical "
+        "columns as one_hot with their categories, free text left out. Nothing is registered or stored; review "
+        "the file before `data add`.",
+        epilog="Example: silo-node data policy-template exports/heart.csv --out heart-policy.yaml --label outcome",
+    )
+    template.add_argument("path", metavar="EXPORT", type=Path, help="a .csv/.tsv/.parquet export")
+    template.add_argument("--out", type=Path, metavar="FILE", default=None, help="write here (default: print it)")
+    template.add_argument("--label", default=None, help="the outcome column (default: guessed, and marked so)")
+    template.add_argument("--encoding", default=None, help="the export's text encoding (default: detected)")
+    template.add_argument("--delimiter", default=None, help="the export's field separator (default: sniffed)")
+    template.add_argument("--force", action="store_true", help="replace an existing --out file")
+    template.set_defaults(func=_policy_template)
