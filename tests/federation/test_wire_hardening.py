@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aggregator import pki
 from aggregator.config import load_aggregator_config
+from aggregator.limits import element_count, limit_for_elements, submit_limit_bytes
 from aggregator.provisioning import provision_federation
 from aggregator.server import POLL_LIMIT_BYTES, FederationService, start_server
 from aggregator.state_store import StateStore
@@ -423,3 +424,41 @@ def test_a_request_the_aggregator_refuses_as_too_large_is_not_retried(federation
         connection.close()
     assert ack == Ack(False, "MESSAGE_TOO_LARGE", "the aggregator refused the submission")
     assert federation.refused.count(("alpha", "MESSAGE_TOO_LARGE")) == 1, "sent once, not retried"
+
+
+# -- the Submit limit follows the plan ------------------------------------------------------------
+
+def test_the_submit_limit_covers_the_largest_honest_answer_and_not_three_times_it() -> None:
+    shapes = [(4, 1), (1,), (1000, 500)]
+    participants = 12
+    limit = limit_for_elements(element_count(shapes), secure=True, participants=participants)
+    ids = dict(silo_id="a-long-hospital-id-" * 3, task_id="train-" + "t" * 80, plan_hash="h" * 64, round=10**6)
+    honest = [
+        TrainResult(**ids, metrics_part=(np.zeros(3, np.float32),),
+                    secure_parts=tuple(np.zeros(s, np.int64) for s in shapes), declarations={"epsilon": 3.0}),
+        SecAggReply(**ids, payload=_secagg(MaskedInput, session_id=SESSION, sender=ids["silo_id"],
+                                           vectors=tuple(np.zeros(int(np.prod(s)), np.uint64) for s in shapes))),
+        SecAggReply(**ids, payload=SharesBundle(tuple(
+            _secagg(EncryptedShare, session_id=SESSION, sender=ids["silo_id"], recipient=f"peer-{i:040d}",
+                    ciphertext=b"c" * 512) for i in range(participants)))),
+    ]
+    for answer in honest:
+        assert len(codec.encode(answer)) <= limit, type(answer.payload if isinstance(answer, SecAggReply) else answer)
+    inflated = TrainResult(**ids, metrics_part=(), secure_parts=tuple(np.zeros(s, np.int64) for s in shapes * 3))
+    assert len(codec.encode(inflated)) > limit
+
+
+def test_the_submit_limit_of_a_real_plan_fits_its_computations_output() -> None:
+    from healthfed_common.learning_process import build_federated_computations
+    from healthfed_common.plan import Plan
+    from healthfed_common.tff_types import flatten_tensor_types
+    from tests.federation.conftest import toy_plan
+
+    plan = Plan.model_validate(toy_plan())
+    computations = build_federated_computations(plan)
+    limit = submit_limit_bytes(plan, computations, participants=3)
+    leaves = flatten_tensor_types(computations.work.type_signature.result)
+    arrays = [np.zeros([d or 1 for d in leaf.shape], leaf.dtype) for leaf in leaves if not leaf.is_sequence]
+    split = computations.work_parts[0]
+    result = TrainResult("alpha", "t" * 80, plan.plan_hash, 1, tuple(arrays[:split]), tuple(arrays[split:]))
+    assert len(codec.encode(result)) <= limit < 4 * 1024 * 1024, (len(codec.encode(result)), limit)
