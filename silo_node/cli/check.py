@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from silo_node.diagnostics import FAIL, run_checks
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +28,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from silo_node.diagnostics import FAIL, run_checks  # loads gRPC: not for `--help`
+
     checks = run_checks(args.config, timeout_s=args.timeout)
     for check in checks:
         print(check.line())

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compliance.audit_log import AuditLog
 from compliance.errors import ComplianceError
@@ -20,9 +20,10 @@ from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import load_silo_config
 from silo_node.datasets.errors import DataLayerError
 from silo_node.datasets.policy import DatasetPolicy
-from silo_node.datasets.registry import DatasetRegistry
-from silo_node.node import NodeIdentityUnknown, open_audit_log
 from silo_node.storage import open_silo_db
+
+if TYPE_CHECKING:
+    from silo_node.datasets.registry import DatasetRegistry
 
 STATE_ENV = "HEALTHFED_SILO_STATE"
 DB_FILE = "silo.sqlite3"
@@ -80,6 +81,8 @@ def audited(args: argparse.Namespace) -> tuple[str, AuditLog]:
             silo_id = load_silo_config(args.config).silo_id
         except (HealthFedError, OSError, ValueError) as error:
             raise NodeConfigInvalid(f"cannot read {args.config}: {error}") from None
+    from silo_node.node import NodeIdentityUnknown, open_audit_log  # loads pandas: only when auditing
+
     try:
         log = open_audit_log(state, silo_id)
     except NodeIdentityUnknown as error:
@@ -94,6 +97,10 @@ def audited(args: argparse.Namespace) -> tuple[str, AuditLog]:
 
 
 def _registry(args: argparse.Namespace, audit: AuditLog | None) -> DatasetRegistry:
+    # Imported here, not at the top: the registry loads pandas (seconds), and every silo-node
+    # command, `--help` included, imports this module for its shared helpers.
+    from silo_node.datasets.registry import DatasetRegistry
+
     state = Path(args.state_dir)
     return DatasetRegistry(open_db(args), state / "datasets", audit=audit)
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compliance.audit_log import AuditLog
 from compliance.errors import ComplianceError
 from healthfed_common.actors import OperatorRequired
-from silo_node.approvals import PlanApprovals
 from silo_node.cli.data import add_audited, add_state_dir, audited, fail, open_db
 from silo_node.datasets.errors import DataLayerError
 from silo_node.policy import ApprovalPolicy
+
+if TYPE_CHECKING:
+    from silo_node.approvals import PlanApprovals
 
 POLICY_FILE = "approval-policy.yaml"
 
 
 def _approvals(args: argparse.Namespace, audit: AuditLog | None = None) -> PlanApprovals:
+    from silo_node.approvals import PlanApprovals  # loads pandas: not for `--help`
+
     path = args.approval_policy or Path(args.state_dir) / POLICY_FILE
     policy = ApprovalPolicy.from_yaml(path) if path.exists() else ApprovalPolicy()
     return PlanApprovals(open_db(args), policy, audit=audit)

@@ -10,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from healthfed_common.errors import HealthFedError
-from healthfed_common.startup_kit import SiloConfig, load_silo_config
-from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
-from silo_node.diagnostics import require_kit_files
 from healthfed_common.json_logging import configure_logging
-from silo_node.metrics import SiloMetrics
-from silo_node.node import open_silo_services
+from healthfed_common.startup_kit import SiloConfig, load_silo_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # gRPC, pandas and the privacy accountant load here, not at import: `silo-node --help`
+    # imports this module to register the command (tests/core/test_cli_startup.py).
+    from silo_node.diagnostics import require_kit_files
+
     try:
         config = load_silo_config(args.config)
         require_kit_files(config)
@@ -65,6 +65,9 @@ def _run_locked(args: argparse.Namespace, config: SiloConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from silo_node.connection import AggregatorConnection, AggregatorRefused, ConnectionStopped
+    from silo_node.metrics import SiloMetrics
+    from silo_node.node import open_silo_services
     from silo_node.runner import SiloRunner  # loads TensorFlow: only `run` needs it
 
     try:
