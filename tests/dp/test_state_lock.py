@@ -57,6 +57,8 @@ def test_second_silo_node_run_on_a_locked_folder_exits_with_state_dir_locked(
         tls: {{ca_certificate: ca.pem, certificate: silo.pem, private_key: silo.key}}
         state_dir: {state}
     """))
+    for name in ("ca.pem", "silo.pem", "silo.key"):  # present and readable: run checks the kit first
+        (tmp_path / name).write_text("placeholder\n")
     second = subprocess.run([sys.executable, "-m", "silo_node.cli.main", "run", "--config", str(config)],
                             cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=120)
     assert second.returncode == 1, second.stderr
