@@ -208,3 +208,17 @@ def test_known_models_match_the_registry() -> None:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ModelEntry"
     }
     assert entries == KNOWN_MODELS
+
+
+def test_readme_references_are_the_generated_ones() -> None:
+    """The README's dataset-policy and plan references are rendered from the pydantic models;
+    editing a model without regenerating (python -m pipelines.reference_docs --write) fails here."""
+    from pipelines.reference_docs import README, readme_section, render
+
+    section = readme_section(README.read_text(encoding="utf-8"))
+    assert section == render(), "README reference is stale: run python -m pipelines.reference_docs --write"
+    identifiers = next(line for line in section.splitlines() if line.startswith("| `identifiers`"))
+    for action in ("drop", "year", "shift_days", "age_90", "zip3"):
+        assert f"`{action}`" in identifiers
+    for key in ("delimiter", "encoding", "target_epsilon", "min_silos_per_round", "cohort"):
+        assert f"| `{key}` |" in section
