@@ -20,6 +20,7 @@ bytes beyond sizes and the names of our own message types and fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import struct
@@ -229,10 +230,17 @@ _SCALARS: dict[Any, tuple[type, ...]] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved once per class: get_type_hints re-evaluates every annotation on each call,
+    which dominated decoding messages made of many small ones (a bundle of shares)."""
+    return typing.get_type_hints(cls)
+
+
 def _check_kinds(cls: type, values: dict[str, Any]) -> None:
     """A shallow type check against the dataclass annotations: enough that a handler never
     receives, say, a string where it indexes an array."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for name, value in values.items():
         hint = hints[name]
         origin = typing.get_origin(hint) or hint
