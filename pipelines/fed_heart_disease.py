@@ -29,7 +29,11 @@ input, the five indicators included (plan option `standardize_indicators`), with
 hospital's own TRAIN mean and sample std (ddof=1, torch's default, as FLamby divides by). The
 one remaining difference from FLamby's code: FLamby divides by std + 1e-9, the silo leaves a
 column that is constant in training only centred (Switzerland's chol is all 0 in both subsets,
-so both give 0 there).
+so both give 0 there). DP plans (issue 12) may use no statistic of the records: their numeric
+inputs are clamped to public clinical ranges (`PUBLIC_BOUNDS`) and scaled to [-1, 1], and their
+indicators stay 0/1 (a DP plan with `standardize_indicators` is refused, NON_PRIVATE_PREPROCESSING).
+The hyper-parameter search below runs on the real training records and is NOT charged to any
+ledger: the epsilons reported cover the final plans only.
 
 Model: the registry's `logistic_regression` (one sigmoid unit). Hyper-parameters were chosen
 ONLY on the hospitals' training data: each train set split 75/25 (stratified where possible),
