@@ -234,10 +234,14 @@ class VictimSilo:
     thread: threading.Thread | None = None
     runner: Any = None
     crash: list[BaseException] = field(default_factory=list)
+    with_signing_key: bool = True
     _ids: Any = field(default_factory=itertools.count)
 
     @classmethod
-    def open(cls, tmp_path: Path, silo_id: str = VICTIM, rows: int = 40, *, template: Path | None = None) -> "VictimSilo":
+    def open(
+        cls, tmp_path: Path, silo_id: str = VICTIM, rows: int = 40, *, template: Path | None = None,
+        approval_policy: str = APPROVAL_POLICY_YAML, with_signing_key: bool = True,
+    ) -> "VictimSilo":
         """A new silo with the toy dataset registered and a privacy budget set; or, with
         `template`, a copy of a silo state folder made earlier (a silo that already trained)."""
         from silo_node.datasets.policy import DatasetPolicy
@@ -245,7 +249,7 @@ class VictimSilo:
 
         state = tmp_path / f"{silo_id}-state"
         policy_file = tmp_path / f"{silo_id}-approval-policy.yaml"
-        policy_file.write_text(APPROVAL_POLICY_YAML)
+        policy_file.write_text(approval_policy)
         if template is not None:
             shutil.copytree(template, state)
             services = open_silo_node(state, silo_id, policy_file=policy_file)
@@ -255,7 +259,7 @@ class VictimSilo:
             policy = DatasetPolicy.model_validate({**TOY_POLICY, "encoding": "utf-8"})
             services.registry.add(DATASET, export, "tabular", policy, actor="person:test")
             services.ledger.set_budget(DATASET, 100.0, 1e-4, actor="person:test")
-        silo = cls(silo_id, state, policy_file, services, ScriptedAggregator())
+        silo = cls(silo_id, state, policy_file, services, ScriptedAggregator(), with_signing_key=with_signing_key)
         silo.start()
         return silo
 
@@ -278,7 +282,7 @@ class VictimSilo:
         from silo_node.runner import SiloRunner
 
         node = open_silo_node(self.state, self.silo_id, policy_file=self.policy_file)
-        node.signing_key = signing_key(self.silo_id)
+        node.signing_key = signing_key(self.silo_id) if self.with_signing_key else None
         try:
             self.runner = SiloRunner(node, scripted_connection(self.aggregator, stop), poll_interval_s=0.05)
             ready.set()

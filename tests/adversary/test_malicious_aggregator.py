@@ -25,7 +25,9 @@ from healthfed_common.secagg.graph import graph_seed
 from healthfed_common.secagg.messages import EncryptedShare, KeyRoster, ShareInbox, UnmaskRequest
 from healthfed_common.wire import codec
 from healthfed_common.wire.messages import Refusal, SecAggReply, TrainResult, TrainTask
+from healthfed_common.silo_keys import encode_public_key
 from tests.adversary.harness import (
+    APPROVAL_POLICY_YAML,
     VICTIM,
     Peer,
     Session,
@@ -169,6 +171,66 @@ def test_round_without_secure_aggregation_is_refused(victim: VictimSilo, plan: P
     answer = session.offer(session.train_task(secagg=None))
     assert_refused(answer, "SECURE_AGGREGATION_REQUIRED")
     assert not (isinstance(answer, TrainResult) and answer.secure_parts)
+
+
+@pytest.mark.parametrize("attack,code", [
+    ("cohort_without_victim", "NOT_IN_COHORT"), ("cohort_pins_another_key", "COHORT_KEY_MISMATCH"),
+    ("plan_hash_of_another_plan", "PLAN_HASH_MISMATCH"), ("other_fingerprint", "FINGERPRINT_MISMATCH"),
+])
+def test_plan_and_cohort_checks_come_first(
+    victim: VictimSilo, plan: Plan, computations: FederatedComputations, attack: str, code: str
+) -> None:
+    """A plan whose cohort leaves the victim out or pins a key the coordinator made for it, a
+    plan that does not hash to the announced hash, another computation: refused before any data
+    is read or budget spent (no tracing needed: these are checked first)."""
+    session = Session.start(victim, plan, computations)
+    charges = len(victim.ledger_charges(plan))
+    task = session.train_task()
+    if attack == "cohort_without_victim":
+        other = adversary_plan((COLLUDER, HONEST_1, HONEST_2), rounds=3, max_round_attempts=3)
+        task = replace(task, plan_json=other.canonical_bytes(), plan_hash=other.plan_hash)
+    elif attack == "cohort_pins_another_key":
+        document = plan.model_dump(mode="json")
+        document["cohort"] = [m | ({"signing_key": encode_public_key(signing_key("coordinator-made"))} if m["silo_id"] == VICTIM else {})
+                              for m in document["cohort"]]
+        other = Plan.model_validate(document)
+        task = replace(task, plan_json=other.canonical_bytes(), plan_hash=other.plan_hash)
+    elif attack == "plan_hash_of_another_plan":
+        other = adversary_plan(COHORT, rounds=100, max_round_attempts=3)
+        task = replace(task, plan_json=other.canonical_bytes())
+    else:
+        task = replace(task, fingerprint="0" * 64)
+    assert_refused(victim.ask(task), code)
+    refused_in_audit(victim, code)
+    assert len(victim.ledger_charges(plan)) == charges
+
+
+def test_silo_without_signing_key_refuses_secure_rounds(tmp_path: Path, plan: Plan, computations: FederatedComputations) -> None:
+    silo = VictimSilo.open(tmp_path, with_signing_key=False)
+    try:
+        assert_refused(Session.start(silo, plan, computations).offer(), "SIGNING_KEY_MISSING")
+        refused_in_audit(silo, "SIGNING_KEY_MISSING")
+    finally:
+        silo.close()
+
+
+def test_threshold_below_the_hospitals_minimum_is_refused(tmp_path: Path, plan: Plan, computations: FederatedComputations) -> None:
+    policy = APPROVAL_POLICY_YAML.replace("min_secure_aggregation_threshold: 2", "min_secure_aggregation_threshold: 4")
+    silo = VictimSilo.open(tmp_path, approval_policy=policy)
+    try:
+        # the plan's t is 3: the approval policy rejects the plan (the runner re-checks it too)
+        assert_refused(Session.start(silo, plan, computations).offer(), "SECAGG_THRESHOLD_TOO_LOW")
+        refused_in_audit(silo, "SECAGG_THRESHOLD_TOO_LOW")
+    finally:
+        silo.close()
+
+
+def test_phase_for_an_unknown_session_is_refused(victim: VictimSilo, plan: Plan, computations: FederatedComputations) -> None:
+    session = Session.start(victim, plan, computations)
+    session.offer()
+    roster = build_roster(session.params.session_id, session.ads.values())
+    assert_refused(session.phase("share_keys", replace(roster, session_id=os.urandom(32))), UNKNOWN_SESSION)
+    refused_in_audit(victim, UNKNOWN_SESSION)
 
 
 # -- re-masking one update in several sessions -----------------------------------------------
@@ -431,10 +493,13 @@ def test_garbage_instead_of_a_task_does_not_stop_the_silo(
     assert isinstance(answer, TrainResult)
 
 
-@pytest.mark.parametrize("phase,payload_kind", [("share_keys", "inbox"), ("masked_input", "roster"),
-                                                 ("consistency", "roster"), ("unmask", "bytes"), ("no_such_phase", "roster")])
+@pytest.mark.parametrize("phase,payload_kind,code", [
+    ("share_keys", "inbox", "SECAGG_PHASE_PAYLOAD_INVALID"), ("masked_input", "roster", "SECAGG_PHASE_PAYLOAD_INVALID"),
+    ("consistency", "roster", "SECAGG_PHASE_PAYLOAD_INVALID"), ("unmask", "share", "SECAGG_PHASE_PAYLOAD_INVALID"),
+    ("no_such_phase", "roster", "SECAGG_UNKNOWN_PHASE"),
+])
 def test_wrong_payload_for_a_phase_is_a_coded_refusal(
-    victim: VictimSilo, plan: Plan, computations: FederatedComputations, phase: str, payload_kind: str
+    victim: VictimSilo, plan: Plan, computations: FederatedComputations, phase: str, payload_kind: str, code: str
 ) -> None:
     session = Session.start(victim, plan, computations)
     session.offer()
@@ -442,23 +507,29 @@ def test_wrong_payload_for_a_phase_is_a_coded_refusal(
     payload = {
         "inbox": ShareInbox(session.params.session_id, VICTIM, (VICTIM,), {}),
         "roster": roster,
-        "bytes": EncryptedShare(session.params.session_id, COLLUDER, VICTIM, b"\x00" * 64),
+        "share": EncryptedShare(session.params.session_id, COLLUDER, VICTIM, b"\x00" * 64),
     }[payload_kind]
-    answer = session.phase(phase, payload)
-    assert isinstance(answer, Refusal)
-    assert answer.code != "SILO_INTERNAL_ERROR", "an unexpected payload must be refused by a check, not a crash"
-    assert_refused(answer, answer.code)
-    refused_in_audit(victim, answer.code)
+    assert_refused(session.phase(phase, payload), code)
+    refused_in_audit(victim, code)
 
 
-def test_malformed_model_input_is_a_coded_refusal(victim: VictimSilo, plan: Plan, computations: FederatedComputations) -> None:
+@pytest.mark.parametrize("session_for", ["announced_model", "malformed_model"])
+def test_malformed_model_input_is_a_coded_refusal(
+    victim: VictimSilo, plan: Plan, computations: FederatedComputations, session_for: str
+) -> None:
+    """Wrong-shaped weights, offered with the session of the real model (mismatch) or with a
+    session the attacker derived for the malformed input itself (the silo gets to training)."""
     session = Session.start(victim, plan, computations, round_number=2)
     bad = tuple(np.zeros((3, 3), dtype=np.float32) for _ in session.client_input)
-    answer = victim.ask(session.train_task(client_input=bad))
+    offer = session_offer(session.params if session_for == "announced_model" else derive_session(plan, computations, 2, 1, bad))
+    answer = victim.ask(session.train_task(client_input=bad, secagg=offer))
     assert isinstance(answer, Refusal)
+    charged = [c.round for c in victim.ledger_charges(plan)]
+    assert answer.code != "SILO_INTERNAL_ERROR", f"malformed weights crashed the task: {answer.message}; charged rounds {charged}"
     assert_refused(answer, answer.code)
-    assert answer.code != "SILO_INTERNAL_ERROR"
-    assert [c.round for c in victim.ledger_charges(plan)] == [1]  # only the template's round 1
+    if session_for == "announced_model":
+        assert answer.code == SESSION_MISMATCH
+    assert charged == [1], "checked before the ledger is charged: only the template's round 1"
 
 
 def test_oversized_roster_is_refused(victim: VictimSilo, plan: Plan, computations: FederatedComputations) -> None:
@@ -470,9 +541,8 @@ def test_oversized_roster_is_refused(victim: VictimSilo, plan: Plan, computation
     huge = KeyRoster(roster.session_id, (*roster.silos, *names), {**roster.c_public, **{n: blob for n in names}},
                      {**roster.s_public, **{n: blob for n in names}}, {**roster.nonces, **{n: blob for n in names}},
                      {**roster.commitments, **{n: blob for n in names}}, {**roster.signatures, **{n: b"" for n in names}})
-    answer = session.phase("share_keys", huge)
-    assert isinstance(answer, Refusal) and answer.code != "SILO_INTERNAL_ERROR"
-    assert_refused(answer, answer.code)
+    assert_refused(session.phase("share_keys", huge), VIOLATION)
+    refused_in_audit(victim, VIOLATION)
 
 
 # -- SecAgg+: the aggregator cannot choose the neighbour graph ---------------------------------
