@@ -97,10 +97,12 @@ class Coordinator:
         approval_wait_s: float = 0.0,
         approval_poll_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        plan_cache_dir: Path | None = None,
     ) -> None:
         """`approval_wait_s`: how long a round waits for hospitals whose data steward has not
         approved the plan yet (or whose dataset has no privacy budget yet) before the offer
-        counts as a failed attempt; the round is offered again every `approval_poll_s`."""
+        counts as a failed attempt; the round is offered again every `approval_poll_s`.
+        `plan_cache_dir` (STATE_DIR/plan-cache): traced plans kept so a restart skips tracing."""
         self._approval_wait_s = approval_wait_s
         self._approval_poll_s = approval_poll_s
         self._sleep = sleep
@@ -128,7 +130,7 @@ class Coordinator:
         self._verify = cohort_verifier(plan) if plan.cohort else None
         self._participation = Participation(silos, plan.failing_silo_rounds)
         self._audit = audit
-        self.computations: FederatedComputations = build_federated_computations(plan)
+        self.computations: FederatedComputations = build_federated_computations(plan, plan_cache_dir)
         self.report = RunReport(plan.plan_hash)
 
     def _record(self, kind: str, **detail: Any) -> None:

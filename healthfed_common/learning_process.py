@@ -12,20 +12,22 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from healthfed_common.models import model_entry
 from healthfed_common.plan import OptimizerSpec, Plan
+from healthfed_common.plan_cache import PlanCache, frame, unframe
 from healthfed_common.tf_graph import GraphComputation
 from healthfed_common.tff_types import count_leaves, flatten_tensor_types, split_counts
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger(__name__)
 
 MRF_COMPONENTS = ("prepare", "work", "zero", "accumulate", "merge", "report", "update")
 
@@ -204,13 +206,42 @@ def _from_serialized(plan: Plan, blobs: dict[str, bytes]) -> FederatedComputatio
 
 
 @functools.lru_cache(maxsize=8)
-def build_federated_computations(plan: Plan) -> FederatedComputations:
+def build_federated_computations(plan: Plan, cache_dir: Path | None = None) -> FederatedComputations:
+    """The plan's computations, from this node's traced-plan cache in `cache_dir` when it
+    holds a verified entry for this plan, build and TensorFlow version; otherwise traced in a
+    fresh Python process (`trace_in_fresh_process`) and, with `cache_dir`, stored there for the
+    next start. Callers compare `.fingerprint`, computed from the bytes actually loaded, with
+    their peer's, whichever way the bytes came (healthfed_common.plan_cache says why the cache
+    is not trusted further)."""
+    model_entry(plan.model.id)  # fail fast, in this process, with UnknownModel
+    if cache_dir is None:
+        return _from_serialized(plan, trace_in_fresh_process(plan))
+    cache = PlanCache(cache_dir)
+    cached = cache.load(plan)
+    if cached is not None:
+        try:
+            loaded = _from_serialized(plan, cached.blobs)
+        except Exception as error:  # unparsable protos despite a good digest: rebuilt, never trusted
+            log.warning("plan cache: ignoring %s (PLAN_CACHE_INVALID: %s); tracing the plan again",
+                        cache.path(plan).name, type(error).__name__)
+        else:
+            if loaded.fingerprint == cached.fingerprint:
+                return loaded
+            log.warning("plan cache: ignoring %s (PLAN_CACHE_INVALID: loaded graphs give another fingerprint "
+                        "than recorded); tracing the plan again", cache.path(plan).name)
+    blobs = trace_in_fresh_process(plan)
+    computations = _from_serialized(plan, blobs)
+    cache.store(plan, blobs, computations.fingerprint)
+    return computations
+
+
+def trace_in_fresh_process(plan: Plan) -> dict[str, bytes]:
     """Traced in a fresh Python process, always. TF numbers traced functions with a
     process-wide counter (`__inference_client_update_<n>`), so the graphs a process traces
     depend on what it traced before: a silo that already ran one plan would build another
     fingerprint for the next plan than the aggregator. A fresh process gives every node the
-    same bytes for the same plan and HealthFed version."""
-    model_entry(plan.model.id)  # fail fast, in this process, with UnknownModel
+    same bytes for the same plan and HealthFed version. (It also keeps the tracer's ~700 MiB
+    out of the node's own process: they are returned to the OS when the child exits.)"""
     result = subprocess.run(
         [sys.executable, "-m", "healthfed_common.learning_process"],
         input=plan.canonical_bytes(), capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
@@ -218,31 +249,10 @@ def build_federated_computations(plan: Plan) -> FederatedComputations:
     if result.returncode != 0:
         tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError("building the plan's computation failed: " + " | ".join(tail))
-    return _from_serialized(plan, _unframe(result.stdout))
-
-
-def _frame(blobs: dict[str, bytes]) -> bytes:
-    parts = []
-    for name, blob in blobs.items():
-        key = name.encode()
-        parts += [struct.pack(">I", len(key)), key, struct.pack(">Q", len(blob)), blob]
-    return b"".join(parts)
-
-
-def _unframe(data: bytes) -> dict[str, bytes]:
-    blobs: dict[str, bytes] = {}
-    offset = 0
-    while offset < len(data):
-        (key_length,) = struct.unpack_from(">I", data, offset)
-        key = data[offset + 4 : offset + 4 + key_length].decode()
-        offset += 4 + key_length
-        (length,) = struct.unpack_from(">Q", data, offset)
-        blobs[key] = data[offset + 8 : offset + 8 + length]
-        offset += 8 + length
-    return blobs
+    return unframe(result.stdout)
 
 
 if __name__ == "__main__":
     from healthfed_common.plan import parse_plan
 
-    sys.stdout.buffer.write(_frame(serialize_federated_computations(parse_plan(sys.stdin.buffer.read()))))
+    sys.stdout.buffer.write(frame(serialize_federated_computations(parse_plan(sys.stdin.buffer.read()))))

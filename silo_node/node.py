@@ -104,4 +104,5 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
         witnessed=WitnessedCheckpoints(connection),
         audit=audit,
         connection=connection,
+        plan_cache_dir=state / "plan-cache",
     )

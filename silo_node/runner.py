@@ -183,7 +183,7 @@ class SiloRunner:
 
     def _computations(self, plan: Plan) -> FederatedComputations:
         try:
-            return build_federated_computations(plan)
+            return build_federated_computations(plan, self._services.plan_cache_dir)
         except UnknownModel:
             raise TaskRefused("UNKNOWN_MODEL", f"model id {plan.model.id!r} is not in this silo's registry") from None
         except Exception as error:  # any build failure is a refusal, recorded, never a crash

@@ -7,6 +7,7 @@ to build and run plans."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -24,3 +25,5 @@ class SiloServices:
     witnessed: Any = None
     signing_key: Any = None
     """The hospital's Ed25519PrivateKey (`signing.key` of the kit), or None when the kit has none."""
+    plan_cache_dir: Path | None = None
+    """STATE/plan-cache: traced plans kept so a restarted silo skips tracing (None: no cache)."""

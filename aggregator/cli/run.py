@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         coordinator = Coordinator(
             plan, board, store, silos, progress=lambda line: print(line, flush=True),
             audit=audit, metrics=metrics, on_round=releaser.release_round if releaser is not None else None,
-            approval_wait_s=args.approval_timeout,
+            approval_wait_s=args.approval_timeout, plan_cache_dir=config.state_dir / "plan-cache",
         )
         # refuse any Submit larger than this plan's largest answer before decoding it
         service.set_submit_limit(submit_limit_bytes(plan, coordinator.computations, len(config.silos)))

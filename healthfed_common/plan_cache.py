@@ -1,0 +1,203 @@
+"""A node's cache of traced plans: the serialized MapReduceForm graphs of each plan it built.
+
+Why: tracing a plan costs a node 16-22 s (a fresh Python process that imports TensorFlow and
+TFF and traces the learning process), and every node traces every plan on its first round.
+The bytes that come out depend only on the plan, the HealthFed code that interprets it and
+the TensorFlow/TFF versions, so a node keeps them in its own state folder and a restarted or
+second run of the node loads them instead of tracing again.
+
+What the cache is NOT trusted with: the security decision. A silo still compares the
+fingerprint of the computation it loaded (computed from the exact bytes it will execute) with
+the one the aggregator announced, as after a fresh trace. The cache is keyed by what this node
+computes itself -- the plan's hash, this build's version and code digest, the TensorFlow and
+TFF versions -- never by anything a peer sent. An entry that is unreadable, truncated, edited
+(its payload digest no longer matches), written for another key, or whose loaded graphs do
+not give the fingerprint recorded when it was written is ignored and rebuilt by tracing.
+
+Layout: DIR/<key>.plan, one file per plan, mode 0600 in a 0700 folder, written to a temporary
+file in the same folder and renamed into place, so a crash or a second node writing the same
+entry never leaves a half-written entry under the final name.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from healthfed_common import __version__
+from healthfed_common.errors import HealthFedError
+from healthfed_common.plan import Plan
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MAGIC = b"HEALTHFED-TRACED-PLAN\n"
+SUFFIX = ".plan"
+# a traced plan of the registry's largest model is a few MiB; anything far larger is not ours
+MAX_ENTRY_BYTES = 512 * 1024 * 1024
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class PlanCacheEntryInvalid(HealthFedError, ValueError):
+    """A cache entry that cannot be used as it is (logged, then rebuilt; never a refusal)."""
+
+    code = "PLAN_CACHE_INVALID"
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over every source file of `healthfed_common`. The version number alone does
+    not move when the code that builds the learning process changes between releases (or on
+    a developer's machine), and a stale entry would give this node another fingerprint than a
+    node that traced afresh."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def key_fields(plan: Plan) -> dict[str, str | int]:
+    """Everything the traced bytes depend on, as this node sees it."""
+    return {
+        "format": FORMAT,
+        "plan_hash": plan.plan_hash,
+        "healthfed": __version__,
+        "healthfed_code": code_digest(),
+        "tensorflow": _version("tensorflow"),
+        "tensorflow_federated": _version("tensorflow-federated"),
+    }
+
+
+def cache_key(plan: Plan) -> str:
+    return hashlib.sha256(json.dumps(key_fields(plan), sort_keys=True).encode()).hexdigest()
+
+
+def frame(blobs: dict[str, bytes]) -> bytes:
+    """Named byte strings, length-prefixed: how the tracer child hands its result back and how
+    a cache entry stores it."""
+    parts = []
+    for name, blob in blobs.items():
+        key = name.encode()
+        parts += [struct.pack(">I", len(key)), key, struct.pack(">Q", len(blob)), blob]
+    return b"".join(parts)
+
+
+def unframe(data: bytes) -> dict[str, bytes]:
+    """The inverse of `frame`; ValueError for bytes that are not a whole framing."""
+    blobs: dict[str, bytes] = {}
+    offset = 0
+    try:
+        while offset < len(data):
+            (key_length,) = struct.unpack_from(">I", data, offset)
+            key = data[offset + 4 : offset + 4 + key_length].decode()
+            offset += 4 + key_length
+            (length,) = struct.unpack_from(">Q", data, offset)
+            if offset + 8 + length > len(data):
+                raise ValueError("a framed part runs past the end")
+            blobs[key] = data[offset + 8 : offset + 8 + length]
+            offset += 8 + length
+    except (struct.error, UnicodeDecodeError) as error:
+        raise ValueError(f"not a framed set of parts: {error}") from None
+    return blobs
+
+
+@dataclass(frozen=True)
+class CachedPlan:
+    """A verified entry: the traced parts and the fingerprint recorded when it was written
+    (the caller checks that the graphs it loads from `blobs` still give it)."""
+
+    blobs: dict[str, bytes]
+    fingerprint: str
+
+
+class PlanCache:
+    """DIR/<key>.plan entries of one node (silo: STATE/plan-cache, aggregator:
+    STATE_DIR/plan-cache)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, plan: Plan) -> Path:
+        return self.directory / f"{cache_key(plan)}{SUFFIX}"
+
+    def load(self, plan: Plan) -> CachedPlan | None:
+        """The entry for this plan, or None when there is none or it cannot be trusted to be
+        what this node wrote for this key (the reason is logged)."""
+        path = self.path(plan)
+        try:
+            return self._read(path, plan)
+        except FileNotFoundError:
+            return None
+        except (OSError, PlanCacheEntryInvalid) as error:
+            log.warning("plan cache: ignoring %s (%s: %s); tracing the plan again",
+                        path.name, getattr(error, "code", "PLAN_CACHE_UNREADABLE"), error)
+            return None
+
+    def _read(self, path: Path, plan: Plan) -> CachedPlan:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+        if len(data) > MAX_ENTRY_BYTES:
+            raise PlanCacheEntryInvalid("entry larger than any traced plan")
+        if not data.startswith(MAGIC):
+            raise PlanCacheEntryInvalid("not a traced-plan cache entry")
+        header_end = data.find(b"\n", len(MAGIC))
+        if header_end < 0:
+            raise PlanCacheEntryInvalid("entry truncated in its header")
+        try:
+            header = json.loads(data[len(MAGIC) : header_end])
+            recorded_key, digest, fingerprint = header["key"], header["sha256"], header["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise PlanCacheEntryInvalid("entry header unreadable") from None
+        if recorded_key != key_fields(plan):
+            raise PlanCacheEntryInvalid("entry written for another plan, build or TensorFlow version")
+        payload = data[header_end + 1 :]
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise PlanCacheEntryInvalid("entry payload does not match its digest (corrupt or edited)")
+        try:
+            blobs = unframe(payload)
+        except ValueError as error:
+            raise PlanCacheEntryInvalid(str(error)) from None
+        return CachedPlan(blobs, str(fingerprint))
+
+    def store(self, plan: Plan, blobs: dict[str, bytes], fingerprint: str) -> Path | None:
+        """Writes the entry atomically (0600 file, 0700 folder). A cache that cannot be written
+        (read-only or full disk) costs the next start a trace, nothing else: logged, None."""
+        payload = frame(blobs)
+        header = {"key": key_fields(plan), "sha256": hashlib.sha256(payload).hexdigest(), "fingerprint": fingerprint}
+        path = self.path(plan)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor, temporary = tempfile.mkstemp(prefix=".writing-", suffix=SUFFIX, dir=self.directory)
+            try:
+                os.fchmod(descriptor, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as error:
+            log.warning("plan cache: could not write %s (%s); the next start traces the plan again", path, error)
+            return None
+        return path
+
+    def discard(self, plan: Plan) -> None:
+        self.path(plan).unlink(missing_ok=True)
