@@ -24,7 +24,7 @@ from healthfed_common.secagg import SecAggClient, SessionParams, keys
 from healthfed_common.secagg.graph import graph_seed
 from healthfed_common.secagg.messages import EncryptedShare, KeyRoster, ShareInbox, UnmaskRequest
 from healthfed_common.wire import codec
-from healthfed_common.wire.messages import Refusal, SecAggReply, TrainResult, TrainTask
+from healthfed_common.wire.messages import Refusal, SecAggReply, TrainResult
 from healthfed_common.silo_keys import encode_public_key
 from tests.adversary.harness import (
     APPROVAL_POLICY_YAML,
@@ -35,7 +35,6 @@ from tests.adversary.harness import (
     adversary_plan,
     assert_refused,
     build_roster,
-    cohort_verifier,
     derive_session,
     plain_sum,
     route_shares,
