@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from compliance.cli import export, show, verify
+from compliance.cli import export, forward, show, verify
 from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_INTEGRITY, EXIT_USAGE
 from compliance.errors import ComplianceError, LogCorrupt
 from healthfed_common.errors import HealthFedError
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (verify, export, show):
+    for module in (verify, export, show, forward):
         module.add_parser(subparsers)
     return parser
 
