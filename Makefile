@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.healthfed-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint bench clean images test-containers
 
 venv: $(STAMP)
 
@@ -25,6 +25,17 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Container images (deploy/): the shared base, then the silo and aggregator images, with podman
+# or docker, whichever works here (deploy/test/container_smoke.py picks; see deploy/README.md).
+images: $(STAMP)
+	$(BIN)/python deploy/test/container_smoke.py images
+
+# Builds the images and runs deploy/README.md's runbook: a three-hospital compose federation
+# with secure aggregation and DP, preflight refusals, health, a silo restarted mid-plan, down -v.
+# Writes bench-results/images.json. Fails (never skips) where containers cannot run.
+test-containers: $(STAMP)
+	$(BIN)/python deploy/test/container_smoke.py smoke
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

