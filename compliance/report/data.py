@@ -27,17 +27,20 @@ from compliance.verify import VerificationResult
 SECTIONS = (
     "Executive summary",
     "Scope and period",
-    "Integrity evidence",
-    "Events by type, outcome and actor",
-    "Refusals and security events",
-    "Privacy budget by dataset",
-    "Rounds and participants",
-    "GDPR Art. 30 record of processing",
     "HIPAA accounting of disclosures",
+    "Privacy budget by dataset",
     "Plans and approvals",
     "Datasets and de-identification",
+    "Rounds and participants",
+    "Refusals and security events",
+    "Events by type, outcome and actor",
+    "GDPR Art. 30 record of processing",
+    "Annex: data protection impact assessment (GDPR Art. 35)",
+    "Appendix: integrity evidence",
 )
-"""Section titles, in order; every format carries each one (tests check the PDF text)."""
+"""Section titles, in order; every format carries each one (tests check the PDF text).
+What a DPO signs for comes first; the Merkle proofs and signatures that back it are the
+appendix (an auditor re-checks them, a DPO need not read hex)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class RoundRow:
 
 @dataclass(frozen=True)
 class Disclosure:
-    """One payload.released event: what left, when, to whom."""
+    """One release (payload.released, or model.exported on the aggregator): what left, when,
+    to whom, why, and the privacy it cost — one row of a HIPAA §164.528 accounting."""
 
     index: int
     recorded: str
@@ -112,6 +116,23 @@ class Disclosure:
     sha256: str
     plan_hash: str
     round: int
+    description: str = ""
+    purpose: str = ""
+    privacy: str = ""
+    """The ε charged for this round, in words, or why none was charged."""
+
+
+@dataclass(frozen=True)
+class DeclaredSpending:
+    """What one silo declared it had spent on a plan's dataset (aggregator reports only)."""
+
+    plan_hash: str
+    plan_name: str
+    silo: str
+    round: int
+    epsilon_spent: float | None
+    epsilon_remaining: float | None
+    delta: float | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +188,9 @@ class ReportData:
     datasets: tuple[DatasetRow, ...] = ()
     exported_by: str = ""
     rollback: str = ""
+    declared: tuple[DeclaredSpending, ...] = ()
+    declared_source: str = ""
+    """Where `declared` came from, or why it could not be read ("" for silo reports)."""
 
     @property
     def verdict(self) -> str:
@@ -189,11 +213,18 @@ def build_report_data(
     period: Period,
     generated_at: datetime,
     exported_by: str = "",
+    declared: tuple[DeclaredSpending, ...] = (),
+    declared_source: str = "",
 ) -> ReportData:
     """Compute the report from a verification result (which carries the parsed entries)."""
     entries = result.parsed
     in_period = tuple(e for e in entries if period.contains(e.recorded_at))
     up_to_end = [e for e in entries if e.recorded_at < period.end]
+    plans = _plans(up_to_end)
+    if not declared and not declared_source and origin.startswith("aggregator"):
+        from compliance.report.declarations import read_declarations
+
+        declared, declared_source = read_declarations(node_dir)
     return ReportData(
         origin=origin,
         node_dir=str(node_dir),
@@ -210,11 +241,16 @@ def build_report_data(
         privacy=_privacy(entries, period),
         rounds=_rounds(in_period),
         processing_record=record,
-        disclosures=tuple(_disclosures(in_period)),
-        plans=_plans(up_to_end),
+        disclosures=tuple(_disclosures(in_period, up_to_end, plans, record.purpose)),
+        plans=plans,
         datasets=_datasets(up_to_end),
         exported_by=exported_by,
         rollback=result.rollback_statement,
+        declared=tuple(
+            DeclaredSpending(d.plan_hash, next((p.name for p in plans if p.plan_hash == d.plan_hash), ""),
+                             d.silo, d.round, d.epsilon_spent, d.epsilon_remaining, d.delta)
+            for d in declared),
+        declared_source=declared_source,
     )
 
 
@@ -408,14 +444,64 @@ def _rounds(entries: tuple[AuditEntry, ...]) -> tuple[RoundRow, ...]:
     return tuple(rows)
 
 
-def _disclosures(entries: tuple[AuditEntry, ...]) -> list[Disclosure]:
-    out = []
+_RELEASES = {
+    "SecAggReply": "Secure-aggregation message (masked model update, encrypted key shares or "
+                   "unmasking shares) — no record-level data",
+    "TrainResult": "Training result: clipped, noised model update and allow-listed training metrics",
+    "EvaluateResult": "Evaluation result: allow-listed metrics (loss, accuracy, AUC) and example count",
+    "masked_update": "Masked model update",
+    "metrics": "Allow-listed aggregate metrics",
+}
+
+
+def _charges(entries: list[AuditEntry]) -> dict[tuple[str, int], list[DpChargeDetail]]:
+    found: dict[tuple[str, int], list[DpChargeDetail]] = {}
     for entry in entries:
+        if entry.kind == "dp.charge" and entry.outcome_name == "success":
+            detail = _detail(DpChargeDetail, entry)
+            if detail is not None:
+                found.setdefault((detail.plan_hash, detail.round), []).append(detail)
+    return found
+
+
+def _privacy_words(kind: str, charges: list[DpChargeDetail]) -> str:
+    if kind == "EvaluateResult":  # never inside a DP mechanism, whatever the round number says
+        return ("No ε: evaluation metrics are released without differential privacy and counted "
+                "against the plan's evaluation limit")
+    if charges:
+        return "; ".join(
+            f"ε {c.epsilon:.3g} (δ {c.delta:.2g}) charged to {c.dataset} for this round; "
+            f"{c.epsilon_spent_total:.3g} of {c.epsilon_budget:.3g} spent after it" for c in charges)
+    if kind == "SecAggReply":
+        return "No ε of its own: protocol message of a round whose update is charged where it was trained"
+    return "No ε charge recorded in this log for this round"
+
+
+def _disclosures(
+    in_period: tuple[AuditEntry, ...], up_to_end: list[AuditEntry], plans: tuple[PlanRow, ...],
+    default_purpose: str,
+) -> list[Disclosure]:
+    charges = _charges(up_to_end)
+    purposes = {p.plan_hash: (f"{p.name}: {p.purpose}" if p.purpose else p.name) for p in plans
+                if p.name != "(name not logged)" or p.purpose}
+    out = []
+    for entry in in_period:
+        if entry.kind == "model.exported":
+            plan = str(entry.detail.get("plan_hash") or "")
+            out.append(Disclosure(
+                index=entry.index, recorded=entry.recorded, recipient="coordinator (model file)",
+                kind="model", bytes=0, sha256="", plan_hash=plan, round=-1,
+                description=f"Final trained model exported to {entry.detail.get('path', '?')}",
+                purpose=purposes.get(plan, default_purpose),
+                privacy="Covered by the silos' per-round charges (the model is computed from the "
+                        "released sums only)"))
+            continue
         if entry.kind != "payload.released":
             continue
         detail = _detail(PayloadReleasedDetail, entry)
         if detail is None:
             continue
+        words = _RELEASES.get(detail.kind, detail.kind)
         out.append(
             Disclosure(
                 index=entry.index,
@@ -426,6 +512,9 @@ def _disclosures(entries: tuple[AuditEntry, ...]) -> list[Disclosure]:
                 sha256=detail.sha256,
                 plan_hash=detail.plan_hash,
                 round=detail.round,
+                description=f"{words}, {detail.bytes:,} bytes (round {detail.round})",
+                purpose=purposes.get(detail.plan_hash, default_purpose),
+                privacy=_privacy_words(detail.kind, charges.get((detail.plan_hash, detail.round), [])),
             )
         )
     return out

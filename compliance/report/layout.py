@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from compliance.events import EVENT_KINDS
 from collections import Counter
 
+from compliance.events import EVENT_KINDS
 from compliance.report.data import SECTIONS, ReportData, reason_of
 from compliance.signing import fingerprint
 
@@ -33,6 +33,10 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     empty: str = "None in this period."
+    widths: tuple[float, ...] = ()
+    """Relative column widths (equal when empty); renderers scale them to the page."""
+    tall: bool = False
+    """Rows with room to write in by hand (the sign-off block)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,11 @@ def short(value: str, length: int = 16) -> str:
     return value if len(value) <= length else value[:length] + "…"
 
 
+def when(recorded: str) -> str:
+    """An RFC 3339 UTC timestamp as people read it in a table: `2025-03-05 08:00:00`."""
+    return recorded[:19].replace("T", " ") if len(recorded) >= 19 and recorded[10] == "T" else recorded
+
+
 def title_block(data: ReportData) -> tuple[str, str]:
     """Report title and subtitle."""
     return (
@@ -74,8 +83,8 @@ def title_block(data: ReportData) -> tuple[str, str]:
 def build_sections(data: ReportData) -> list[Section]:
     """All sections, in the order of `SECTIONS`."""
     sections = [
-        _summary(data), _scope(data), _integrity(data), _events(data), _flagged(data),
-        _privacy(data), _rounds(data), _gdpr(data), _hipaa(data), _plans(data), _datasets(data),
+        _summary(data), _scope(data), _hipaa(data), _privacy(data), _plans(data), _datasets(data),
+        _rounds(data), _flagged(data), _events(data), _gdpr(data), _dpia(data), _integrity(data),
     ]
     assert tuple(s.title for s in sections) == SECTIONS
     return sections
@@ -98,10 +107,13 @@ def _summary(data: ReportData) -> Section:
     privacy = "; ".join(
         f"{p.dataset}: ε {p.epsilon_spent:.3g} spent of {p.epsilon_budget:.3g}, "
         f"{p.epsilon_remaining:.3g} remaining" + (" — EXCEEDED" if p.epsilon_remaining < 0 else "")
-        for p in data.privacy) or "No privacy budget was charged up to the end of the period"
+        for p in data.privacy) or _declared_summary(data) or (
+        "No privacy budget was charged up to the end of the period")
     recipients = sorted({d.recipient for d in data.disclosures})
+    kinds = Counter(d.description.split(":")[0].split(" (")[0].split(",")[0] for d in data.disclosures)
     disclosures = (f"{len(data.disclosures)} payloads ({sum(d.bytes for d in data.disclosures):,} bytes) to "
-                   f"{', '.join(recipients)}" if data.disclosures else "None")
+                   f"{', '.join(recipients)}: " + ", ".join(f"{n} × {k.lower()}" for k, n in kinds.most_common())
+                   + "; each with its purpose and ε in section 3" if data.disclosures else "None")
     codes = Counter(reason_of(item.entry.detail).split(":", 1)[0] or item.entry.kind for item in data.refusals)
     refusals = (f"{len(data.refusals)}: " + ", ".join(f"{code} ×{n}" for code, n in codes.most_common())
                 if data.refusals else "None")
@@ -123,19 +135,34 @@ def _summary(data: ReportData) -> Section:
     return Section(SECTIONS[0], (
         Paragraph(verdict, emphasis=True),
         KeyValues(tuple(rows)),
-        Paragraph("Sections 2–11 give the evidence; Merkle proofs and signatures are in section 3. "
-                  "Sign-off:  name ____________________  role ____________________  "
+        Paragraph("Sections 2–10 give the evidence in plain words. Section 11 is the data "
+                  "protection impact assessment (threat model, privacy statement, residual risks) "
+                  "with the full sign-off block; the Merkle proofs and signatures that let an "
+                  "auditor re-check this log are in the appendix (section 12)."),
+        Paragraph("Sign-off:  name ____________________  role ____________________  "
                   "date ____________  signature ____________________"),
     ))
+
+
+def _declared_summary(data: ReportData) -> str:
+    if not data.declared:
+        return ""
+    return "Declared by the silos (the aggregator keeps no ledger): " + "; ".join(
+        f"{d.silo}: ε {_g(d.epsilon_spent)} spent, {_g(d.epsilon_remaining)} remaining "
+        f"({d.plan_name or short(d.plan_hash, 12)}, after round {d.round})" for d in data.declared)
+
+
+def _g(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}"
 
 
 def _plans(data: ReportData) -> Section:
     rows = tuple(
         (p.name, short(p.plan_hash, 12), p.purpose or "—", p.status, p.decided_by or "—",
-         p.decided_at or "—", p.expires_at or "—", p.epsilon or "—", p.cohort or "—")
+         when(p.decided_at) or "—", when(p.expires_at) or "—", p.epsilon or "—", p.cohort or "—")
         for p in data.plans
     )
-    return Section(SECTIONS[9], (
+    return Section(SECTIONS[4], (
         Paragraph("Every plan this node received, with the last decision taken on it up to the end "
                   "of the period: who decided (a person, or the node by its local policy), the "
                   "ε/δ it was allowed to spend, the approval's expiry and the cohort it may run with."),
@@ -146,11 +173,11 @@ def _plans(data: ReportData) -> Section:
 
 def _datasets(data: ReportData) -> Section:
     rows = tuple(
-        (d.name, d.status, d.by, d.at, d.records or "—", short(d.policy_sha256) or "—",
+        (d.name, d.status, d.by, when(d.at), d.records or "—", short(d.policy_sha256) or "—",
          d.dropped or "—", d.generalised or "—")
         for d in data.datasets
     )
-    return Section(SECTIONS[10], (
+    return Section(SECTIONS[5], (
         Paragraph("Datasets registered for federated use and how they were de-identified: the "
                   "person who registered or removed them, the SHA-256 of the dataset policy that "
                   "governed de-identification, and the columns dropped or generalised."),
@@ -220,7 +247,7 @@ def _integrity(data: ReportData) -> Section:
             + ("" if proof.hashes else " (empty proof)"),
             proof.hashes,
         ))
-    return Section(SECTIONS[2], tuple(blocks))
+    return Section(SECTIONS[11], tuple(blocks))
 
 
 def _events(data: ReportData) -> Section:
@@ -228,7 +255,7 @@ def _events(data: ReportData) -> Section:
         definition = EVENT_KINDS.get(kind)
         return f"{definition.type.code} {definition.type.display}" if definition else "?"
 
-    return Section(SECTIONS[3], (
+    return Section(SECTIONS[8], (
         Table("By type", ("Event kind", "FHIR AuditEvent.type", "Count"),
               tuple((kind, display(kind), str(n)) for kind, n in data.by_kind)),
         Table("By outcome", ("Outcome", "Count"),
@@ -240,12 +267,12 @@ def _events(data: ReportData) -> Section:
 
 def _flagged(data: ReportData) -> Section:
     rows = tuple(
-        (str(item.entry.index), item.entry.recorded, item.entry.kind,
+        (str(item.entry.index), when(item.entry.recorded), item.entry.kind,
          item.entry.outcome_name.replace("_", " "), item.entry.actor, item.why,
          reason_of(item.entry.detail) or "—")
         for item in data.flagged
     )
-    return Section(SECTIONS[4], (
+    return Section(SECTIONS[7], (
         Paragraph("Refusals (connections, plans, rounds, revoked certificates), security "
                   "events, and every event whose outcome was not success."),
         Table("Refusals and security events", ("Entry", "Recorded (UTC)", "Kind", "Outcome",
@@ -260,21 +287,34 @@ def _privacy(data: ReportData) -> Section:
          f"{p.delta_budget:.3g}", f"{p.largest_delta:.3g}", str(p.charges_in_period))
         for p in data.privacy
     )
-    return Section(SECTIONS[5], (
+    aggregator = data.origin.startswith("aggregator")
+    blocks: list[Block] = [
         Paragraph("Differential-privacy budget per dataset as of the end of the period, from "
                   "the dp.charge events the node records before anything is released "
                   "(ε spent is the privacy ledger's cumulative total)."),
         Table("Privacy spent and remaining", ("Dataset", "ε spent", "ε budget", "ε remaining",
               "δ budget", "largest δ per charge", "charges in period"), rows,
-              empty="No dp.charge events up to the end of the period."),
-        Chart("Cumulative ε spent per dataset over time; dashed lines are the budgets."),
-    ))
+              empty=("The aggregator keeps no privacy ledger (hospitals charge their own); their "
+                     "declared spending follows." if aggregator
+                     else "No dp.charge events up to the end of the period.")),
+    ]
+    if aggregator or data.declared:
+        blocks.append(Paragraph(data.declared_source or "No declarations."))
+        blocks.append(Table(
+            "Spending declared by the silos", ("Plan", "Silo", "After round", "ε spent",
+                                               "ε remaining", "δ"),
+            tuple((d.plan_name or short(d.plan_hash, 12), d.silo, str(d.round), _g(d.epsilon_spent),
+                   _g(d.epsilon_remaining), _g(d.delta)) for d in data.declared),
+            empty="No silo declared any spending (plans without DP declare nothing)."))
+    if data.privacy:
+        blocks.append(Chart("Cumulative ε spent per dataset over time; dashed lines are the budgets."))
+    return Section(SECTIONS[3], tuple(blocks))
 
 
 def _rounds(data: ReportData) -> Section:
     rows = tuple(
         (short(r.plan_hash), str(r.round), r.status, ", ".join(r.participants) or "—",
-         "; ".join(r.reasons) or "—", r.first_recorded)
+         "; ".join(r.reasons) or "—", when(r.first_recorded))
         for r in data.rounds
     )
     return Section(SECTIONS[6], (
@@ -288,7 +328,7 @@ def _gdpr(data: ReportData) -> Section:
     controller = record.controller
     transfers = "; ".join(f"{t.destination} (safeguards: {t.safeguards})"
                           for t in record.transfers) or "None"
-    return Section(SECTIONS[7], (
+    return Section(SECTIONS[9], (
         Paragraph("Record of processing activities under GDPR Art. 30(1), as declared in "
                   "the node's processing-record.yaml."),
         KeyValues((
@@ -308,21 +348,119 @@ def _gdpr(data: ReportData) -> Section:
 
 def _hipaa(data: ReportData) -> Section:
     rows = tuple(
-        (d.recorded, d.recipient, f"{d.kind}, {d.bytes} bytes", short(d.sha256),
-         f"{short(d.plan_hash, 12)} / {d.round}", str(d.index))
+        (when(d.recorded), d.recipient, d.description, d.purpose or "—",
+         d.privacy, str(d.index))
         for d in data.disclosures
     )
     total = sum(d.bytes for d in data.disclosures)
-    return Section(SECTIONS[8], (
-        Paragraph("Accounting of disclosures (45 CFR §164.528 style): every payload that left "
-                  "the node in the period — date, recipient, description and purpose. Raw "
-                  "records never leave a silo; payloads are masked model updates or "
-                  "allow-listed aggregate metrics."),
+    return Section(SECTIONS[2], (
+        Paragraph("Accounting of disclosures in the form of 45 CFR §164.528(b)(2): for every "
+                  "release that left this node in the period, the date, the recipient, a brief "
+                  "description of what was released and the purpose — and the privacy it cost. "
+                  "Raw records never leave a hospital: what leaves is a model update clipped and "
+                  "noised under differential privacy (masked under secure aggregation, so the "
+                  "recipient only learns the sum over the cohort) or allow-listed aggregate "
+                  "metrics. ε is charged once per round to the hospital's privacy ledger before "
+                  "anything leaves; every message of that round is covered by that one charge."),
         KeyValues((
             ("Purpose of disclosures", data.processing_record.purpose),
             ("Disclosures in period", str(len(data.disclosures))),
-            ("Bytes disclosed in period", str(total)),
+            ("Bytes disclosed in period", f"{total:,}"),
         )),
-        Table("Disclosures", ("When (UTC)", "Recipient", "What", "SHA-256", "Plan / round",
-              "Entry"), rows),
+        Table("Disclosures", ("Date (UTC)", "Recipient", "What was disclosed", "Purpose",
+              "Privacy cost", "Entry"), rows, widths=(1.2, 1.1, 2.6, 1.8, 2.6, 0.75)),
+    ))
+
+
+_THREATS = (
+    ("Sum only: the coordinator learns an honest hospital's update only inside a sum over at "
+     "least t cohort hospitals", "A malicious coordinator with up to 2t − n − 1 colluding hospitals"),
+    ("Once: an update enters at most one secure-aggregation session; out-of-range rounds and "
+     "attempts are refused before any data or budget is touched", "A malicious coordinator re-offering rounds"),
+    ("Nobody speaks for a hospital: its protocol messages are signed with the key it generated, "
+     "pinned in the cohort its data steward approved", "A malicious coordinator that also runs the CA"),
+    ("Everybody sees the same round (plan, model, cohort, survivors) or nothing is unmasked",
+     "A malicious coordinator with colluders, as above"),
+    ("ε is what was released: every release that depends on the records is charged before it "
+     "leaves, or declared public in the privacy statement", "Retries, crashes, budget rewrites"),
+    ("Tamper-evident audit: an edit, deletion, reordering or rollback of this log is detected "
+     "(with a witness for rollback)", "Anyone with write access to the node's files"),
+)
+
+_RESIDUAL = (
+    ("A cohort of fakes", "The coordinator writes the cohort; keys it holds could pose as hospitals",
+     "Data steward compares cohort fingerprints (silo-node plans show) with the other hospitals out of band"),
+    ("Colluders in the sum", "Colluding hospitals know their own inputs; with c ≥ t − 1 the honest "
+     "remainder can be one update", "Choose the threshold t with the number of distrusted hospitals in mind"),
+    ("Poisoning", "A malicious hospital can bias the model within the quantised range",
+     "Model validation before use; robust aggregation is not provided"),
+    ("Metadata", "Who takes part, when, message and dataset sizes and the allow-listed metrics are "
+     "visible to the coordinator", "Declared public in the privacy statement"),
+    ("Non-private evaluation", "Evaluation metrics are exact (no DP) on held-out records",
+     "Per-plan evaluation limit, each evaluation recorded as a disclosure"),
+    ("Record-level, not patient-level ε", "A patient with k records is protected at about k·ε",
+     "Budget per dataset set by the data steward with this in mind"),
+    ("Hyper-parameter tuning", "Settings may have been chosen by looking at the same records",
+     "Not charged to ε; tune on public or separate data where possible"),
+)
+
+
+def _dpia(data: ReportData) -> Section:
+    """GDPR Art. 35(7): description, necessity, risks and measures — from the log and the
+    threat model (docs/threat-model.md) — and the sign-off block."""
+    record = data.processing_record
+    plans = "; ".join(f"{p.name} ({p.purpose or 'purpose not logged'})" for p in data.plans) or (
+        "No plan events up to the end of the period")
+    statements: list[tuple[str, str]] = []
+    for p in data.plans:
+        if p.epsilon.startswith("ε"):
+            statements.append((p.name,
+                f"Record-level differential privacy, {p.epsilon} per hospital dataset. "
+                "Unit of privacy: one record; neighbouring datasets differ by replacing one record "
+                "(the dataset size is public). Each round is charged to the hospital's privacy "
+                "ledger before anything leaves, and a round that would exceed the budget is refused."))
+        elif p.epsilon == "no DP":
+            statements.append((p.name, "No differential privacy — ε is infinite; the hospital's "
+                               "policy had to allow a non-private plan, and it was charged as such."))
+    evaluations = sum(1 for d in data.disclosures if d.kind == "EvaluateResult")
+    residual = list(_RESIDUAL)
+    if evaluations:
+        residual.append(("Evaluations in this period", f"{evaluations} non-private evaluation "
+                         "release(s) in section 3", "Reviewed by the DPO"))
+    exceeded = [p.dataset for p in data.privacy if p.epsilon_remaining < 0]
+    if exceeded:
+        residual.append(("Budget exceeded", "ε spent exceeds the budget for " + ", ".join(exceeded),
+                         "Investigate before any further plan runs"))
+    signers = ("Data protection officer", "Data steward", f"Controller ({record.controller.name})")
+    return Section(SECTIONS[10], (
+        Paragraph("Data protection impact assessment of the federated training recorded in this "
+                  "log, following GDPR Art. 35(7): (a) the processing, (b) its necessity and "
+                  "proportionality, (c) the risks to data subjects and (d) the measures. Drawn from "
+                  "the log, the record of processing (section 10) and HealthFed's threat model "
+                  "(docs/threat-model.md); the signatories below confirm or amend it."),
+        KeyValues((
+            ("(a) Processing", f"{record.purpose}. Plans: {plans}"),
+            ("Data subjects and data", f"{'; '.join(record.data_subject_categories)} — "
+                                       f"{'; '.join(record.data_categories)}"),
+            ("(b) Necessity and proportionality",
+             "Patient records stay in the hospital; only model updates (clipped, noised, masked) and "
+             "allow-listed metrics leave, and only for plans a data steward approved; datasets are "
+             "de-identified and reduced to the plan's features (section 6)."),
+            ("(d) Measures", "; ".join(record.security_measures)),
+        )),
+        Table("Threat model summary: what holds, against whom", ("Guarantee", "Holds against"),
+              _THREATS, widths=(3, 1.6)),
+        KeyValues(tuple(
+            [(f"Privacy statement: {name}", text) for name, text in statements] or
+            [("Privacy statement", "No plan with differential-privacy parameters was logged up to "
+                                   "the end of the period.")]) + (
+            ("Not covered by ε", "Hyper-parameter tuning on the same records, group privacy "
+             "(several records of one patient), the train/test split of exports without a split "
+             "column, non-private evaluations, and metadata (dataset sizes, schema, which plans "
+             "ran when). `silo-node plans show` prints each plan's full statement."),)),
+        Table("Residual risks", ("Risk", "Why it remains", "Mitigation / who acts"),
+              tuple(residual), widths=(1.2, 2.2, 2.2)),
+        Table("Sign-off", ("Role", "Name", "Decision", "Date", "Signature"),
+              tuple((role, "", "☐ risks accepted   ☐ measures required", "", "") for role in signers),
+              widths=(1.6, 1.6, 2.2, 0.9, 1.6), tall=True),
     ))

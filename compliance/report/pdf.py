@@ -49,7 +49,7 @@ def render_pdf(data: ReportData) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.platypus import Image, KeepTogether, SimpleDocTemplate, Spacer
+    from reportlab.platypus import Image, KeepTogether, PageBreak, SimpleDocTemplate, Spacer
     from reportlab.platypus import Paragraph as RLParagraph
     from reportlab.platypus import Table as RLTable
     from reportlab.platypus import TableStyle
@@ -65,8 +65,9 @@ def render_pdf(data: ReportData) -> bytes:
         "h3": ParagraphStyle("h3", fontName="HF-Sans-Bold", fontSize=10, leading=13,
                              spaceBefore=6, spaceAfter=3),
         "body": ParagraphStyle("body", fontName="HF-Sans", fontSize=9, leading=12, spaceAfter=5),
-        "cell": ParagraphStyle("cell", fontName="HF-Sans", fontSize=7.5, leading=9.5,
-                               wordWrap="CJK"),
+        "cell": ParagraphStyle("cell", fontName="HF-Sans", fontSize=7.5, leading=9.5),
+        "cell-long": ParagraphStyle("cell-long", fontName="HF-Sans", fontSize=7.5, leading=9.5,
+                                    wordWrap="CJK"),
         "head": ParagraphStyle("head", fontName="HF-Sans-Bold", fontSize=7.5, leading=9.5),
         "mono": ParagraphStyle("mono", fontName="HF-Mono", fontSize=7, leading=9,
                                wordWrap="CJK"),
@@ -87,6 +88,8 @@ def render_pdf(data: ReportData) -> bytes:
     ])
 
     def text(value: str, style: str = "cell") -> Any:
+        if style == "cell" and any(len(word) > 18 for word in value.split()):
+            style = "cell-long"  # hashes and paths break anywhere; words wrap at spaces
         return RLParagraph(_xml(value), styles[style])
 
     def block(item: Block) -> list[Any]:
@@ -103,10 +106,13 @@ def render_pdf(data: ReportData) -> bytes:
                 return [text(item.caption, "h3"), text(item.empty, "body")]
             rows = [[text(h, "head") for h in item.headers]]
             rows += [[text(cell) for cell in row] for row in item.rows]
-            table = RLTable(rows, colWidths=[width / len(item.headers)] * len(item.headers),
+            weights = item.widths or (1.0,) * len(item.headers)
+            table = RLTable(rows, colWidths=[width * w / sum(weights) for w in weights],
+                            rowHeights=[None] + [16 * mm] * len(item.rows) if item.tall else None,
                             repeatRows=1)
             table.setStyle(grid)
-            return [text(item.caption, "h3"), table, Spacer(1, 6)]
+            # a caption never sits alone at the foot of a page
+            return [KeepTogether([text(item.caption, "h3"), table]), Spacer(1, 6)]
         if isinstance(item, HashList):
             lines = [text(item.label, "h3")]
             lines += [text(f"{n}. {h}", "mono") for n, h in enumerate(item.hashes, 1)]
@@ -120,6 +126,8 @@ def render_pdf(data: ReportData) -> bytes:
     title, subtitle = title_block(data)
     story: list[Any] = [text(title, "title"), text(subtitle, "sub")]
     for number, section in enumerate(build_sections(data), 1):
+        if section.title.startswith(("Annex", "Appendix")):
+            story.append(PageBreak())  # the annex is signed on its own pages; the appendix is evidence
         story.append(text(f"{number}. {section.title}", "h2"))
         for item in section.blocks:
             story.extend(block(item))
