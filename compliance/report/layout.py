@@ -111,7 +111,8 @@ def _summary(data: ReportData) -> Section:
         "No privacy budget was charged up to the end of the period")
     recipients = sorted({d.recipient for d in data.disclosures})
     kinds = Counter(d.description.split(":")[0].split(" (")[0].split(",")[0] for d in data.disclosures)
-    disclosures = (f"{len(data.disclosures)} payloads ({sum(d.bytes for d in data.disclosures):,} bytes) to "
+    count, size = len(data.disclosures), sum(d.bytes for d in data.disclosures)
+    disclosures = (f"{count} payload{'s' if count != 1 else ''}{f' ({size:,} bytes)' if size else ''} to "
                    f"{', '.join(recipients)}: " + ", ".join(f"{n} × {k.lower()}" for k, n in kinds.most_common())
                    + "; each with its purpose and ε in section 3" if data.disclosures else "None")
     codes = Counter(reason_of(item.entry.detail).split(":", 1)[0] or item.entry.kind for item in data.refusals)
@@ -288,16 +289,20 @@ def _privacy(data: ReportData) -> Section:
         for p in data.privacy
     )
     aggregator = data.origin.startswith("aggregator")
-    blocks: list[Block] = [
-        Paragraph("Differential-privacy budget per dataset as of the end of the period, from "
-                  "the dp.charge events the node records before anything is released "
-                  "(ε spent is the privacy ledger's cumulative total)."),
-        Table("Privacy spent and remaining", ("Dataset", "ε spent", "ε budget", "ε remaining",
-              "δ budget", "largest δ per charge", "charges in period"), rows,
-              empty=("The aggregator keeps no privacy ledger (hospitals charge their own); their "
-                     "declared spending follows." if aggregator
-                     else "No dp.charge events up to the end of the period.")),
-    ]
+    blocks: list[Block] = []
+    if rows or not aggregator:
+        blocks += [
+            Paragraph("Differential-privacy budget per dataset as of the end of the period, from "
+                      "the dp.charge events the node records before anything is released "
+                      "(ε spent is the privacy ledger's cumulative total)."),
+            Table("Privacy spent and remaining", ("Dataset", "ε spent", "ε budget", "ε remaining",
+                  "δ budget", "largest δ per charge", "charges in period"), rows,
+                  empty="No dp.charge events up to the end of the period."),
+        ]
+    else:
+        blocks.append(Paragraph("The aggregator keeps no privacy ledger: each hospital charges its "
+                                "own before anything leaves it, and declares what it has spent "
+                                "with every DP round's result."))
     if aggregator or data.declared:
         blocks.append(Paragraph(data.declared_source or "No declarations."))
         blocks.append(Table(
@@ -312,14 +317,15 @@ def _privacy(data: ReportData) -> Section:
 
 
 def _rounds(data: ReportData) -> Section:
+    names = {p.plan_hash: p.name for p in data.plans if p.name != "(name not logged)"}
     rows = tuple(
-        (short(r.plan_hash), str(r.round), r.status, ", ".join(r.participants) or "—",
+        (names.get(r.plan_hash) or short(r.plan_hash, 12), str(r.round), r.status, ", ".join(r.participants) or "—",
          "; ".join(r.reasons) or "—", when(r.first_recorded))
         for r in data.rounds
     )
     return Section(SECTIONS[6], (
         Table("Training rounds", ("Plan", "Round", "Status", "Participants", "Reasons",
-              "First event (UTC)"), rows),
+              "First event (UTC)"), rows, widths=(1.4, 0.6, 0.9, 1.8, 1.8, 1.2)),
     ))
 
 

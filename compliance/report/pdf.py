@@ -103,7 +103,7 @@ def render_pdf(data: ReportData) -> bytes:
             return [table, Spacer(1, 6)]
         if isinstance(item, Table):
             if not item.rows:
-                return [text(item.caption, "h3"), text(item.empty, "body")]
+                return [KeepTogether([text(item.caption, "h3"), text(item.empty, "body")])]
             rows = [[text(h, "head") for h in item.headers]]
             rows += [[text(cell) for cell in row] for row in item.rows]
             weights = item.widths or (1.0,) * len(item.headers)
