@@ -348,3 +348,32 @@ def test_the_outbox_belongs_to_one_repository(tmp_path: Path, pki: dict[str, Pat
     Forwarder(node, _target(_free_port(), pki)).close()
     with pytest.raises(OutboxDestinationChanged, match="queues events for localhost"):
         Forwarder(node, SyslogTarget("elsewhere.example", 6514, pki["ca"]))
+
+
+def test_forward_command_once(tmp_path: Path, pki: dict[str, Path], repository: Rsyslog,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`compliance forward --once`: exit 0 when everything was delivered, 4 (events kept
+    queued) when the repository is unreachable, 3 with a coded message for a bad CA file."""
+    from compliance.cli.main import main
+
+    node = tmp_path / "node"
+    with open_log(node) as log:
+        _record(log, 4, 0)
+    common = ["forward", "--node", str(node), "--ca", str(pki["ca"]),
+              "--cert", str(pki["client_cert"]), "--key", str(pki["client_key"]), "--once"]
+    assert main(common + ["--to", f"localhost:{repository.port}"]) == 0
+    assert "4 of 4 events delivered" in capsys.readouterr().out
+    repository.stop()
+    with open_log(node) as log:
+        _record(log, 2, 4)
+    assert main(common + ["--to", f"localhost:{repository.port}"]) == 4
+    out = capsys.readouterr().out
+    assert "connection refused" in out and "4 of 6 events delivered" in out
+    assert main(["forward", "--node", str(node), "--ca", str(tmp_path / "missing.pem"),
+                 "--to", f"localhost:{repository.port}", "--once"]) == 3
+    assert "SYSLOG_CONFIG_INVALID" in capsys.readouterr().err
+    repository.start()
+    assert main(common + ["--to", f"localhost:{repository.port}"]) == 0
+    assert _wait(lambda: sum(repository.indices().values()) >= 6)
+    time.sleep(0.5)
+    assert repository.indices() == Counter(range(6))
