@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
+from aggregator.errors import AggregatorError
 from aggregator.participation import Participation, StatusChange, outcome_of
 from aggregator.secure_sum import SecureSumAborted, cohort_verifier, run_secure_sum
 from aggregator.state_store import StateBackend
@@ -55,7 +56,7 @@ def _command_for(code: str, plan: Plan) -> str:
             f"silo-node plans approve {plan.plan_hash[:12]} --by <your name> --state-dir <state folder>")
 
 
-class PlanFailed(RuntimeError):
+class PlanFailed(AggregatorError, RuntimeError):
     """A round could not gather the plan's minimum of silos within its attempts."""
 
 

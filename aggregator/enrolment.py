@@ -35,13 +35,13 @@ from aggregator.audit import AggregatorAudit
 from aggregator.config import AggregatorConfig
 from healthfed_common import actors, silo_keys
 from healthfed_common.enrolment_request import EnrolmentRequest, decode_proof
-from healthfed_common.errors import HealthFedError
+from aggregator.errors import AggregatorError
 from healthfed_common.plan import CohortMember, Plan, parse_plan
 
 RECORD_VERSION = 1
 
 
-class EnrolmentRefused(HealthFedError, PermissionError):
+class EnrolmentRefused(AggregatorError, PermissionError):
     """Root of the coordinator's enrolment refusals; each leaf has its own code."""
 
     code = "ENROLMENT_REFUSED"
@@ -87,11 +87,11 @@ class SigningKeyInUse(EnrolmentRefused):
     code = "SIGNING_KEY_IN_USE"
 
 
-class EnrolmentRecordInvalid(HealthFedError, ValueError):
+class EnrolmentRecordInvalid(AggregatorError, ValueError):
     code = "ENROLMENT_RECORD_INVALID"
 
 
-class CaUnavailable(HealthFedError, FileNotFoundError):
+class CaUnavailable(AggregatorError, FileNotFoundError):
     code = "CA_KEY_UNAVAILABLE"
 
 
@@ -304,7 +304,7 @@ def enrol_silo(
     return Enrolment(record, certificate, replaced)
 
 
-class CohortTooSmall(HealthFedError, ValueError):
+class CohortTooSmall(AggregatorError, ValueError):
     code = "COHORT_TOO_SMALL"
 
 

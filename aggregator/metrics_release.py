@@ -25,6 +25,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from aggregator.errors import AggregatorError
+
 log = logging.getLogger("healthfed.aggregator")
 
 CSV_NAME = "metrics.csv"
@@ -32,7 +34,7 @@ TENSORBOARD_DIR = "tensorboard"
 KEY_FIELD = "round"
 
 
-class RoundMetricsUnusable(RuntimeError):
+class RoundMetricsUnusable(AggregatorError, RuntimeError):
     """The metrics directory holds a CSV this release path cannot continue (no `round` column)."""
 
 

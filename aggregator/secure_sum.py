@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.errors import AggregatorError
 from aggregator.task_board import TaskBoard
 from healthfed_common.plan import Plan
 from healthfed_common.secagg import (
@@ -25,7 +26,7 @@ from healthfed_common.wire.messages import SecAggPhaseTask, SecAggReply, SharesB
 log = logging.getLogger("healthfed.aggregator.secagg")
 
 
-class SecureSumAborted(Exception):
+class SecureSumAborted(AggregatorError):
     """The session aborted (nothing was revealed). `masked`: the silos whose masked input had
     arrived -- they will not mask that update again, so the round cannot be re-offered."""
 

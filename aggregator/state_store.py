@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from healthfed_common.errors import HealthFedError
+from aggregator.errors import AggregatorError
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -33,13 +33,13 @@ OutcomeRow = tuple[int, int, str, str, str, str]
 DeclarationRow = tuple[str, int, str, float, float, float]
 
 
-class DatabaseUrlInvalid(HealthFedError, ValueError):
+class DatabaseUrlInvalid(AggregatorError, ValueError):
     """`database_url` names no backend this aggregator has (or is malformed)."""
 
     code = "DATABASE_URL_INVALID"
 
 
-class StateStoreUnavailable(HealthFedError, ConnectionError):
+class StateStoreUnavailable(AggregatorError, ConnectionError):
     """The state database cannot be opened or reached; the message names where, never a password."""
 
     code = "STATE_STORE_UNAVAILABLE"

@@ -9,8 +9,10 @@ logs and exit messages; messages name what is wrong and where, never patient dat
 
 from __future__ import annotations
 
+from healthfed_common.errors import HealthFedError
 
-class ComplianceError(Exception):
+
+class ComplianceError(HealthFedError):
     """Root of every error raised by the compliance package."""
 
     code = "COMPLIANCE_ERROR"

@@ -8,8 +8,10 @@ import json
 import math
 from typing import Any
 
+from healthfed_common.errors import HealthFedError
 
-class NonCanonicalValue(ValueError):
+
+class NonCanonicalValue(HealthFedError, ValueError):
     """A value that has no canonical JSON form (NaN, infinity, non-string keys...)."""
 
 

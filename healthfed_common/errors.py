@@ -1,12 +1,25 @@
-"""One exception tree for the shared package. Leaves also subclass the matching built-in so
-callers can catch either. Each carries a stable `code` that may cross the wire; the free-text
-message never does when it could carry patient data (silos send codes and safe messages)."""
+"""One exception tree for all of HealthFed, rooted here.
+
+`HealthFedError` is the common root. Each package has exactly one root under it, so a caller
+can catch everything one package raises in one place:
+
+- `healthfed_common`: `HealthFedError` itself, with the sub-roots `SecAggError`
+  (`healthfed_common.secagg.errors`) and `DPError` (`healthfed_common.dp.errors`);
+- `silo_node`: `SiloNodeError` (`silo_node.errors`);
+- `aggregator`: `AggregatorError` (`aggregator.errors`);
+- `compliance`: `ComplianceError` (`compliance.errors`).
+
+Leaves also subclass the matching built-in (`PermissionError`, `ValueError`, ...) so generic
+code still handles them sensibly. Each carries a stable `code`, a member of
+`healthfed_common.error_codes.ErrorCode` (`tests/core/test_error_codes.py` checks it). A code
+may cross the wire; the free-text message does so only where HealthFed wrote it for that
+purpose (never exception text from a library, which could carry patient data)."""
 
 from __future__ import annotations
 
 
 class HealthFedError(Exception):
-    """Root of every error raised by HealthFed's shared code."""
+    """Root of every error raised by HealthFed."""
 
     code = "HEALTHFED_ERROR"
 

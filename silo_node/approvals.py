@@ -196,7 +196,8 @@ class PlanApprovals:
                 self._set(plan_hash, "rejected", LOCAL_POLICY, now, None, code, "rejected", outcome="minor_failure")
             return Decision(plan_hash, "rejected", code, message)
         if record.status == "rejected" and record.decided_by != LOCAL_POLICY:
-            return Decision(plan_hash, "rejected", record.reason or "REJECTED", f"rejected by {record.decided_by}")
+            # the steward's own words (`--reason`) stay in this node's record; the wire gets the code
+            return Decision(plan_hash, "rejected", "REJECTED_BY_STEWARD", f"rejected by {record.decided_by}")
         # A plan the local policy once rejected is judged afresh: the policy may have changed.
         if record.status == "approved":
             if record.expires_at is None or datetime.fromisoformat(record.expires_at) > now:

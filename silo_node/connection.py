@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from healthfed_common.errors import WireFormatError
+from silo_node.errors import SiloNodeError
 from healthfed_common.startup_kit import SiloConfig
 from healthfed_common.wire import codec
 from healthfed_common.wire.messages import Ack, Wait
@@ -42,15 +43,15 @@ _MALFORMED_RETRY_S = 5.0
 _CODED = re.compile(r"^([A-Z][A-Z0-9_]{1,63}): ")
 
 
-class ConnectionStopped(Exception):
+class ConnectionStopped(SiloNodeError):
     """The silo was asked to stop while waiting to reach the aggregator."""
 
 
-class AggregatorRefused(PermissionError):
+class AggregatorRefused(SiloNodeError, PermissionError):
     """The aggregator refused this silo (revoked, not enrolled, identity mismatch...)."""
 
 
-class MessageRefused(ValueError):
+class MessageRefused(SiloNodeError, ValueError):
     """The aggregator refused a request as malformed or too large (not worth a retry)."""
 
     def __init__(self, code: str, message: str) -> None:

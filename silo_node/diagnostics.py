@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from healthfed_common.errors import HealthFedError
+from silo_node.errors import SiloNodeError
 from healthfed_common.startup_kit import SiloConfig, load_silo_config
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -401,7 +402,7 @@ def run_checks(config_path: Path, timeout_s: float = 5.0, now: dt.datetime | Non
     return [*checks, *check_network(config, timeout_s, now)]
 
 
-class KitInvalid(HealthFedError, ValueError):
+class KitInvalid(SiloNodeError, ValueError):
     """A file the kit names is missing, not a file, or unreadable."""
 
     code = "KIT_INVALID"

@@ -22,11 +22,11 @@ from cryptography.x509.oid import NameOID
 
 from healthfed_common import silo_keys
 from healthfed_common.enrolment_request import REQUEST_FILE, EnrolmentRequest, sign_proof, write_request
-from healthfed_common.errors import HealthFedError
+from silo_node.errors import SiloNodeError
 from healthfed_common.startup_kit import SiloConfig
 
 
-class EnrolmentError(HealthFedError):
+class EnrolmentError(SiloNodeError):
     """Root of the silo's enrolment refusals."""
 
     code = "ENROLMENT_ERROR"

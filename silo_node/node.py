@@ -13,6 +13,7 @@ from healthfed_common.startup_kit import SiloConfig
 from silo_node.approvals import PlanApprovals
 from silo_node.datasets.registry import DatasetRegistry
 from silo_node.egress import EgressRecord
+from silo_node.errors import SiloNodeError
 from silo_node.policy import ApprovalPolicy
 from silo_node.privacy_ledger import PrivacyLedger
 from silo_node.released_results import ReleasedResults, WitnessedCheckpoints
@@ -38,7 +39,7 @@ def audit_paths(state_dir: Path) -> tuple[Path, Path]:
     return state_dir / "audit" / "audit.sqlite3", state_dir / "audit" / "signing.key"
 
 
-class NodeIdentityUnknown(LookupError):
+class NodeIdentityUnknown(SiloNodeError, LookupError):
     """A state directory used before any command opened it with the silo's config."""
 
 

@@ -36,6 +36,8 @@ accountant of the latest charge unless asked for another.
 
 from __future__ import annotations
 
+from silo_node.errors import SiloNodeError
+
 import json
 import math
 import sqlite3
@@ -100,7 +102,7 @@ _SCHEMA = (
 INFINITE = float("inf")
 
 
-class PrivacyLedgerError(Exception):
+class PrivacyLedgerError(SiloNodeError):
     """Root of the ledger's errors (a leaf of silo_node's root error once it has one)."""
 
     code = "PRIVACY_LEDGER_ERROR"

@@ -24,6 +24,7 @@ from healthfed_common.errors import HealthFedError, PlanInvalid, UnknownModel
 from healthfed_common.learning_process import FederatedComputations, build_federated_computations, build_keras_model
 from healthfed_common.plan import Plan, parse_plan
 from healthfed_common.wire import codec
+from silo_node.errors import SiloNodeError
 from silo_node.released_results import input_digest
 from silo_node.services import SiloServices
 from healthfed_common.wire.messages import (
@@ -45,7 +46,7 @@ from healthfed_common.wire.messages import (
 log = logging.getLogger("healthfed.silo")
 
 
-class TaskRefused(Exception):
+class TaskRefused(SiloNodeError):
     """Internal: a task this silo will not run, with the code and safe message to send."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -175,11 +176,13 @@ class SiloRunner:
     def _view(self, plan: Plan, subset: str) -> Any:
         try:
             return self._services.registry.training_view(plan.dataset, plan, subset)
-        except HealthFedError as error:
+        except HealthFedError as error:  # data-layer errors: code and message written by HealthFed
             raise TaskRefused(error.code, _safe_message(error)) from None
-        except (LookupError, PermissionError, ValueError) as error:
-            code = getattr(error, "code", type(error).__name__.upper())
-            raise TaskRefused(str(code), _safe_message(error)) from None
+        except (LookupError, PermissionError, ValueError):
+            # a library's error: its text could quote records, so it stays in this silo's log
+            log.exception("could not build the %s view of dataset %r", subset, plan.dataset)
+            raise TaskRefused("SILO_INTERNAL_ERROR",
+                              "the silo could not build the plan's view of its dataset; see its log") from None
 
     def _computations(self, plan: Plan) -> FederatedComputations:
         try:
@@ -389,11 +392,8 @@ class SiloRunner:
                     )
                 try:
                     ledger.charge_non_private(plan.dataset, plan.plan_hash, round_number)
-                except Exception as error:
-                    code = getattr(error, "code", None)
-                    if code is None:
-                        raise
-                    raise TaskRefused(str(code), _safe_message(error)) from None
+                except HealthFedError as error:  # the ledger's own coded errors; anything else is internal
+                    raise TaskRefused(error.code, _safe_message(error)) from None
             return training_dataset_factory(view.features, view.labels, plan, round_number)
         from healthfed_common.dp.accounting import SamplingSchedule
         from healthfed_common.dp.sampling import poisson_dataset_factory
@@ -403,11 +403,8 @@ class SiloRunner:
         try:
             params = _dp_parameters(plan, view.n)
             ledger.charge(plan.dataset, plan.plan_hash, round_number, params.round_event, plan.dp.accountant)
-        except Exception as error:
-            code = getattr(error, "code", None)
-            if code is None:
-                raise
-            raise TaskRefused(str(code), _safe_message(error)) from None
+        except HealthFedError as error:  # ledger and DP calibration errors; anything else is internal
+            raise TaskRefused(error.code, _safe_message(error)) from None
         schedule = SamplingSchedule(view.n, plan.batch_size, plan.local_epochs)
         return poisson_dataset_factory(
             view.features, view.labels, schedule=schedule, noise_multiplier=params.noise_multiplier
@@ -473,11 +470,8 @@ class SiloRunner:
             )
         except TaskRefused:
             raise
-        except Exception as error:
-            code = getattr(error, "code", None)
-            if code is None:
-                raise
-            raise TaskRefused(str(code), _safe_message(error)) from None
+        except HealthFedError as error:  # ledger and DP calibration errors; anything else is internal
+            raise TaskRefused(error.code, _safe_message(error)) from None
         return EvaluateResult(
             self._services.silo_id, task.task_id, task.plan_hash, int(disclosure.released["num_examples"]),
             {name: float(value) for name, value in disclosure.released["metrics"].items()},
@@ -539,9 +533,9 @@ def evaluate_weights(plan: Plan, weights: list[np.ndarray], features: np.ndarray
     return {name: float(value) for name, value in values.items()}
 
 
-def _safe_message(error: BaseException) -> str:
-    """Data-layer errors name features and policies, never record values (their messages are
-    written by HealthFed, not copied from data); anything else gets a generic message."""
-    if isinstance(error, HealthFedError) or getattr(error, "code", None):
-        return str(error)[:500]
-    return f"the dataset cannot serve this plan ({type(error).__name__})"
+def _safe_message(error: HealthFedError) -> str:
+    """The message HealthFed wrote for one of its own errors: data-layer, ledger, DP and plan
+    errors name features, policies and budgets, never record values. Only HealthFed errors
+    get here; a library's exception text never leaves the silo (the callers turn those into
+    SILO_INTERNAL_ERROR with a fixed message and log them locally)."""
+    return str(error)[:500]

@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from healthfed_common.errors import HealthFedError
+from silo_node.errors import SiloNodeError
 
 LOCK_FILE = "silo.lock"
 
 
-class StateDirLocked(HealthFedError, BlockingIOError):
+class StateDirLocked(SiloNodeError, BlockingIOError):
     """Another process holds this state folder."""
 
     code = "STATE_DIR_LOCKED"

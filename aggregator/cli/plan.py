@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aggregator.errors import AggregatorError
 from healthfed_common.errors import HealthFedError
 from aggregator.plan_check import (
     ERROR, KNOWN_MODELS, AllowList, Finding, allow_list_findings, cohort_findings, dp_summary, load_allow_list,
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.set_defaults(func=run_validate)
 
 
-class _UsageProblem(ValueError):
+class _UsageProblem(AggregatorError, ValueError):
     """An option value that cannot become a plan (reported with exit 1, coded)."""
 
 

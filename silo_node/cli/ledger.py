@@ -91,7 +91,7 @@ def handler(args: argparse.Namespace) -> int:
     try:
         return _show(PrivacyLedger(conn, actor="cli"), args)
     except (PrivacyLedgerError, ValueError) as error:
-        print(f"error [{getattr(error, 'code', 'ERROR')}]: {error}", file=sys.stderr)
+        print(f"error [{getattr(error, 'code', 'PRIVACY_LEDGER_ERROR')}]: {error}", file=sys.stderr)
         return 1
     finally:
         conn.close()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from silo_node.errors import SiloNodeError
 
-class DataLayerError(Exception):
+
+class DataLayerError(SiloNodeError):
     """Root of every error raised by dataset registration, de-identification and views."""
 
     code = "DATA_LAYER_ERROR"

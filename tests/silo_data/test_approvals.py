@@ -92,7 +92,10 @@ def test_reject_and_auto_approve(conn, audit: RecordingAudit) -> None:
     other = make_plan(rounds=9)
     auto.consider(other, DATASET, now=T0)
     auto.reject(other.plan_hash, by="dr.steward", reason="not our research question")
-    assert auto.consider(other, DATASET, now=T0).status == "rejected"
+    rejected = auto.consider(other, DATASET, now=T0)
+    # the wire carries the registered code; the steward's own words stay in this node's record
+    assert (rejected.status, rejected.reason) == ("rejected", "REJECTED_BY_STEWARD")
+    assert "research question" not in rejected.message
     with pytest.raises(PlanNotFound):
         auto.approve("00000000deadbeef", by="x")
 
