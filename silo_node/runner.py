@@ -83,6 +83,11 @@ class SiloRunner:
 
     def _audit(self, event_kind: str, outcome: str = "success", **detail: Any) -> None:
         if self._services.audit is not None:
+            # The aggregator chooses round numbers: an out-of-range one is recorded as offered
+            # (text), never allowed to break the audit schema or the work loop.
+            offered = detail.get("round")
+            if isinstance(offered, int) and offered < 0:
+                detail = {**detail, "round": 0, "offered_round": str(offered)}
             self._services.audit.record(event_kind, actor=f"silo:{self._services.silo_id}", outcome=outcome, detail=detail)
 
     def serve(self, stop: threading.Event, exit_when_finished: bool = False) -> None:
@@ -207,6 +212,7 @@ class SiloRunner:
                 "FINGERPRINT_MISMATCH",
                 "the computation announced by the aggregator differs from the one this silo built from the plan",
             )
+        _check_client_input(computations, task.client_input)
         session = self._derived_session(plan, computations, task)
         input_sha256 = input_digest(task.client_input)
         previous = self._services.released.get(task.plan_hash, task.round)
@@ -486,6 +492,26 @@ def _check_round_range(plan: Plan, round_number: int, attempt: int) -> None:
     if not 1 <= attempt <= plan.max_round_attempts:
         raise TaskRefused("ATTEMPT_OUT_OF_RANGE",
                           f"attempt {attempt} is outside the plan's attempts 1..{plan.max_round_attempts}")
+
+
+def _check_client_input(computations: FederatedComputations, client_input: tuple[Any, ...]) -> None:
+    """The model state the aggregator sent must have exactly the shapes and dtypes of the
+    computation this silo built, checked before any budget is charged (a malformed state
+    would otherwise be charged and then fail inside the graph)."""
+    from healthfed_common.tff_types import flatten_tensor_types
+
+    leaves = flatten_tensor_types(computations.prepare.type_signature.result)
+    if len(client_input) != len(leaves):
+        raise TaskRefused("MODEL_INPUT_INVALID",
+                          f"the model state has {len(client_input)} tensors, the plan's computation takes {len(leaves)}")
+    for index, (value, leaf) in enumerate(zip(client_input, leaves)):
+        if not isinstance(value, np.ndarray) or leaf.dtype is None or value.dtype != leaf.dtype \
+                or value.ndim != len(leaf.shape) \
+                or any(want is not None and want != got for want, got in zip(leaf.shape, value.shape)):
+            raise TaskRefused("MODEL_INPUT_INVALID",
+                              f"model state tensor {index} does not have the dtype and shape of the plan's computation")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise TaskRefused("MODEL_INPUT_INVALID", f"model state tensor {index} holds NaN or infinite values")
 
 
 def _cohort_verifier(cohort: dict[str, str]) -> Any:

@@ -526,8 +526,8 @@ def test_malformed_model_input_is_a_coded_refusal(
     charged = [c.round for c in victim.ledger_charges(plan)]
     assert answer.code != "SILO_INTERNAL_ERROR", f"malformed weights crashed the task: {answer.message}; charged rounds {charged}"
     assert_refused(answer, answer.code)
-    if session_for == "announced_model":
-        assert answer.code == SESSION_MISMATCH
+    # the state's shapes are checked against the silo's own computation before anything else
+    assert answer.code == "MODEL_INPUT_INVALID"
     assert charged == [1], "checked before the ledger is charged: only the template's round 1"
 
 
