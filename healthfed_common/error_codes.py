@@ -237,8 +237,6 @@ class ErrorCode(StrEnum):
                       "Let `aggregator run` fill it, or list the hospitals and their keys.")
     SECAGG_THRESHOLD_TOO_LOW = ("SECAGG_THRESHOLD_TOO_LOW", "The plan's secure-aggregation threshold is below the node's minimum.",
                                 "Raise secure_aggregation.threshold.")
-    SECAGG_THRESHOLD_BELOW_POLICY = ("SECAGG_THRESHOLD_BELOW_POLICY", "The round's secure-aggregation threshold is below this hospital's minimum.",
-                                     "Raise secure_aggregation.threshold.")
     NOT_IN_COHORT = ("NOT_IN_COHORT", "The plan's cohort does not include this silo.",
                      "Add the silo to the cohort if it should take part.")
     COHORT_KEY_MISMATCH = ("COHORT_KEY_MISMATCH", "The plan pins another signing key for this silo than its own.",

@@ -244,7 +244,8 @@ class SiloRunner:
     # -- secure aggregation -------------------------------------------------------------
     def _check_cohort(self, plan: Plan) -> None:
         """Under secure aggregation this silo takes part only as a member of the plan's fixed
-        cohort, pinned to its own signing key, with a threshold its policy accepts."""
+        cohort, pinned to its own signing key (the threshold against the node's policy is checked
+        by the approval step before this: SECAGG_THRESHOLD_TOO_LOW)."""
         from healthfed_common.silo_keys import encode_public_key, fingerprint
 
         silo_id, key = self._services.silo_id, getattr(self._services, "signing_key", None)
@@ -259,11 +260,6 @@ class SiloRunner:
             raise TaskRefused("COHORT_KEY_MISMATCH",
                               f"the plan pins {members[silo_id].fingerprint} for {silo_id}, but this silo's key is "
                               f"{fingerprint(own)}")
-        minimum = getattr(getattr(self._services.approvals, "policy", None), "min_secure_aggregation_threshold", 2)
-        if plan.secagg_threshold < minimum:
-            raise TaskRefused("SECAGG_THRESHOLD_BELOW_POLICY",
-                              f"the plan's secure-aggregation threshold {plan.secagg_threshold} is below this "
-                              f"hospital's minimum {minimum}")
 
     def _derived_session(self, plan: Plan, computations: FederatedComputations, task: TrainTask) -> Any:
         """The session this silo derives for the task (None for a plan without secure

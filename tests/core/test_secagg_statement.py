@@ -53,3 +53,12 @@ def test_cohort_lists_each_silo_and_key_once() -> None:
     document["cohort"] = [COHORT[0], {"silo_id": "other", "signing_key": COHORT[0]["signing_key"]}]
     with pytest.raises(PlanInvalid, match="one signing key for two silos"):
         parse_plan(document)
+
+
+def test_secure_aggregation_plan_without_cohort_cannot_be_approved() -> None:
+    from silo_node.approvals import policy_violation
+    from silo_node.policy import ApprovalPolicy
+
+    plan = make_plan(cohort=[])
+    violation = policy_violation(plan, ApprovalPolicy())
+    assert violation is not None and violation[0] == "COHORT_MISSING"
