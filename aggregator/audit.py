@@ -13,7 +13,7 @@ from typing import Any
 
 from compliance.audit_log import AuditLog
 from compliance.checkpoints import SignedCheckpoint
-from compliance.errors import ComplianceError
+from compliance.errors import CheckpointRejected, ComplianceError
 from compliance.witness import WitnessStore
 
 ORIGIN = "aggregator"
@@ -78,7 +78,11 @@ class AggregatorAudit:
             self.record("checkpoint.witnessed", actor=ORIGIN, outcome="serious_failure",
                         detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash,
                                 "reason": str(error)[:300]})
-            return str(error)
+            if isinstance(error, CheckpointRejected):  # the witness's own reason, sent to the silo
+                return str(error)
+            # anything else is this aggregator's trouble (e.g. its witness database): the silo
+            # gets the code, the details stay in the aggregator's audit log
+            return f"the aggregator could not witness the checkpoint ({error.code})"
         self.record("checkpoint.witnessed", actor=ORIGIN,
                     detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash})
         return None
