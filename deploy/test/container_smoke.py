@@ -321,8 +321,8 @@ def healthy(engine: Engine, container: str) -> bool:
     return status == "healthy"
 
 
-def wait_healthy(engine: Engine, containers: dict[str, str], deadline_s: float) -> float:
-    started = time.time()
+def wait_healthy(engine: Engine, containers: dict[str, str], deadline_s: float, started: float) -> float:
+    """Seconds from `compose up` until every service's health check passed."""
     pending = set(containers)
     while pending:
         for service in sorted(pending):
@@ -408,7 +408,7 @@ def smoke(engine: Engine, work: Path, images: dict[str, Any]) -> dict[str, Any]:
         containers = compose_containers(engine)
         if set(containers) != {"aggregator", *SILOS}:
             raise SmokeFailed("COMPOSE_FAILED", f"compose started {containers}")
-        result["start_to_healthy_s"] = wait_healthy(engine, containers, 600)
+        result["start_to_healthy_s"] = wait_healthy(engine, containers, 600, up)
         result["hardening"] = {s: container_facts(engine, c) for s, c in containers.items() if s != "aggregator"}
         aggregator = containers["aggregator"]
         wait_for(engine, aggregator, rf"round 1/{ROUNDS}:", 900)

@@ -48,7 +48,8 @@ def test_dockerfile_rules(role: str) -> None:
     runs = " ".join(args for kw, args in steps if kw == "RUN")
     # dependencies come from the base image; the role image installs only HealthFed itself
     assert "-r requirements" not in runs and "requirements/" not in " ".join(a for k, a in steps if k == "COPY")
-    assert not re.search(r"pip install (?!--no-cache-dir --no-deps --no-build-isolation \.)", runs)
+    assert not re.search(r"pip install (?!--no-cache-dir --no-deps --no-build-isolation \.)"
+                         r"(?!--no-cache-dir --no-deps wheel==[\d.]+)", runs)
     assert "apt-get" not in runs and "curl" not in runs and "wget" not in runs
     # LABEL/ENV after the code layers: metadata edits never invalidate a build step
     first_copy = next(i for i, (kw, _) in enumerate(steps) if kw == "COPY")
