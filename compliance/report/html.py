@@ -29,6 +29,7 @@ th{background:#eef3f8}td.k{width:30%;font-weight:600;background:#f7f9fb}
 .mono,code{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all;font-size:.85rem}
 .ok{color:#1e7b34;font-weight:700}.bad{color:#b3261e;font-weight:700}
 figure{margin:0}figcaption{color:#555;font-size:.85rem}.empty{color:#777;font-style:italic}
+table.tall td{height:3.5rem}
 """
 
 
@@ -74,7 +75,8 @@ def _block(block: Block, chart_svg: str, verified: bool) -> str:
             "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
             for row in block.rows
         )
-        return (f"<h3>{escape(block.caption)}</h3><table><thead><tr>{head}</tr></thead>"
+        css = " class='tall'" if block.tall else ""  # room to sign by hand
+        return (f"<h3>{escape(block.caption)}</h3><table{css}><thead><tr>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table>")
     if isinstance(block, HashList):
         items = "".join(f"<li><code>{escape(h)}</code></li>" for h in block.hashes)
