@@ -35,9 +35,9 @@ NOT_COVERED_ALWAYS: tuple[str, ...] = (
     "to this epsilon.",
     "Record-level, not patient-level: a patient with k records in the dataset is protected at "
     "about k times this epsilon (group privacy).",
-    "The train/test split: when the export has no split column, the silo derives it from the "
-    "whole export's content hash, so replacing one record can move other records between train and "
-    "test; the guarantee is for the train subset as split.",
+    "The train/test split: an export's own split column is taken as given (it is the hospital's "
+    "choice); without one, each record's side is drawn from that record alone (a keyed hash), so "
+    "replacing a record moves no other record. The guarantee is for the train subset as split.",
     "Metadata released outside the mechanism: the dataset's size and record counts, its schema, and "
     "the audit trail of which plans ran when.",
 )

@@ -195,7 +195,9 @@ def ingest_dicom(name: str, folder: Path, policy: DatasetPolicy, staging: Path, 
     index = pd.DataFrame(rows)
     content_sha256 = content.hexdigest()
     if not (index[SPLIT_COLUMN] != "").all():
-        index[SPLIT_COLUMN] = holdout(index[policy.label], policy.split.holdout_fraction, bytes.fromhex(content_sha256))
+        digests = [hashlib.sha256(image.tobytes() + str(label).encode()).digest()
+                   for image, label in zip(images, index[policy.label])]
+        index[SPLIT_COLUMN] = holdout(digests, policy.split.holdout_fraction)
     np.save(staging / IMAGES_FILE, np.stack(images).astype(np.float32))
     index.to_parquet(staging / INDEX_FILE, index=False)
     report = IngestionReport(

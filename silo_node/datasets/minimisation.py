@@ -9,6 +9,10 @@ to every plan before any data is read.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,17 +99,38 @@ def _unhandled(findings: list[Finding], handled: dict[str, str]) -> None:
         )
 
 
-def holdout(strata: pd.Series, fraction: float, seed: bytes) -> np.ndarray:
-    """Deterministic stratified holdout: within each label value, a seeded permutation puts
-    round(fraction * count) records in test."""
-    rng = np.random.default_rng(int.from_bytes(seed[:8], "big"))
-    split = np.full(len(strata), "train", dtype=object)
-    keys = strata.fillna("\x00missing").to_numpy()
-    for key in sorted(set(keys)):
-        members = np.flatnonzero(keys == key)
-        take = int(round(fraction * len(members)))
-        split[rng.permutation(members)[:take]] = "test"
+HOLDOUT_KEY = b"healthfed/holdout/v2"
+"""Public key of the per-record holdout draw (the split is not secret; it must only not depend on
+any other record)."""
+
+
+def holdout(record_digests: Sequence[bytes], fraction: float) -> np.ndarray:
+    """Per-record holdout: a record is in test when HMAC-SHA256(HOLDOUT_KEY, its own digest),
+    read as a number in [0, 1), is below `fraction`.
+
+    Why per record: the split is preprocessing too. A split seeded by the whole file (or
+    stratified by counts) moves OTHER records between train and test when one record is added
+    or replaced, so the training set -- and every DP release from it -- would depend on more
+    than the changed record. Here each record's side depends on that record alone, so a
+    replace-one neighbour changes at most that record's side. The test fraction is `fraction`
+    in expectation, not exactly."""
+    split = np.full(len(record_digests), "train", dtype=object)
+    scale = float(1 << 64)
+    for index, digest in enumerate(record_digests):
+        draw = int.from_bytes(hmac.new(HOLDOUT_KEY, digest, hashlib.sha256).digest()[:8], "big") / scale
+        if draw < fraction:
+            split[index] = "test"
     return split
+
+
+def row_digests(table: pd.DataFrame) -> list[bytes]:
+    """SHA-256 of each stored row's values (column names and canonical text, in column order)."""
+    columns = list(table.columns)
+    digests = []
+    for values in table.itertuples(index=False, name=None):
+        text = "\x1f".join(f"{c}\x1e{'' if pd.isna(v) else v}" for c, v in zip(columns, values))
+        digests.append(hashlib.sha256(text.encode("utf-8")).digest())
+    return digests
 
 
 def minimise_table(
@@ -176,5 +201,5 @@ def minimise_table(
         table[SPLIT_COLUMN] = split.astype(str).to_numpy()
         outcomes.append(ColumnOutcome(policy.split.column, "kept", "train/test split"))
     else:
-        table[SPLIT_COLUMN] = holdout(table[policy.label], policy.split.holdout_fraction, bytes.fromhex(content_sha256))
+        table[SPLIT_COLUMN] = holdout(row_digests(table), policy.split.holdout_fraction)
     return table.reset_index(drop=True), outcomes, findings
