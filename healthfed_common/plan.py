@@ -28,7 +28,10 @@ class StrictModel(BaseModel):
 class FeatureSpec(StrictModel):
     """One model input column and how it becomes numbers.
 
-    `standardize`: numeric, centred and scaled with the silo's own training statistics.
+    `standardize`: numeric. Without DP: centred and scaled with the silo's own training
+    statistics. Under DP: clamped to the public `bounds` the silo's dataset policy declares and
+    scaled to [-1, 1] (a training statistic would change the sensitivity; a DP plan on a feature
+    without declared bounds is refused, NON_PRIVATE_PREPROCESSING).
     `identity`: numeric, used as is. `one_hot`: categorical, one column per listed category
     (values outside the list encode as all zeros). `year`: a date reduced to its year.
 
