@@ -3,6 +3,7 @@ import (TFF's runtime, which would spawn an unauthenticated worker, is never sta
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_contracts_hold() -> None:
-    """silo_node and aggregator never import each other; healthfed_common imports no role."""
+    """Every import-linter contract in pyproject.toml holds: silo_node and aggregator never
+    import each other; healthfed_common imports no role; the layers pipelines > roles >
+    compliance > healthfed_common; healthfed_common.secagg imports no TensorFlow and no
+    `random`, and its client and server are independent. Counted as "0 broken", so a new
+    contract needs no edit here."""
     lint = Path(sys.executable).parent / "lint-imports"
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken" in result.stdout
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", result.stdout), result.stdout
 
 
 def test_environment_carries_the_deliberate_pins() -> None:
