@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from silo_node.approvals import PlanApprovals, PlanNotApprovable, PlanNotFound
+from silo_node.approvals import PlanApprovals, PlanNotApprovable, PlanNotFound, policy_violation
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.policy import ApprovalPolicy
 
@@ -31,7 +31,7 @@ def test_new_plan_is_pending_until_a_steward_approves(approvals: PlanApprovals, 
     assert approvals.consider(plan, DATASET, now=T0).status == "pending"
     approvals.approve(plan.plan_hash[:12], by="dr.steward", now=T0)
     decision = approvals.consider(plan, DATASET, now=T0 + timedelta(days=1))
-    assert decision.approved
+    assert decision.approved and decision.reason == "APPROVED"
     assert [r.status for r in approvals.list()] == ["approved"]
     assert audit.kinds() == ["plan.received", "plan.approved"]
     assert [event for _, event, _, _ in approvals.history(plan.plan_hash)] == ["received", "approved"]
@@ -152,3 +152,14 @@ def test_every_decision_is_in_the_real_audit_log_naming_the_person(conn, tmp_pat
     assert expired["approved_by"] == "person:Dr. A. Jones" and expired["expired_at"] == "2025-03-03T12:00:00+00:00"
     assert entries[3].detail["reason"] == "not our question"
     assert entries[5].detail["reason"] == "EPSILON_ABOVE_POLICY" and entries[5].detail["decided_by"] == "local policy"
+
+
+def test_node_policy_names_the_first_limit_a_plan_breaks() -> None:
+    """The codes a hospital's standing policy answers with (sent as the refusal's code)."""
+    policy = ApprovalPolicy(max_delta=1e-6)
+    dp = {"target_epsilon": 1.0, "target_delta": 1e-5}
+    violation = policy_violation(make_plan(dp=dp), policy)
+    assert violation is not None and violation[0] == "DELTA_ABOVE_POLICY" and "1e-05" in violation[1]
+    assert policy_violation(make_plan(dp=dp | {"target_delta": 1e-7}), policy) is None
+    violation = policy_violation(make_plan(dp=dp | {"target_delta": 1e-7}, cohort=[]), policy)
+    assert violation is not None and violation[0] == "COHORT_MISSING"
