@@ -224,3 +224,26 @@ def test_image_view(registry: DatasetRegistry, tmp_path: Path) -> None:
     assert train.images.shape == (train.n, 16, 16, 1) and train.images.dtype == np.float32
     assert 0.0 <= train.images.min() and train.images.max() <= 1.0
     assert train.labels.shape == (train.n, 1)
+
+
+def test_unlabelled_instances_and_a_file_given_as_folder_are_refused_by_code(
+    registry: DatasetRegistry, tmp_path: Path
+) -> None:
+    """An instance the labels table does not name is NO_LABEL; skipping it leaves nothing
+    usable (NO_USABLE_INSTANCES); a file where the folder belongs is MALFORMED_NOT_A_FOLDER.
+    Nothing is registered in any case."""
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    folder = _folder(tmp_path, [ct])
+    (folder / "labels.csv").write_text("file,label\nsomeone-else.dcm,1\n")
+    with pytest.raises(DataLayerError) as caught:
+        registry.add("unlabelled", folder, "dicom", None)
+    assert caught.value.code == "NO_LABEL" and str(folder) in str(caught.value)
+    skip = DatasetPolicy.from_document({"features": {"image": {"transforms": ["identity"]}}, "label": "label",
+                                        "dicom": {"on_reject": "skip"}})
+    with pytest.raises(DataLayerError) as caught:
+        registry.add("unlabelled", folder, "dicom", skip)
+    assert caught.value.code == "NO_USABLE_INSTANCES"
+    with pytest.raises(MalformedInput) as caught:
+        registry.add("a-file", ct, "dicom", None)
+    assert caught.value.code == "MALFORMED_NOT_A_FOLDER" and str(ct) in str(caught.value)
+    assert registry.list() == []
