@@ -22,7 +22,7 @@ import numpy as np
 
 from healthfed_common.models import model_entry
 from healthfed_common.plan import OptimizerSpec, Plan
-from healthfed_common.plan_cache import PlanCache, frame, unframe
+from healthfed_common.plan_cache import PlanCache, frame, traced_sources, unframe
 from healthfed_common.tf_graph import GraphComputation
 from healthfed_common.tff_types import count_leaves, flatten_tensor_types, split_counts
 
@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger(__name__)
 
 MRF_COMPONENTS = ("prepare", "work", "zero", "accumulate", "merge", "report", "update")
+SOURCES_PART = "healthfed_sources"
 
 
 def model_input_shape(plan: Plan) -> tuple[int, ...]:
@@ -231,7 +232,7 @@ def build_federated_computations(plan: Plan, cache_dir: Path | None = None) -> F
                         "than recorded); tracing the plan again", cache.path(plan).name)
     blobs = trace_in_fresh_process(plan)
     computations = _from_serialized(plan, blobs)
-    cache.store(plan, blobs, computations.fingerprint)
+    cache.store(plan, blobs, computations.fingerprint, json.loads(blobs.get(SOURCES_PART, b"{}")))
     return computations
 
 
@@ -255,4 +256,6 @@ def trace_in_fresh_process(plan: Plan) -> dict[str, bytes]:
 if __name__ == "__main__":
     from healthfed_common.plan import parse_plan
 
-    sys.stdout.buffer.write(frame(serialize_federated_computations(parse_plan(sys.stdin.buffer.read()))))
+    parts = serialize_federated_computations(parse_plan(sys.stdin.buffer.read()))
+    parts[SOURCES_PART] = json.dumps(traced_sources()).encode()  # what a cache entry of it depends on
+    sys.stdout.buffer.write(frame(parts))

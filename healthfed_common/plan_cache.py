@@ -9,9 +9,11 @@ second run of the node loads them instead of tracing again.
 What the cache is NOT trusted with: the security decision. A silo still compares the
 fingerprint of the computation it loaded (computed from the exact bytes it will execute) with
 the one the aggregator announced, as after a fresh trace. The cache is keyed by what this node
-computes itself -- the plan's hash, this build's version and code digest, the TensorFlow and
-TFF versions -- never by anything a peer sent. An entry that is unreadable, truncated, edited
-(its payload digest no longer matches), written for another key, or whose loaded graphs do
+computes itself -- the plan's hash, this build's version, the TensorFlow and TFF versions --
+never by anything a peer sent, and records the digest of each HealthFed source file the trace
+read, checked again on load. An entry that is unreadable, truncated, edited
+(its payload digest no longer matches), written for another key, traced from sources that
+have changed since, or whose loaded graphs do
 not give the fingerprint recorded when it was written is ignored and rebuilt by tracing.
 
 Layout: DIR/<key>.plan, one file per plan, mode 0600 in a 0700 folder, written to a temporary
@@ -21,13 +23,13 @@ entry never leaves a half-written entry under the final name.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +54,37 @@ class PlanCacheEntryInvalid(HealthFedError, ValueError):
     code = "PLAN_CACHE_INVALID"
 
 
-@functools.lru_cache(maxsize=1)
-def code_digest() -> str:
-    """sha256 over every source file of `healthfed_common`. The version number alone does
-    not move when the code that builds the learning process changes between releases (or on
-    a developer's machine), and a stale entry would give this node another fingerprint than a
-    node that traced afresh."""
-    digest = hashlib.sha256()
-    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def traced_sources() -> dict[str, str]:
+    """sha256 of every `healthfed_common` source file this process has imported, by path
+    inside the package. The tracer child calls it after tracing: the entry then records which
+    of HealthFed's sources the traced graphs came from. The version number alone does not move
+    when that code changes between releases (or on a developer's machine), and a stale entry
+    would give this node another fingerprint than a node that traced afresh; digesting the
+    whole package instead would throw entries away for edits that cannot change a graph."""
+    sources: dict[str, str] = {}
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            continue
+        path = Path(filename).resolve()
+        if path.suffix == ".py" and _PACKAGE_DIR in path.parents:
+            sources[path.relative_to(_PACKAGE_DIR).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(sources.items()))
+
+
+def _sources_unchanged(recorded: object) -> bool:
+    if not isinstance(recorded, dict) or not recorded:
+        return False
+    for relative, digest in recorded.items():
+        path = (_PACKAGE_DIR / str(relative)).resolve()
+        if _PACKAGE_DIR not in path.parents:
+            return False
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _version(distribution: str) -> str:
@@ -78,7 +100,6 @@ def key_fields(plan: Plan) -> dict[str, str | int]:
         "format": FORMAT,
         "plan_hash": plan.plan_hash,
         "healthfed": __version__,
-        "healthfed_code": code_digest(),
         "tensorflow": _version("tensorflow"),
         "tensorflow_federated": _version("tensorflow-federated"),
     }
@@ -124,6 +145,7 @@ class CachedPlan:
 
     blobs: dict[str, bytes]
     fingerprint: str
+    sources: dict[str, str]
 
 
 class PlanCache:
@@ -162,10 +184,13 @@ class PlanCache:
         try:
             header = json.loads(data[len(MAGIC) : header_end])
             recorded_key, digest, fingerprint = header["key"], header["sha256"], header["fingerprint"]
+            sources = header["sources"]
         except (ValueError, KeyError, TypeError):
             raise PlanCacheEntryInvalid("entry header unreadable") from None
         if recorded_key != key_fields(plan):
             raise PlanCacheEntryInvalid("entry written for another plan, build or TensorFlow version")
+        if not _sources_unchanged(sources):
+            raise PlanCacheEntryInvalid("HealthFed code the plan was traced with has changed since")
         payload = data[header_end + 1 :]
         if hashlib.sha256(payload).hexdigest() != digest:
             raise PlanCacheEntryInvalid("entry payload does not match its digest (corrupt or edited)")
@@ -173,13 +198,15 @@ class PlanCache:
             blobs = unframe(payload)
         except ValueError as error:
             raise PlanCacheEntryInvalid(str(error)) from None
-        return CachedPlan(blobs, str(fingerprint))
+        return CachedPlan(blobs, str(fingerprint), dict(sources))
 
-    def store(self, plan: Plan, blobs: dict[str, bytes], fingerprint: str) -> Path | None:
-        """Writes the entry atomically (0600 file, 0700 folder). A cache that cannot be written
-        (read-only or full disk) costs the next start a trace, nothing else: logged, None."""
+    def store(self, plan: Plan, blobs: dict[str, bytes], fingerprint: str, sources: dict[str, str]) -> Path | None:
+        """Writes the entry atomically (0600 file, 0700 folder). `sources`: the tracer's
+        `traced_sources()`. A cache that cannot be written (read-only or full disk) costs the
+        next start a trace, nothing else: logged, None."""
         payload = frame(blobs)
-        header = {"key": key_fields(plan), "sha256": hashlib.sha256(payload).hexdigest(), "fingerprint": fingerprint}
+        header = {"key": key_fields(plan), "sha256": hashlib.sha256(payload).hexdigest(), "fingerprint": fingerprint,
+                  "sources": sources}
         path = self.path(plan)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from tests.federation.conftest import toy_plan
 PLAN = parse_plan(toy_plan(rounds=2))
 OTHER = parse_plan(toy_plan(rounds=3))
 PARTS = {"work": b"\x00graph bytes\xff" * 50, "facts": b'{"has_max_input_sums": false}'}
+PACKAGE = Path(plan_cache.__file__).resolve().parent
+SOURCES = {"learning_process.py": hashlib.sha256((PACKAGE / "learning_process.py").read_bytes()).hexdigest()}
 
 
 def _payload_offset(data: bytes) -> int:
@@ -32,7 +34,7 @@ def _payload_offset(data: bytes) -> int:
 # -- the entry format, without TensorFlow ------------------------------------------------
 def test_an_entry_round_trips_as_a_private_file_written_atomically(tmp_path: Path) -> None:
     cache = PlanCache(tmp_path / "plan-cache")
-    path = cache.store(PLAN, PARTS, "f" * 64)
+    path = cache.store(PLAN, PARTS, "f" * 64, SOURCES)
     assert path == cache.path(PLAN) and path is not None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(cache.directory.stat().st_mode) == 0o700
@@ -41,7 +43,7 @@ def test_an_entry_round_trips_as_a_private_file_written_atomically(tmp_path: Pat
     assert loaded is not None and loaded.blobs == PARTS and loaded.fingerprint == "f" * 64
 
 
-def test_the_key_changes_with_the_plan_hash_the_code_and_the_tensorflow_version(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_changes_with_the_plan_hash_and_the_tensorflow_version(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache_key(PLAN) != cache_key(OTHER)
     assert key_fields(PLAN)["plan_hash"] == PLAN.plan_hash
     fields = key_fields(PLAN)
@@ -49,14 +51,28 @@ def test_the_key_changes_with_the_plan_hash_the_code_and_the_tensorflow_version(
     before = cache_key(PLAN)
     monkeypatch.setattr(plan_cache, "_version", lambda distribution: "9.9.9")
     assert cache_key(PLAN) != before
-    monkeypatch.undo()
-    monkeypatch.setattr(plan_cache, "code_digest", lambda: "0" * 64)
-    assert cache_key(PLAN) != before
+
+
+@pytest.mark.parametrize("sources", [
+    {"learning_process.py": "0" * 64},  # the code the plan was traced with has changed since
+    {"../../outside.py": "0" * 64},  # only the package's own files count
+    {},  # no provenance
+])
+def test_an_entry_traced_from_other_sources_is_ignored(tmp_path: Path, sources: dict[str, str]) -> None:
+    cache = PlanCache(tmp_path)
+    assert cache.store(PLAN, PARTS, "f" * 64, sources) is not None
+    assert cache.load(PLAN) is None
+
+
+def test_the_tracer_records_the_package_sources_it_read() -> None:
+    recorded = plan_cache.traced_sources()
+    assert recorded["plan_cache.py"] == hashlib.sha256((PACKAGE / "plan_cache.py").read_bytes()).hexdigest()
+    assert all(not name.startswith(("/", "..")) for name in recorded)
 
 
 def test_an_entry_edited_in_its_payload_is_ignored(tmp_path: Path) -> None:
     cache = PlanCache(tmp_path)
-    path = cache.store(PLAN, PARTS, "f" * 64)
+    path = cache.store(PLAN, PARTS, "f" * 64, SOURCES)
     assert path is not None
     data = bytearray(path.read_bytes())
     data[_payload_offset(bytes(data)) + 20] ^= 0x01  # one bit of a graph
@@ -66,7 +82,7 @@ def test_an_entry_edited_in_its_payload_is_ignored(tmp_path: Path) -> None:
 
 def test_an_entry_for_another_plan_put_under_this_plans_name_is_ignored(tmp_path: Path) -> None:
     cache = PlanCache(tmp_path)
-    other = cache.store(OTHER, PARTS, "f" * 64)
+    other = cache.store(OTHER, PARTS, "f" * 64, SOURCES)
     assert other is not None
     os.replace(other, cache.path(PLAN))  # a consistent entry, but written for another key
     assert cache.load(PLAN) is None
@@ -75,7 +91,7 @@ def test_an_entry_for_another_plan_put_under_this_plans_name_is_ignored(tmp_path
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "header", "folder"])
 def test_a_damaged_entry_is_ignored(tmp_path: Path, damage: str) -> None:
     cache = PlanCache(tmp_path)
-    path = cache.store(PLAN, PARTS, "f" * 64)
+    path = cache.store(PLAN, PARTS, "f" * 64, SOURCES)
     assert path is not None
     data = path.read_bytes()
     if damage == "truncated":
@@ -95,7 +111,7 @@ def test_a_damaged_entry_is_ignored(tmp_path: Path, damage: str) -> None:
 def test_an_unwritable_cache_costs_a_trace_not_a_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "plan-cache"
     blocker.write_text("a file where the folder should be")
-    assert PlanCache(blocker).store(PLAN, PARTS, "f" * 64) is None
+    assert PlanCache(blocker).store(PLAN, PARTS, "f" * 64, SOURCES) is None
 
 
 # -- real builds -----------------------------------------------------------------------
@@ -123,6 +139,8 @@ def test_a_second_build_loads_the_cache_without_a_tracer_and_with_the_same_finge
     assert traces == [PLAN.plan_hash]
     entry = PlanCache(cache_dir).path(PLAN)
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    recorded = PlanCache(cache_dir).load(PLAN)
+    assert recorded is not None and {"learning_process.py", "models.py", "plan.py"} <= set(recorded.sources)
     learning_process.build_federated_computations.cache_clear()  # as after a restart
     second = learning_process.build_federated_computations(PLAN, cache_dir)
     assert traces == [PLAN.plan_hash]  # no tracer process this time
