@@ -131,6 +131,9 @@ APPROVAL_POLICY: dict[str, Any] = {
     "max_delta": DELTA,
     "require_secure_aggregation": False,
     "approval_lifetime_days": 1,
+    # the no-DP baseline runs on the same budgeted dataset: it is charged epsilon = infinity (so it
+    # runs after every DP plan; afterwards the dataset's budget is spent for good)
+    "non_private_plans_on_budgeted_datasets": "charge_infinity",
 }
 # The ledger composes every DP charge on the dataset (all 10 DP plans of a benchmark run).
 PRIVACY_BUDGET = {"epsilon": 50.0, "delta": DELTA}
@@ -636,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where --select-only writes the search's scores (default: %(default)s)")
     args = parser.parse_args(argv)
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    # DP plans first: a non-private plan charges the shared ledger epsilon = infinity
+    settings.sort(key=lambda s: SETTINGS.get(s) is None)
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
