@@ -19,7 +19,8 @@ COPY requirements/runtime-lock.txt requirements/tff.txt /tmp/requirements/
 # - tensorflow/include: C++ headers for building custom ops (229 MB), never used at runtime;
 # - tensorflow_federated/data/worker_binary (294 MB): TFF's remote-execution worker, which
 #   listens without authentication; HealthFed never starts it (healthfed_common/tf_graph.py
-#   runs the computations in-process), and a binary that is absent cannot be started.
+#   runs the computations in-process), and a binary that is absent cannot be started
+#   (an inert placeholder replaces it below).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements/runtime-lock.txt \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements/tff.txt \
@@ -44,4 +45,10 @@ RUN groupadd --system --gid 10001 healthfed \
     && mkdir -p /state /opt/healthfed \
     && chown healthfed:healthfed /state
 COPY --from=builder /opt/venv /opt/venv
+# TFF 0.87 insists at import (tensorflow_federated/__init__.py sets its local C++ context) that
+# worker_binary is a file. An empty placeholder without execute permission passes that check
+# and cannot be started: anything that tried would get "permission denied", not a listening
+# server. The container smoke test checks both (size 0, mode 0444).
+RUN : > /opt/venv/lib/python3.11/site-packages/tensorflow_federated/data/worker_binary \
+    && chmod 0444 /opt/venv/lib/python3.11/site-packages/tensorflow_federated/data/worker_binary
 WORKDIR /opt/healthfed
