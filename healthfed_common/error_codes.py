@@ -86,6 +86,20 @@ class ErrorCode(StrEnum):
     STATE_STORE_UNAVAILABLE = ("STATE_STORE_UNAVAILABLE", "The aggregator cannot reach or open its state database.",
                                "Check that the database (PostgreSQL server or SQLite file) is up and reachable.")
 
+    # -- container preflight (deploy/healthcheck.py; the exit status names the problem) ----
+    KIT_MISSING = ("KIT_MISSING", "The container's preflight cannot find or read a kit file (silo.yaml, certificate, key).",
+                   "Mount the kit at the path named and make it readable by the container's user.")
+    STATE_UNWRITABLE = ("STATE_UNWRITABLE", "The container's state volume is not writable by its user.",
+                        "Mount a writable state volume owned by the container's uid.")
+    DATA_UNREADABLE = ("DATA_UNREADABLE", "The container's data folder is not a readable directory.",
+                       "Mount the exports read-only at the data path and make them readable.")
+    DATA_NOT_READ_ONLY = ("DATA_NOT_READ_ONLY", "The container's data folder is mounted writable.",
+                          "Mount the exports with :ro (the node never needs to write them).")
+    KEY_PERMISSIONS = ("KEY_PERMISSIONS", "A private key in the kit is readable by other users.",
+                       "chmod 600 the key file named.")
+    CA_KEY_MOUNTED = ("CA_KEY_MOUNTED", "The federation CA's private key is mounted into a silo container.",
+                      "Remove ca.key from the silo's kit; only the coordinator keeps it.")
+
     # -- enrolment and identity -----------------------------------------------------------
     KEYS_EXIST = ("KEYS_EXIST", "`silo-node enrol` found keys already in the kit and never overwrites them.",
                   "Use the existing keys; re-enrolling with new keys needs the coordinator's confirmation.")
