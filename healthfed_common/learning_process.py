@@ -159,7 +159,7 @@ class FederatedComputations:
     def model_weight_count(self) -> int:
         return count_leaves(self.update.type_signature.result[0][0])
 
-    def model_weights(self, state: list[np.ndarray]) -> list[np.ndarray]:
+    def model_weights(self, state: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
         """Trainable then non-trainable weights, read from the server state."""
         return state[: self.model_weight_count]
 

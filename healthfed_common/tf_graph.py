@@ -29,7 +29,7 @@ class TensorSlot:
     """A tensor the graph takes or returns, by graph tensor name."""
 
     tensor_name: str
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     shape: tuple[int | None, ...]
 
 
@@ -95,6 +95,8 @@ class GraphComputation:
             if kind == "sequence":
                 self.parameter_slots.append(SequenceSlot(name))
             else:
+                if leaf.dtype is None:
+                    raise ValueError(f"parameter {name} has no dtype")
                 self.parameter_slots.append(TensorSlot(name, leaf.dtype, leaf.shape))
         result_names = _flatten_binding(tf_proto.result)
         if any(kind != "tensor" for kind, _ in result_names):
@@ -106,7 +108,7 @@ class GraphComputation:
         self,
         tensors: Sequence[Any] = (),
         datasets: Sequence[DatasetFactory] = (),
-    ) -> list[np.ndarray]:
+    ) -> list[np.ndarray[Any, Any]]:
         """Runs the graph once. `tensors` fill the tensor slots in order, `datasets` the
         sequence slots; dataset factories are called inside the private graph."""
         tensor_slots = [s for s in self.parameter_slots if isinstance(s, TensorSlot)]
@@ -149,7 +151,7 @@ class GraphComputation:
         return [np.asarray(r) for r in results]
 
 
-def _check_shape(slot: TensorSlot, value: np.ndarray) -> None:
+def _check_shape(slot: TensorSlot, value: np.ndarray[Any, Any]) -> None:
     if len(slot.shape) != value.ndim or any(
         expected is not None and expected != got for expected, got in zip(slot.shape, value.shape)
     ):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from aggregator.metrics_release import RoundMetricsRelease
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
         help="serve hospitals and run a training plan to completion",
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                 witness=audit.witness, metrics=metrics)
     server, port = start_server(config, service)
     print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop["signal"] = signum

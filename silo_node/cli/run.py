@@ -14,7 +14,7 @@ from healthfed_common.json_logging import configure_logging
 from healthfed_common.startup_kit import SiloConfig, load_silo_config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
         help="connect to the aggregator (outbound only) and take part in approved plans",
