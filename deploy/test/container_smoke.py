@@ -434,7 +434,12 @@ def smoke(engine: Engine, work: Path, images: dict[str, Any]) -> dict[str, Any]:
         aggregator = containers["aggregator"]
         wait_for(engine, aggregator, rf"round 1/{ROUNDS}:", 900)
         log("round 1 done: restarting the st-marys silo container mid-plan")
+        before = engine.cmd("inspect", "--format", "{{.State.StartedAt}}", containers["st-marys"]).stdout.strip()
         engine.cmd("restart", containers["st-marys"], timeout=300)
+        after = engine.cmd("inspect", "--format", "{{.State.StartedAt}}", containers["st-marys"]).stdout.strip()
+        if after == before:
+            raise SmokeFailed("RESTART_FAILED", f"st-marys was not restarted (started at {before} both times)")
+        result["restarted_mid_plan"] = {"silo": "st-marys", "started_at_before": before, "started_at_after": after}
         text = wait_for(engine, aggregator, r"run report|evaluat|model exported|rounds completed|"
                                             rf"round {ROUNDS}/{ROUNDS}:", 1500)
         deadline = time.time() + 600
