@@ -7,15 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common.learning_process import FederatedComputations
 from healthfed_common.tff_types import flatten_tensor_types, named_leaf_paths
 from healthfed_common.wire.messages import TrainResult
+from typing import Any
 
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    state: list[np.ndarray]
+    state: list[NDArray[Any]]
     metrics: dict[str, float]
     per_silo: dict[str, dict[str, float]]
 
@@ -45,10 +47,10 @@ def expected_result_problem(computations: FederatedComputations, result: TrainRe
     return None
 
 
-def plain_sum(parts: Sequence[Sequence[np.ndarray]], bitwidths: Sequence[int]) -> list[np.ndarray]:
+def plain_sum(parts: Sequence[Sequence[NDArray[Any]]], bitwidths: Sequence[int]) -> list[NDArray[Any]]:
     """The integer sums without secure aggregation: exact, in each leaf's own dtype. Each
     input must lie in [0, 2^bitwidth) as the form promises."""
-    sums: list[np.ndarray] = []
+    sums: list[NDArray[Any]] = []
     for index, bitwidth in enumerate(bitwidths):
         values = [np.asarray(p[index]) for p in parts]
         for value in values:
@@ -58,7 +60,7 @@ def plain_sum(parts: Sequence[Sequence[np.ndarray]], bitwidths: Sequence[int]) -
     return sums
 
 
-def _ratio_metrics(paths: list[str], values: Sequence[np.ndarray]) -> dict[str, float]:
+def _ratio_metrics(paths: list[str], values: Sequence[NDArray[Any]]) -> dict[str, float]:
     """Metric leaves come as (total, count) pairs named `name.0`/`name.1`, or single values."""
     out: dict[str, float] = {}
     grouped: dict[str, list[float]] = {}
@@ -77,13 +79,13 @@ def silo_training_metrics(computations: FederatedComputations, result: TrainResu
 
 
 def aggregate_round(
-    computations: FederatedComputations, state: list[np.ndarray], results: Sequence[TrainResult],
-    secure_sums: list[np.ndarray] | None = None,
+    computations: FederatedComputations, state: list[NDArray[Any]], results: Sequence[TrainResult],
+    secure_sums: list[NDArray[Any]] | None = None,
 ) -> RoundOutcome:
     if not results:
         raise ValueError("cannot aggregate a round without results")
     zero = computations.zero()
-    merged: list[np.ndarray] | None = None
+    merged: list[NDArray[Any]] | None = None
     for result in results:
         accumulator = computations.accumulate(list(zero) + list(result.metrics_part))
         merged = accumulator if merged is None else computations.merge(merged + accumulator)

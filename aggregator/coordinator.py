@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
 from aggregator.errors import AggregatorError
@@ -226,7 +227,7 @@ class Coordinator:
         )
         return replace(collected, answers=self._board.close())
 
-    def _run_round(self, round_number: int, state: list[np.ndarray], plan_json: bytes) -> list[np.ndarray]:
+    def _run_round(self, round_number: int, state: list[NDArray[Any]], plan_json: bytes) -> list[NDArray[Any]]:
         plan, comps = self.plan, self.computations
         secure = plan.secure_aggregation.protocol != "none"
         attempt, offer = 1, 0
@@ -390,7 +391,7 @@ class Coordinator:
         if self._metrics is not None:
             self._metrics.silo_failing(silo, change.change == "failing")
 
-    def _evaluate(self, state: list[np.ndarray], plan_json: bytes) -> dict[str, Any]:
+    def _evaluate(self, state: list[NDArray[Any]], plan_json: bytes) -> dict[str, Any]:
         weights = self.computations.model_weights(state)
         task = EvaluateTask(self._task_id("eval", self.plan.rounds, 1), plan_json, self.plan.plan_hash, tuple(weights))
         answers = self._collect(task, lambda a: None, self.plan.min_silos_per_round).answers
@@ -407,7 +408,7 @@ class Coordinator:
         self._progress("evaluation on held-out data: " + json.dumps({"aggregate": aggregate}, default=float))
         return {"per_silo": per_silo, "aggregate": aggregate}
 
-    def _export(self, state: list[np.ndarray], export_dir: Path) -> Path:
+    def _export(self, state: list[NDArray[Any]], export_dir: Path) -> Path:
         model = build_keras_model(self.plan)
         model.set_weights(self.computations.model_weights(state))
         export_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from aggregator.errors import AggregatorError
 from aggregator.task_board import TaskBoard
@@ -57,7 +58,7 @@ def run_secure_sum(
     task_prefix: str,
     deadline_s: float,
     progress: Callable[[str], None],
-) -> tuple[list[np.ndarray], tuple[str, ...]]:
+) -> tuple[list[NDArray[Any]], tuple[str, ...]]:
     """Returns the exact sums mod 2^B and the silos whose inputs they contain; raises
     SecureSumAborted (its `error` is TooFewSurvivors when fewer than the threshold remain)."""
     server = SecAggServer(params, verify=verify)
@@ -76,7 +77,7 @@ def _drive(
     task_prefix: str,
     deadline_s: float,
     progress: Callable[[str], None],
-) -> tuple[list[np.ndarray], tuple[str, ...]]:
+) -> tuple[list[NDArray[Any]], tuple[str, ...]]:
     for result in results:
         try:
             server.receive_advertisement(result.secagg)

@@ -42,7 +42,7 @@ from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METH
 log = logging.getLogger("healthfed.aggregator.server")
 
 RefusalHook = Callable[[str, str, str], None]
-WitnessHook = Callable[[str, dict, tuple], "str | None"]
+WitnessHook = Callable[[str, dict[str, Any], tuple[bytes, ...]], "str | None"]
 
 POLL_LIMIT_BYTES = 16 * 1024
 """A PollRequest is a silo id and a version string (~100 bytes encoded)."""
@@ -121,7 +121,7 @@ class FederationService:
         if not names or not pems:
             self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "unknown", "NO_CLIENT_CERTIFICATE",
                          "a client certificate is required")
-        identity = names[0].decode("utf-8", errors="replace")
+        identity: str = names[0].decode("utf-8", errors="replace")
         serial = certificate_serial_hex(pems[0])
         if self._store.is_revoked(serial):
             self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, identity, "CERTIFICATE_REVOKED",

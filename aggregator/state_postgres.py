@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
@@ -146,10 +147,10 @@ class PostgresStateStore:
                     log.warning("PostgreSQL connection to %s lost (%s); reconnecting", self.where, _one_line(error))
             raise AssertionError("unreachable")
 
-    def _rows(self, query: str, parameters: tuple = ()) -> list[tuple]:
+    def _rows(self, query: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._run(lambda conn: conn.execute(query, parameters).fetchall())
 
-    def _write(self, query: str, parameters: tuple, *, repeatable: bool = True) -> None:
+    def _write(self, query: str, parameters: tuple[Any, ...], *, repeatable: bool = True) -> None:
         self._run(lambda conn: conn.execute(query, parameters), repeatable=repeatable)
 
     def start_plan(self, plan_hash: str, plan_json: bytes) -> None:
@@ -169,7 +170,7 @@ class PostgresStateStore:
         rows = self._rows("SELECT status FROM plans WHERE plan_hash = %s", (plan_hash,))
         return rows[0][0] if rows else None
 
-    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[np.ndarray]) -> None:
+    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[NDArray[Any]]) -> None:
         self._write(
             "INSERT INTO checkpoints (plan_hash, round, state, created_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (plan_hash, round) DO UPDATE SET state = EXCLUDED.state, created_at = EXCLUDED.created_at",
@@ -182,7 +183,7 @@ class PostgresStateStore:
         )
         return Checkpoint(plan_hash, rows[0][0], decode_arrays(bytes(rows[0][1]))) if rows else None
 
-    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[np.ndarray]:
+    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[NDArray[Any]]:
         rows = self._rows(
             "SELECT state FROM checkpoints WHERE plan_hash = %s AND round = %s", (plan_hash, round_number)
         )

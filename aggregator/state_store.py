@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+from numpy.typing import NDArray
 
 from aggregator.errors import AggregatorError
 
@@ -45,13 +46,13 @@ class StateStoreUnavailable(AggregatorError, ConnectionError):
     code = "STATE_STORE_UNAVAILABLE"
 
 
-def encode_arrays(arrays: list[np.ndarray]) -> bytes:
+def encode_arrays(arrays: list[NDArray[Any]]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, *arrays)
     return buffer.getvalue()
 
 
-def decode_arrays(blob: bytes) -> list[np.ndarray]:
+def decode_arrays(blob: bytes) -> list[NDArray[Any]]:
     with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
@@ -60,7 +61,7 @@ def decode_arrays(blob: bytes) -> list[np.ndarray]:
 class Checkpoint:
     plan_hash: str
     round: int
-    state: list[np.ndarray]
+    state: list[NDArray[Any]]
 
 
 class StateBackend(Protocol):
@@ -80,11 +81,11 @@ class StateBackend(Protocol):
 
     def plan_status(self, plan_hash: str) -> str | None: ...
 
-    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[np.ndarray]) -> None: ...
+    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[NDArray[Any]]) -> None: ...
 
     def latest_checkpoint(self, plan_hash: str) -> Checkpoint | None: ...
 
-    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[np.ndarray]: ...
+    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[NDArray[Any]]: ...
 
     def record_outcome(self, plan_hash: str, round_number: int, attempt: int, silo_id: str, outcome: str,
                        code: str = "", message: str = "") -> None: ...
@@ -208,7 +209,7 @@ class SqliteStateStore:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def _execute(self, query: str, parameters: tuple = ()) -> list[tuple]:
+    def _execute(self, query: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(query, parameters).fetchall()
 
@@ -229,7 +230,7 @@ class SqliteStateStore:
         rows = self._execute("SELECT status FROM plans WHERE plan_hash=?", (plan_hash,))
         return rows[0][0] if rows else None
 
-    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[np.ndarray]) -> None:
+    def save_checkpoint(self, plan_hash: str, round_number: int, state: list[NDArray[Any]]) -> None:
         self._execute(
             "INSERT OR REPLACE INTO checkpoints(plan_hash, round, state, created_at) VALUES (?,?,?,?)",
             (plan_hash, round_number, encode_arrays(state), time.time()),
@@ -241,7 +242,7 @@ class SqliteStateStore:
         )
         return Checkpoint(plan_hash, rows[0][0], decode_arrays(rows[0][1])) if rows else None
 
-    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[np.ndarray]:
+    def latest_checkpoint_at(self, plan_hash: str, round_number: int) -> list[NDArray[Any]]:
         rows = self._execute("SELECT state FROM checkpoints WHERE plan_hash=? AND round=?", (plan_hash, round_number))
         if not rows:
             raise LookupError(f"no checkpoint for round {round_number} of plan {plan_hash[:12]}")

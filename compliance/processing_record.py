@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compliance.errors import ProcessingRecordInvalid, ProcessingRecordMissing

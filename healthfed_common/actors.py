@@ -55,7 +55,7 @@ def add_operator_argument(parser: argparse.ArgumentParser, role: str = "the pers
 def operator_from(args: argparse.Namespace) -> str:
     """The `person:` actor for a command's `--by` (or $HEALTHFED_OPERATOR); refuses when neither
     names anyone."""
-    name = getattr(args, "by", None) or os.environ.get(OPERATOR_ENV, "")
+    name = str(getattr(args, "by", None) or os.environ.get(OPERATOR_ENV, ""))
     if not name.strip():
         raise OperatorRequired(
             f"say who you are: pass --by NAME (or set {OPERATOR_ENV}); every change is recorded with the person who made it"

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common.plan import Plan
+from typing import Any
 
 
 def training_dataset_factory(
-    features: np.ndarray, labels: np.ndarray, plan: Plan, round_number: int
+    features: NDArray[Any], labels: NDArray[Any], plan: Plan, round_number: int
 ) -> Callable[[], object]:
     """Shuffled per round with a seed from the plan (reproducible runs), repeated for the
     plan's local epochs, batched. Returned as a factory because the dataset must be created

@@ -16,18 +16,20 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common.learning_process import FederatedComputations
 from healthfed_common.plan import Plan
 from healthfed_common.secagg import SessionParams, default_neighbours
 from healthfed_common.secagg.keys import lp
 from healthfed_common.tff_types import flatten_tensor_types
+from typing import Any
 
 
 SESSION_DOMAIN = b"healthfed/secagg/session/v2"
 
 
-def state_digest(arrays: Sequence[np.ndarray]) -> bytes:
+def state_digest(arrays: Sequence[NDArray[Any]]) -> bytes:
     """SHA-256 over the dtype, shape and bytes of each array of the state a silo received."""
     digest = hashlib.sha256()
     for array in arrays:
@@ -72,17 +74,17 @@ def session_params(
     )
 
 
-def secure_leaves(computations: FederatedComputations) -> list:
+def secure_leaves(computations: FederatedComputations) -> list[Any]:
     parts = computations.work_parts
     leaves = flatten_tensor_types(computations.work.type_signature.result)
     return leaves[parts[0] : parts[0] + parts[1]]
 
 
-def to_vectors(parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+def to_vectors(parts: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
     return [np.asarray(p).astype(np.uint64).reshape(-1) for p in parts]
 
 
-def from_vectors(computations: FederatedComputations, sums: Sequence[np.ndarray]) -> list[np.ndarray]:
+def from_vectors(computations: FederatedComputations, sums: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
     return [
         np.asarray(vector).astype(leaf.dtype).reshape(leaf.shape)
         for vector, leaf in zip(sums, secure_leaves(computations))

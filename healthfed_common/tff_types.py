@@ -13,7 +13,7 @@ import numpy as np
 class Leaf:
     """One tensor (or dataset) position in a flattened TFF type."""
 
-    dtype: np.dtype | None
+    dtype: np.dtype[Any] | None
     shape: tuple[int | None, ...]
     is_sequence: bool = False
 

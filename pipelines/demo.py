@@ -170,9 +170,9 @@ def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
         print(f"provisioned federation with CA and startup kits in {out / 'federation'}")
         for silo_id in silo_ids:
             federation.set_approval_policy(silo_id, APPROVAL_POLICY)
-            report = federation.register_dataset(silo_id, DATASET, exports[silo_id], DATASET_POLICY)
+            ingestion = federation.register_dataset(silo_id, DATASET, exports[silo_id], DATASET_POLICY)
             print(f"--- {silo_id}: silo-node data add {DATASET} (de-identification + minimisation) ---")
-            print(report.rstrip())
+            print(ingestion.rstrip())
             federation.silo_cli(silo_id, "ledger", "set-budget", DATASET, "--epsilon", str(PRIVACY_BUDGET["epsilon"]),
                                 "--delta", str(PRIVACY_BUDGET["delta"]))
         aggregator_out = out / "aggregator"

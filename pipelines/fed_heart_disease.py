@@ -177,13 +177,14 @@ SELECTION_NOTE = (
 def grid(setting: str) -> list[Hyper]:
     """The search space per setting (rounds are cheap to vary: no graph depends on them)."""
     inits = ("zeros", "glorot_uniform")
-    if SETTINGS[setting] is None:
+    epsilon = SETTINGS[setting]
+    if epsilon is None:
         return [Hyper(rounds=r, local_epochs=1, batch_size=16, client_lr=lr, kernel_initializer=init)
                 for init in inits for lr in (0.05, 0.1) for r in (10, 20, 30)]
     # Under DP each extra round or epoch costs noise: few rounds. From a zero start a single
     # full-batch step's predictions do not depend on the learning rate (the sign of
     # -lr * gradient), so the rate is not searched under DP.
-    shapes = ((32, 1), (32, 2), (256, 1), (256, 2)) if SETTINGS[setting] < 0.5 else ((64, 3), (64, 5), (256, 3), (256, 5))
+    shapes = ((32, 1), (32, 2), (256, 1), (256, 2)) if epsilon < 0.5 else ((64, 3), (64, 5), (256, 3), (256, 5))
     return [Hyper(rounds=r, local_epochs=1, batch_size=b, client_lr=1.0, l2_norm_clip=1.0, kernel_initializer=init)
             for init in inits for b, r in shapes]
 
@@ -346,9 +347,11 @@ def simulate(plan: Any, train: dict[str, tuple[np.ndarray, np.ndarray]],
             if plan.dp is None:
                 factory = training_dataset_factory(x, y, plan, round_number)
             else:
+                sigma = sigmas[name]
+                assert sigma is not None  # computed for every silo when plan.dp is set
                 factory = poisson_dataset_factory(
                     x, y, schedule=SamplingSchedule(len(y), plan.batch_size, plan.local_epochs),
-                    noise_multiplier=float(sigmas[name]))
+                    noise_multiplier=float(sigma))
             out = comps.work(client_input, [factory])
             results.append(TrainResult(name, "simulated", plan.plan_hash, round_number,
                                        tuple(out[:metrics_count]),

@@ -240,7 +240,7 @@ class PlanApprovals:
         rows = self._conn.execute(
             "SELECT at, event, actor, reason FROM plan_decisions WHERE plan_hash = ? ORDER BY id", (plan_hash,)
         ).fetchall()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     def record(self, plan_hash: str) -> PlanRecord:
         return self._get(plan_hash)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common import __version__
 from healthfed_common.client_data import training_dataset_factory
@@ -64,9 +65,9 @@ class _Session:
     plan_hash: str
     round: int
     client: Any
-    vectors: list[np.ndarray]
+    vectors: list[NDArray[Any]]
     advertisement: Any
-    replies: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    replies: dict[str, tuple[str, SecAggReply]] = field(default_factory=dict)
 
 
 class SiloRunner:
@@ -322,8 +323,9 @@ class SiloRunner:
             ConsistencySignature, KeyRoster, SecAggError, ShareInbox, UnmaskRequest,
         )
 
-        expected_payload = {"share_keys": KeyRoster, "masked_input": ShareInbox, "consistency": UnmaskRequest,
-                            "unmask": UnmaskRequest}.get(task.phase)
+        phases: dict[str, type[KeyRoster] | type[ShareInbox] | type[UnmaskRequest]] = {
+            "share_keys": KeyRoster, "masked_input": ShareInbox, "consistency": UnmaskRequest, "unmask": UnmaskRequest}
+        expected_payload = phases.get(task.phase)
         if expected_payload is None:
             raise TaskRefused("SECAGG_UNKNOWN_PHASE", "the aggregator named an unknown secure-aggregation phase")
         request: Any = task.payload
@@ -535,7 +537,7 @@ def _dp_parameters(plan: Plan, dataset_size: int) -> Any:
     return silo_dp_parameters(plan, dataset_size)
 
 
-def evaluate_weights(plan: Plan, weights: list[np.ndarray], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def evaluate_weights(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any]) -> dict[str, float]:
     """Loss, accuracy and AUC of the given model weights on local data, released as
     allow-listed aggregate metrics only."""
     import tensorflow as tf

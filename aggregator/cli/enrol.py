@@ -14,7 +14,7 @@ from healthfed_common.enrolment_request import read_request
 from healthfed_common.errors import HealthFedError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "enrol",
         help="issue a hospital's certificate from its enrolment request and record its signing key",

@@ -43,7 +43,7 @@ Next:
   aggregator run --config aggregator.yaml --plan {out} --out runs/{name}"""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "plan", help="write a starting plan, or check one (fast, no TensorFlow)",
         description="Plans without surprises: `init` writes a valid starting plan, `validate` checks a plan "

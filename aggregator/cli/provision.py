@@ -9,7 +9,7 @@ from pathlib import Path
 from aggregator.provisioning import provision_federation
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "provision",
         help="create a federation: CA, aggregator certificate and one startup-kit skeleton per hospital",

@@ -16,7 +16,7 @@ from healthfed_common.startup_kit import ConfigInvalid
 from aggregator.pki import certificate_serial_hex
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "revoke",
         help="revoke a hospital's certificate (takes effect on its next call)",

@@ -13,7 +13,7 @@ from healthfed_common.errors import HealthFedError
 from healthfed_common.startup_kit import ConfigInvalid
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "spending",
         help="show each hospital's declared privacy spending per plan",

@@ -56,6 +56,7 @@ from typing import Any, Literal
 import attr
 import dp_accounting
 import numpy as np
+from numpy.typing import NDArray
 from dp_accounting import dp_event as dp_event_lib
 from dp_accounting import mechanism_calibration
 
@@ -111,7 +112,7 @@ def make_accountant(
     raise ValueError(f"unknown neighbouring relation {relation!r}")
 
 
-def _rdp_deltas(orders: np.ndarray, rdp: np.ndarray, epsilons: np.ndarray) -> np.ndarray:
+def _rdp_deltas(orders: NDArray[Any], rdp: NDArray[Any], epsilons: NDArray[Any]) -> NDArray[Any]:
     """dp-accounting's `rdp_privacy_accountant.compute_delta` (KL bound and Canonne, Kamath,
     Steinke 2020 Prop. 12), vectorised over epsilons; a test pins it to the original."""
     orders = orders[:, None]
@@ -121,7 +122,8 @@ def _rdp_deltas(orders: np.ndarray, rdp: np.ndarray, epsilons: np.ndarray) -> np
         kl = np.where(rdp > 0, 0.5 * np.log1p(-np.exp(-rdp)), -np.inf)
         bound = (orders - 1) * (rdp - eps + np.log1p(-1 / orders)) - np.log(orders)
         log_delta = np.where(orders > 1.01, np.minimum(kl, bound), kl)
-    return np.minimum(np.exp(np.min(log_delta, axis=0)), 1.0)
+    deltas: NDArray[Any] = np.minimum(np.exp(np.min(log_delta, axis=0)), 1.0)
+    return deltas
 
 
 @dataclass(frozen=True)
@@ -130,23 +132,24 @@ class _HockeyStickTable:
     PMF, from suffix sums: O(log size) per epsilon instead of a pass over the PMF (the
     replace-one search asks for thousands of epsilons)."""
 
-    losses: np.ndarray
-    tail_mass: np.ndarray
-    tail_scaled: np.ndarray
+    losses: NDArray[Any]
+    tail_mass: NDArray[Any]
+    tail_scaled: NDArray[Any]
     infinity_mass: float
 
     @classmethod
-    def of(cls, losses: np.ndarray, probs: np.ndarray, infinity_mass: float) -> "_HockeyStickTable":
+    def of(cls, losses: NDArray[Any], probs: NDArray[Any], infinity_mass: float) -> "_HockeyStickTable":
         keep = losses > 0  # only positive losses ever exceed an epsilon >= 0
         losses, probs = losses[keep], probs[keep]
         tail_mass = np.append(np.cumsum(probs[::-1])[::-1], 0.0)
         tail_scaled = np.append(np.cumsum((probs * np.exp(-losses))[::-1])[::-1], 0.0)
         return cls(losses, tail_mass, tail_scaled, float(infinity_mass))
 
-    def deltas(self, epsilons: np.ndarray) -> np.ndarray:
+    def deltas(self, epsilons: NDArray[Any]) -> NDArray[Any]:
         first = np.searchsorted(self.losses, epsilons, side="right")
         raw = self.tail_mass[first] - np.exp(epsilons) * self.tail_scaled[first]
-        return np.clip(self.infinity_mass + np.maximum(raw, 0.0), 0.0, 1.0)
+        clipped: NDArray[Any] = np.clip(self.infinity_mass + np.maximum(raw, 0.0), 0.0, 1.0)
+        return clipped
 
 
 def _pld_tables(accountant: dp_accounting.PrivacyAccountant) -> list[_HockeyStickTable]:
@@ -187,7 +190,7 @@ class ReplaceOneAccountant(dp_accounting.PrivacyAccountant):
             self._pld_tables = None
         return self._inner._maybe_compose(event, count, do_compose)
 
-    def add_remove_deltas(self, epsilons: np.ndarray) -> np.ndarray:
+    def add_remove_deltas(self, epsilons: NDArray[Any]) -> NDArray[Any]:
         """delta_AR at each of `epsilons` (vectorised; the same numbers as the wrapped
         accountant's get_delta, which tests check)."""
         if isinstance(self._inner, dp_accounting.rdp.RdpAccountant):
@@ -198,7 +201,8 @@ class ReplaceOneAccountant(dp_accounting.PrivacyAccountant):
             if getattr(self._inner, "_contains_non_dp_event", False):
                 return np.ones_like(epsilons, dtype=np.float64)
             return np.array([float(self._inner.get_delta(float(e))) for e in epsilons])
-        return np.max([table.deltas(epsilons) for table in self._pld_tables], axis=0)
+        worst: NDArray[Any] = np.max([table.deltas(epsilons) for table in self._pld_tables], axis=0)
+        return worst
 
     def add_remove_epsilon(self, target_delta: float) -> float:
         return float(self._inner.get_epsilon(target_delta))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import stats
 
 from healthfed_common.dp.accounting import SamplingSchedule
@@ -73,7 +74,7 @@ class AuditResult:
 
 
 def epsilon_lower_bound(
-    scores_in: np.ndarray, scores_out: np.ndarray, thresholds: Sequence[float], delta: float,
+    scores_in: NDArray[Any], scores_out: NDArray[Any], thresholds: Sequence[float], delta: float,
     confidence: float = 0.95,
 ) -> AuditResult:
     """The largest epsilon any threshold test on the scores proves, at `confidence` overall.
@@ -106,7 +107,7 @@ class RepeatedWork:
     noise seeds (`noise_seeds`, 128 bits of OS entropy per step) -- the same elements
     `poisson_dataset_factory` builds for a silo's round."""
 
-    def __init__(self, work: Any, client_input: Sequence[Any], x: np.ndarray, y: np.ndarray,
+    def __init__(self, work: Any, client_input: Sequence[Any], x: NDArray[Any], y: NDArray[Any],
                  schedule: SamplingSchedule, noise_multiplier: float) -> None:
         import tensorflow as tf
 
@@ -167,7 +168,7 @@ class RepeatedWork:
         feed[self._seeds] = noise_seeds(len(steps))
         return feed
 
-    def run(self) -> list[np.ndarray]:
+    def run(self) -> list[NDArray[Any]]:
         """One round of `work` with a fresh Poisson sample and fresh noise seeds: the outputs
         a silo's call would return."""
         return [np.asarray(r) for r in self._session.run(self._outputs, feed_dict=self._initial_feed())]
@@ -176,7 +177,7 @@ class RepeatedWork:
         self._session.close()
 
 
-def update_vector(outputs: Sequence[np.ndarray]) -> np.ndarray:
+def update_vector(outputs: Sequence[NDArray[Any]]) -> NDArray[Any]:
     """The released model update of a `work` call, flattened: the non-scalar outputs (the
     weighted trainable deltas); the scalars are public counts."""
     return np.concatenate([np.ravel(o).astype(np.float64) for o in outputs if np.ndim(o) >= 1])

@@ -197,7 +197,8 @@ def clipped_sum(
     model's structure, so it is the same on every silo."""
     keras_model = ghost_clipping.keras_model_of(model)
     if clipping == "auto" and ghost_clipping.supports_ghost_clipping(keras_model, trainable):
-        return ghost_clipping.ghost_clipped_sum(keras_model, trainable, x, y, per_example_loss, l2_norm_clip)
+        summed: list[Any] = ghost_clipping.ghost_clipped_sum(keras_model, trainable, x, y, per_example_loss, l2_norm_clip)
+        return summed
     grads = per_example_gradients(model, trainable, x, y, per_example_loss)
     clipped = clip_per_example(grads, tf.cast(l2_norm_clip, tf.float32))
     return [tf.reduce_sum(c, axis=0) for c in clipped]
@@ -282,7 +283,8 @@ def _build_client_update(
         )
         return tff.learning.templates.ClientResult(update=delta, update_weight=weight), stats
 
-    return client_update
+    traced: Callable[..., Any] = client_update  # a tff.tf_computation (untyped)
+    return traced
 
 
 def _zero_all_if_any_non_finite(structure: Any) -> tuple[Any, tf.Tensor]:

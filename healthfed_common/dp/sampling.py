@@ -20,9 +20,10 @@ from __future__ import annotations
 import collections
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common.dp.accounting import SamplingSchedule
 
@@ -38,7 +39,7 @@ def secure_generator() -> np.random.Generator:
 NOISE_SEED_WORDS = 2  # int64 words per step; must match client_work.NOISE_SEED_WORDS
 
 
-def noise_seeds(steps: int) -> np.ndarray:
+def noise_seeds(steps: int) -> NDArray[Any]:
     """[steps, 2] int64: 128 bits of OS CSPRNG entropy per DP-SGD step (never a plan seed,
     never TF's process RNG)."""
     if steps < 0:
@@ -49,7 +50,7 @@ def noise_seeds(steps: int) -> np.ndarray:
 
 def poisson_step_indices(
     schedule: SamplingSchedule, rng: np.random.Generator | None = None
-) -> list[np.ndarray]:
+) -> list[NDArray[Any]]:
     """For each step of one round, the indices of the records included in that step."""
     generator = rng if rng is not None else secure_generator()
     q = schedule.sampling_probability
@@ -61,8 +62,8 @@ def poisson_step_indices(
 
 
 def poisson_dataset_factory(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: NDArray[Any],
+    y: NDArray[Any],
     *,
     schedule: SamplingSchedule,
     noise_multiplier: float,

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from healthfed_common.canonical_json import canonical_json
 from healthfed_common.errors import ProtocolVersionMismatch, WireFormatError
@@ -156,7 +157,7 @@ def _check_string(text: str) -> None:
             raise WireFormatError("a string in the header is not valid Unicode") from None
 
 
-def _array(node: dict[str, Any], blobs: _Blobs) -> np.ndarray:
+def _array(node: dict[str, Any], blobs: _Blobs) -> NDArray[Any]:
     dtype, shape = node["dtype"], node["shape"]
     if dtype not in _ALLOWED_DTYPES:
         raise WireFormatError("array with a dtype that cannot travel on the wire")

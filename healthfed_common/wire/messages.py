@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,12 @@ from healthfed_common.secagg import (
 )
 
 PROTOCOL_VERSION = 1
+
+if TYPE_CHECKING:
+    Array = np.ndarray[Any, Any]
+else:
+    # the codec resolves these hints at run time and keys arrays by the bare class
+    Array = np.ndarray
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class TrainTask:
     round: int
     attempt: int
     fingerprint: str
-    client_input: tuple[np.ndarray, ...]
+    client_input: tuple[Array, ...]
     secagg: "SecAggSession | None" = None
 
 
@@ -64,7 +70,7 @@ class EvaluateTask:
     task_id: str
     plan_json: bytes
     plan_hash: str
-    model_weights: tuple[np.ndarray, ...]
+    model_weights: tuple[Array, ...]
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class TrainResult:
     task_id: str
     plan_hash: str
     round: int
-    metrics_part: tuple[np.ndarray, ...]
-    secure_parts: tuple[np.ndarray, ...]
+    metrics_part: tuple[Array, ...]
+    secure_parts: tuple[Array, ...]
     declarations: dict[str, float] = field(default_factory=dict)
     secagg: Any = None  # the silo's KeyAdvertisement when the round is securely aggregated
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
@@ -29,6 +30,7 @@ from silo_node.datasets.report import IngestionReport
 from silo_node.datasets.tabular import Ingested, file_sha256
 from silo_node.datasets.tabular_reader import read_table
 from silo_node.deid.dicom_deid import DicomDeidentifier
+from typing import Any
 
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.parquet"
@@ -125,7 +127,7 @@ def _labels(folder: Path, policy: DatasetPolicy) -> tuple[dict[str, str], dict[s
 def _ingest_one(
     path: Path, relative: str, labels: dict[str, str], splits: dict[str, str], deid: DicomDeidentifier,
     size: int, staging: Path,
-) -> tuple[np.ndarray, str, str, str] | None:
+) -> tuple[NDArray[Any], str, str, str] | None:
     """(image, new SOP Instance UID, label, split or '') for a usable instance; None for one
     quarantined for burned-in annotation (not stored at all: its pixels may show a name)."""
     ds = read_instance(path)
@@ -163,7 +165,7 @@ def ingest_dicom(name: str, folder: Path, policy: DatasetPolicy, staging: Path, 
     (staging / INSTANCES_DIR).mkdir()
     outcomes: Counter[str] = Counter()
     content = hashlib.sha256()
-    images: list[np.ndarray] = []
+    images: list[NDArray[Any]] = []
     rows: list[dict[str, str]] = []
     first_rejection: InstanceRejected | MalformedInput | None = None
     for path in files:

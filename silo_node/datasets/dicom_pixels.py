@@ -4,23 +4,26 @@ resized to the policy's grid, scaled to [0, 1]. Decides which instances are usab
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.pixel_data_handlers.util import convert_color_space
 
 from silo_node.datasets.errors import InstanceRejected, MalformedInput
+from typing import Any
 
 _COLOUR = {"RGB": None, "YBR_FULL": "YBR_FULL", "YBR_FULL_422": "YBR_FULL_422"}
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
+def resize_nearest(image: NDArray[Any], size: int) -> NDArray[Any]:
     """Nearest-neighbour resampling to size x size (numpy only; enough for a small CNN)."""
     rows = np.linspace(0, image.shape[0] - 1, size).round().astype(int)
     cols = np.linspace(0, image.shape[1] - 1, size).round().astype(int)
-    return image[np.ix_(rows, cols)]
+    resized: NDArray[Any] = image[np.ix_(rows, cols)]
+    return resized
 
 
-def training_image(ds: Dataset, size: int, file: str) -> np.ndarray:
+def training_image(ds: Dataset, size: int, file: str) -> NDArray[Any]:
     """float32 [size, size] in [0, 1], or InstanceRejected with a reason code."""
     if "PixelData" not in ds:
         raise InstanceRejected("has no pixel data (not an image)", file=file, code="NO_PIXEL_DATA")

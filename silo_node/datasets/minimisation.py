@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 import pandas as pd
 
 from healthfed_common.plan import Plan
@@ -25,6 +26,7 @@ from silo_node.datasets.policy import NUMERIC_TRANSFORMS, DatasetPolicy, Feature
 from silo_node.datasets.tabular_reader import RawTable
 from silo_node.deid import generalise
 from silo_node.deid.safe_harbor import Finding, detect
+from typing import Any
 
 SPLIT_COLUMN = "_split"  # stored name; plan identifiers cannot start with "_"
 
@@ -36,7 +38,7 @@ class ColumnOutcome:
     reason: str
 
 
-def canonical_text(values: pd.Series) -> pd.Series:
+def canonical_text(values: pd.Series[Any]) -> pd.Series[Any]:
     """Cells as comparable text: whole numbers print without a fraction ('1.0' -> '1'), so
     categories and labels match however the export wrote them; leading zeros ('021') stay."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -74,7 +76,7 @@ def check_plan(plan: Plan, policy: DatasetPolicy) -> None:
     check_private_preprocessing(plan, policy)
 
 
-def _numeric(values: pd.Series, column: str, feature: FeaturePolicy, where: generalise.CellLocator) -> pd.Series:
+def _numeric(values: pd.Series[Any], column: str, feature: FeaturePolicy, where: generalise.CellLocator) -> pd.Series[Any]:
     numbers = pd.to_numeric(values if values.dtype.kind in "biuf" else values.astype("string"), errors="coerce")
     bad = values.notna() & numbers.isna()
     if bad.any():
@@ -104,7 +106,7 @@ HOLDOUT_KEY = b"healthfed/holdout/v2"
 any other record)."""
 
 
-def holdout(record_digests: Sequence[bytes], fraction: float) -> np.ndarray:
+def holdout(record_digests: Sequence[bytes], fraction: float) -> NDArray[Any]:
     """Per-record holdout: a record is in test when HMAC-SHA256(HOLDOUT_KEY, its own digest),
     read as a number in [0, 1), is below `fraction`.
 
@@ -150,7 +152,7 @@ def minimise_table(
     where = generalise.CellLocator(str(file), raw.row_numbers)
     kinds = {f.column: f.kind for f in findings}
     allowed = set(policy.features) | {policy.label}
-    stored: dict[str, pd.Series] = {}
+    stored: dict[str, pd.Series[Any]] = {}
     outcomes: list[ColumnOutcome] = []
     patients = frame[policy.patient_key].astype("string") if policy.patient_key else None
     for column in frame.columns:

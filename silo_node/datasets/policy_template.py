@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from silo_node.datasets.errors import DataLayerError, MalformedInput, PolicyInvalid
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.report import describe_dialect
 from silo_node.datasets.tabular_reader import RawTable, read_table
 from silo_node.deid.safe_harbor import Finding, detect
+from typing import Any
 
 MAX_CATEGORIES = 20
 _LABEL_NAMES = re.compile(r"^(outcome|label|target|y|class|diagnosis|result|num|death|mortality|readmitted)$", re.I)
@@ -55,7 +56,7 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _numeric(values: pd.Series) -> bool:
+def _numeric(values: pd.Series[Any]) -> bool:
     present = values.dropna()
     if present.empty:
         return False
@@ -64,7 +65,7 @@ def _numeric(values: pd.Series) -> bool:
     return bool(pd.to_numeric(present.astype("string"), errors="coerce").notna().all())
 
 
-def _categories(values: pd.Series) -> list[str]:
+def _categories(values: pd.Series[Any]) -> list[str]:
     text = values.dropna().astype("string").str.strip()
     text = text.str.replace(r"^([-+]?\d+)\.0+$", r"\1", regex=True)  # as registration compares them
     return sorted(set(text) - {""})

@@ -16,9 +16,10 @@ public `impute` value, and anything needing a private statistic is refused
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 import pandas as pd
 
 from healthfed_common.plan import FeatureSpec, Plan
@@ -37,8 +38,8 @@ class TrainingView:
 
     dataset: str
     subset: str
-    features: np.ndarray
-    labels: np.ndarray
+    features: NDArray[Any]
+    labels: NDArray[Any]
     columns: tuple[str, ...]
 
     @property
@@ -46,7 +47,7 @@ class TrainingView:
         return int(self.labels.shape[0])
 
     @property
-    def images(self) -> np.ndarray:
+    def images(self) -> NDArray[Any]:
         if self.features.ndim != 4:
             raise AttributeError("this view holds tabular features, not images")
         return self.features
@@ -62,26 +63,26 @@ class TrainingView:
         return dataset.batch(batch_size)
 
 
-def positive_labels(labels: pd.Series, positive_values: tuple[str, ...]) -> np.ndarray:
+def positive_labels(labels: pd.Series[Any], positive_values: tuple[str, ...]) -> NDArray[Any]:
     positives = set(canonical_text(pd.Series(list(positive_values), dtype="string")).dropna())
     return canonical_text(labels).isin(positives).to_numpy(dtype=np.float32).reshape(-1, 1)
 
 
-def _years(values: pd.Series) -> pd.Series:
+def _years(values: pd.Series[Any]) -> pd.Series[Any]:
     text = values.astype("string")
     plain = pd.to_numeric(text.where(text.str.fullmatch(r"\d{4}").fillna(False)), errors="coerce")
     dated = pd.to_datetime(text.where(plain.isna()), errors="coerce", format="mixed").dt.year
     return plain.fillna(dated).astype("float64")
 
 
-def _standardized(array: np.ndarray, train_values: np.ndarray, mean: float) -> np.ndarray:
+def _standardized(array: NDArray[Any], train_values: NDArray[Any], mean: float) -> NDArray[Any]:
     """Centred and scaled by the training SAMPLE std (ddof=1, as pandas, R and torch
     compute it, so published protocols reproduce); a constant training column is only centred."""
     std = float(train_values.std(ddof=1)) if train_values.size > 1 else 0.0
     return (array - mean) / (std if std > 0 else 1.0)
 
 
-def _columns_for(spec: FeatureSpec, values: pd.Series, train: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def _columns_for(spec: FeatureSpec, values: pd.Series[Any], train: NDArray[Any]) -> tuple[NDArray[Any], list[str]]:
     if spec.transform == "one_hot":
         assert spec.categories is not None
         text = canonical_text(values)
@@ -100,14 +101,14 @@ def _columns_for(spec: FeatureSpec, values: pd.Series, train: np.ndarray) -> tup
     return array.astype(np.float32).reshape(-1, 1), [spec.name]
 
 
-def bounded(array: np.ndarray, low: float, high: float) -> np.ndarray:
+def bounded(array: NDArray[Any], low: float, high: float) -> NDArray[Any]:
     """Clamped to the public [low, high] and mapped linearly onto [-1, 1]: (x - centre) /
     half-range. Depends on no record but the one transformed."""
     centre, half = 0.5 * (low + high), 0.5 * (high - low)
     return (np.clip(array, low, high) - centre) / half
 
 
-def _public_columns_for(spec: FeatureSpec, values: pd.Series, allowed: FeaturePolicy | None) -> tuple[np.ndarray, list[str]]:
+def _public_columns_for(spec: FeatureSpec, values: pd.Series[Any], allowed: FeaturePolicy | None) -> tuple[NDArray[Any], list[str]]:
     """The DP-plan transform of one feature: a function of this record and public policy values only."""
     if spec.transform == "one_hot":
         assert spec.categories is not None and not spec.standardize_indicators
@@ -138,7 +139,7 @@ def tabular_view(
                 "a differentially private plan's view needs the dataset policy's public bounds",
                 plan.features[0].name)
         check_private_preprocessing(plan, policy)
-    blocks: list[np.ndarray] = []
+    blocks: list[NDArray[Any]] = []
     names: list[str] = []
     for spec in plan.features:
         if plan.dp is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from silo_node.datasets.errors import MalformedInput
+from typing import Any
 
 # Three-digit ZIP areas with 20,000 or fewer people (HHS Safe Harbor guidance, 2000 census):
 # they must be reported as 000.
@@ -37,11 +38,11 @@ class CellLocator:
         return MalformedInput(problem, file=self.file, row=row, column=column, code=code)
 
 
-def _first_bad(mask: pd.Series) -> int:
+def _first_bad(mask: pd.Series[Any]) -> int:
     return int(np.flatnonzero(mask.to_numpy())[0])
 
 
-def parse_dates(values: pd.Series, column: str, where: CellLocator) -> pd.Series:
+def parse_dates(values: pd.Series[Any], column: str, where: CellLocator) -> pd.Series[Any]:
     """Cells to timestamps; a present but unparseable cell is an error."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
@@ -53,7 +54,7 @@ def parse_dates(values: pd.Series, column: str, where: CellLocator) -> pd.Series
     return parsed
 
 
-def to_year(values: pd.Series, column: str, where: CellLocator) -> pd.Series:
+def to_year(values: pd.Series[Any], column: str, where: CellLocator) -> pd.Series[Any]:
     """Dates -> their year as text ('1957'); missing stays missing."""
     years = parse_dates(values, column, where).dt.year
     return years.map(lambda y: None if pd.isna(y) else str(int(y))).astype("string")
@@ -69,8 +70,8 @@ def patient_shift_days(secret: bytes, patient: str) -> int:
 
 
 def shift_dates(
-    values: pd.Series, patients: pd.Series, secret: bytes, column: str, where: CellLocator
-) -> pd.Series:
+    values: pd.Series[Any], patients: pd.Series[Any], secret: bytes, column: str, where: CellLocator
+) -> pd.Series[Any]:
     """Dates -> ISO dates shifted by the patient's offset (time of day removed)."""
     parsed = parse_dates(values, column, where)
     missing_patient = parsed.notna() & patients.isna()
@@ -81,7 +82,7 @@ def shift_dates(
     return shifted.map(lambda t: None if pd.isna(t) else t.strftime("%Y-%m-%d")).astype("string")
 
 
-def cap_age(values: pd.Series, column: str, where: CellLocator) -> pd.Series:
+def cap_age(values: pd.Series[Any], column: str, where: CellLocator) -> pd.Series[Any]:
     """Ages -> numbers with everything above 89 reported as 90 ('90+' and '>89' accepted)."""
     text = values.astype("string").str.strip().str.replace(r"^(?:>\s*89|9\d\+|\d{3,}\+|90\+)$", "90", regex=True)
     ages = pd.to_numeric(text, errors="coerce")
@@ -93,7 +94,7 @@ def cap_age(values: pd.Series, column: str, where: CellLocator) -> pd.Series:
     return ages.clip(upper=90).astype("float64")
 
 
-def zip3(values: pd.Series, column: str, where: CellLocator) -> pd.Series:
+def zip3(values: pd.Series[Any], column: str, where: CellLocator) -> pd.Series[Any]:
     """US ZIP (5 or 9 digits, leading zeros kept as text) -> first three digits, or 000 for
     the restricted areas."""
     text = values.astype("string").str.strip()

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 import pandas as pd
+from typing import Any
 
 KINDS: tuple[str, ...] = (
     "name", "geographic", "date", "age_over_89", "phone", "fax", "email", "ssn", "mrn",
@@ -96,7 +97,7 @@ def is_age_column(column: str) -> bool:
     return bool(_AGE.search("_".join(name_tokens(column))))
 
 
-def detect_by_content(values: pd.Series) -> str | None:
+def detect_by_content(values: pd.Series[Any]) -> str | None:
     """The identifier kind a column's non-missing values reveal, or None. `values` holds
     the cells as read (strings for CSV; any Arrow-backed type for Parquet)."""
     present = values.dropna()
@@ -113,13 +114,13 @@ def detect_by_content(values: pd.Series) -> str | None:
     if text.empty:
         return None
     for kind, pattern in _SEARCH:
-        if text.str.contains(pattern).any():
+        if text.str.contains(pattern).any():  # type: ignore[arg-type]  # pandas takes compiled patterns; its 2.0 stubs do not
             return kind
     for kind, pattern, share in _MOSTLY:
-        matched = text.str.fullmatch(pattern)
+        matched = text.str.fullmatch(pattern)  # type: ignore[arg-type]  # (compiled pattern, as above)
         if matched.mean() >= share and (kind != "name" or text.nunique() >= max(5, 0.5 * len(text))):
             return kind
-    if len(text) >= 10 and text.is_unique and text.str.fullmatch(_UNIQUE_CODE).all():
+    if len(text) >= 10 and text.is_unique and text.str.fullmatch(_UNIQUE_CODE).all():  # type: ignore[arg-type]
         numeric = pd.to_numeric(text, errors="coerce")
         if numeric.isna().any() or (numeric.round() == numeric).all():
             return "other_unique_id"
