@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from aggregator.aggregation import aggregate_round, expected_result_problem
 from aggregator.errors import AggregatorError
+from aggregator.model_card import SAVED_MODEL_DIR, build_card, write_card
 from aggregator.participation import Participation, StatusChange, outcome_of
 from aggregator.secure_sum import SecureSumAborted, cohort_verifier, run_secure_sum
 from aggregator.state_store import StateBackend
@@ -412,7 +413,12 @@ class Coordinator:
         model = build_keras_model(self.plan)
         model.set_weights(self.computations.model_weights(state))
         export_dir.mkdir(parents=True, exist_ok=True)
-        path = export_dir / "saved_model"
+        path = export_dir / SAVED_MODEL_DIR
         model.save(path, save_format="tf")
+        # The card says which input column is which and how each hospital preprocesses: without
+        # it nobody can apply the SavedModel without guessing (`aggregator predict` reads it).
+        card = build_card(self.plan, rounds_completed=self.report.rounds_completed,
+                          evaluation=self.report.evaluation, dp_declarations=self.report.dp_declarations)
+        write_card(export_dir, card)
         self._record("model.exported", plan_hash=self.plan.plan_hash, path=str(path))
         return path

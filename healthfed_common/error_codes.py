@@ -392,6 +392,16 @@ class ErrorCode(StrEnum):
     UNWRITABLE = ("UNWRITABLE", "The silo cannot write the de-identified copy of an instance.",
                   "Check disk space and the state folder's permissions.")
 
+    # -- scoring with an exported model (`aggregator predict`) ------------------------------
+    PREDICT_CARD_INVALID = ("PREDICT_CARD_INVALID", "The model folder has no readable model card, or the model is not tabular.",
+                            "Give the folder `aggregator run` exported (OUT/model, holding model-card.json).")
+    PREDICT_COLUMN_MISSING = ("PREDICT_COLUMN_MISSING", "The CSV lacks a column one of the model's features needs (it is named).",
+                              "Add the column, named as in the model card's features.")
+    PREDICT_NEEDS_TRAIN_STATS = ("PREDICT_NEEDS_TRAIN_STATS", "A model trained without DP needs this hospital's own training statistics to preprocess.",
+                                 "Give --stats-from-train with the CSV of the records this hospital trained on.")
+    PREDICT_NEEDS_BOUNDS = ("PREDICT_NEEDS_BOUNDS", "A DP model standardises a feature with public bounds that were not given.",
+                            "Give --policy with this hospital's dataset policy declaring `bounds` for the feature.")
+
     # -- compliance -----------------------------------------------------------------------
     UNKNOWN_EVENT_KIND = ("UNKNOWN_EVENT_KIND", "An audit event kind outside the closed vocabulary.",
                           "Report it (a bug); the event was not recorded.")

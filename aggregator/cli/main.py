@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("provision", "enrol", "plan", "run", "revoke", "spending")
+COMMAND_MODULES = ("provision", "enrol", "plan", "run", "revoke", "spending", "predict")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
