@@ -250,3 +250,25 @@ def test_predict_scores_as_the_model_does_on_hand_preprocessed_inputs(
     assert list(scores.columns) == ["probability"] and len(scores) == 3
     np.testing.assert_allclose(scores["probability"].to_numpy(), expected, rtol=1e-6, atol=1e-7)
     assert len(set(np.round(expected, 6))) == 3  # the rows really differ: the check can fail
+
+
+def test_the_coordinators_export_writes_the_card_beside_the_saved_model(tmp_path: Path) -> None:
+    """The real Coordinator (real TFF computations, task board and state store): its export is
+    what `aggregator run` writes to OUT/model, and the card there must describe that model."""
+    from aggregator.coordinator import Coordinator
+    from aggregator.state_store import open_state_store
+    from aggregator.task_board import TaskBoard
+
+    plan = make_plan(dp=True)
+    with open_state_store(tmp_path / "state.sqlite") as store:
+        coordinator = Coordinator(plan, TaskBoard(), store, frozenset(plan.cohort_ids), progress=lambda _: None)
+        coordinator.report.rounds_completed = 3
+        coordinator.report.evaluation = EVALUATION
+        coordinator.report.dp_declarations = {s: dict(d) for s, d in DECLARED.items()}
+        path = coordinator._export(coordinator.computations.initialize(), tmp_path / "model")
+    assert path == tmp_path / "model" / "saved_model" and (path / "saved_model.pb").is_file()
+    card = json.loads((tmp_path / "model" / CARD_FILE).read_text())
+    assert card["plan"]["hash"] == plan.plan_hash and card["rounds_completed"] == 3
+    assert card["privacy"]["declared_per_hospital"] == DECLARED
+    assert card["input"]["columns"] == ["age", "sex", "cp=2", "cp=3", "cp=4", "chol"]
+    assert (tmp_path / "model" / CARD_MARKDOWN).is_file()
