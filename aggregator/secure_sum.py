@@ -8,6 +8,7 @@ instead of making every honest silo abort the round."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,33 +104,29 @@ def _drive(
             progress(f"  secure aggregation, {name}: no answer from {missing} (treated as dropped)")
         return replies
 
+    def deliver(replies: dict[str, Any], receive: Callable[[Any], None], what: str) -> None:
+        """Hands each reply to the server; one silo's bad message drops that silo only."""
+        for sender, reply in replies.items():
+            try:
+                receive(reply)
+            except SecAggError as error:
+                log.warning("%s of %s rejected: %s", what, sender, error)
+
+    # shares are received under the silo that answered the task (the board's authenticated id)
     for sender, bundle in phase("share_keys", {s: roster for s in roster.silos}, SharesBundle).items():
-        try:
-            server.receive_shares(sender, bundle.shares)
-        except SecAggError as error:
-            log.warning("shares of %s rejected: %s", sender, error)
+        deliver({sender: bundle.shares}, partial(server.receive_shares, sender), "shares")
     inboxes: dict[str, Any] = {}
     for silo in roster.silos:
         try:
             inboxes[silo] = server.inbox_for(silo)
         except SecAggError:
             continue
-    for sender, masked in phase("masked_input", inboxes, MaskedInput).items():
-        try:
-            server.receive_masked_input(masked)
-        except SecAggError as error:
-            log.warning("masked input of %s rejected: %s", sender, error)
+    deliver(phase("masked_input", inboxes, MaskedInput), server.receive_masked_input, "masked input")
     split = server.unmask_request()
-    for sender, signed in phase("consistency", {s: split for s in split.survivors}, ConsistencySignature).items():
-        try:
-            server.receive_consistency_signature(signed)
-        except SecAggError as error:
-            log.warning("consistency signature of %s rejected: %s", sender, error)
+    deliver(phase("consistency", {s: split for s in split.survivors}, ConsistencySignature),
+            server.receive_consistency_signature, "consistency signature")
     request = server.signed_unmask_request()
-    for sender, response in phase("unmask", {s: request for s in request.survivors}, UnmaskResponse).items():
-        try:
-            server.receive_unmask_response(response)
-        except SecAggError as error:
-            log.warning("unmasking shares of %s rejected: %s", sender, error)
+    deliver(phase("unmask", {s: request for s in request.survivors}, UnmaskResponse),
+            server.receive_unmask_response, "unmasking shares")
     sums = server.finish()
     return sums, tuple(server.counted)
