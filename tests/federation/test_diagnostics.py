@@ -5,11 +5,10 @@ coded message and exit 1, never a traceback. Every case runs over real sockets o
 
 from __future__ import annotations
 
-import re
-
 import datetime as dt
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
