@@ -20,10 +20,19 @@ $(STAMP): requirements/lock.txt requirements/tff.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo --out runs/demo
 
-test: $(STAMP)
+# The Helm chart test renders with Helm's Go SDK and validates against the Kubernetes schemas:
+# pinned tools in a venv of their own (deploy/helm/tools-requirements.txt), not the project's.
+HELM_TOOLS := build/helm-tools/.installed
+
+$(HELM_TOOLS): deploy/helm/tools-requirements.txt
+	@test -x build/helm-tools/bin/python || $(PYTHON) -m venv build/helm-tools
+	build/helm-tools/bin/pip install --quiet --disable-pip-version-check -r deploy/helm/tools-requirements.txt
+	@touch $@
+
+test: $(STAMP) $(HELM_TOOLS)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(HELM_TOOLS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Container images (deploy/): the shared base, then the silo and aggregator images, with podman

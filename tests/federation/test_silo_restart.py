@@ -80,7 +80,9 @@ def test_a_silo_killed_after_taking_its_task_restarts_rejoins_and_charges_each_r
         for silo_id in SILOS:
             with closing(open_silo_db(federation.state_dir(silo_id) / "silo.sqlite3")) as conn:
                 PrivacyLedger(conn).set_budget(DATASET, epsilon=10.0, delta=1e-4)
-        aggregator = federation.start_aggregator(plan_path, tmp_path / "out", linger_s=2)
+        # linger long enough for the restarted silo (slower: it loads TensorFlow again) to poll once
+        # more and learn the plan finished, or --exit-when-finished never fires
+        aggregator = federation.start_aggregator(plan_path, tmp_path / "out", linger_s=15)
         for silo_id in SILOS:
             federation.start_silo(silo_id)
         first = federation.members["east"]
