@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
@@ -34,8 +35,10 @@ DP = {"target_epsilon": 4.0, "target_delta": 1e-5, "l2_norm_clip": 1.0}
 def _round_two(state_dir: Path, plan_hash: str) -> tuple[list[float], bool, list[str]]:
     """(charge times, whether a result is stored as released, sha256 of each TrainResult
     recorded in the egress log, which a silo writes just before sending) for round 2, read
-    from the silo's database."""
-    with closing(open_silo_db(state_dir / "silo.sqlite3")) as conn:
+    from the silo's database. Read-only and without changing the journal mode: the silo may be
+    frozen (SIGSTOP) in the middle of a write, and a WAL reader never waits for a writer."""
+    path = state_dir / "silo.sqlite3"
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)) as conn:
         charged = [row[0] for row in conn.execute(
             "SELECT charged_at FROM privacy_charge WHERE plan_hash=? AND round=2", (plan_hash,))]
         released = conn.execute(
