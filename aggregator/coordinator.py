@@ -24,6 +24,7 @@ from aggregator.aggregation import aggregate_round, expected_result_problem
 from aggregator.errors import AggregatorError
 from aggregator.model_card import SAVED_MODEL_DIR, build_card, write_card
 from aggregator.participation import Participation, StatusChange, outcome_of
+from aggregator.progress import RoundDisplayHook, RoundSummary, round_line
 from aggregator.secure_sum import SecureSumAborted, cohort_verifier, run_secure_sum
 from aggregator.state_store import StateBackend
 from healthfed_common.secure_round import from_vectors, session_params, state_digest
@@ -101,11 +102,17 @@ class Coordinator:
         approval_poll_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         plan_cache_dir: Path | None = None,
+        on_round_summary: RoundDisplayHook | None = None,
     ) -> None:
         """`approval_wait_s`: how long a round waits for hospitals whose data steward has not
         approved the plan yet (or whose dataset has no privacy budget yet) before the offer
         counts as a failed attempt; the round is offered again every `approval_poll_s`.
-        `plan_cache_dir` (STATE_DIR/plan-cache): traced plans kept so a restart skips tracing."""
+        `plan_cache_dir` (STATE_DIR/plan-cache): traced plans kept so a restart skips tracing.
+        `on_round_summary`: shows each completed round (`aggregator.progress.RunDisplay`);
+        without it the round's plain line goes to `progress`."""
+        self._on_round_summary = on_round_summary
+        self._run_started = time.time()
+        self._round_began = self._run_started
         self._approval_wait_s = approval_wait_s
         self._approval_poll_s = approval_poll_s
         self._sleep = sleep
@@ -147,6 +154,7 @@ class Coordinator:
     def run(self, export_dir: Path | None = None) -> RunReport:
         plan, comps = self.plan, self.computations
         plan_json = plan.canonical_bytes()
+        self._run_started = time.time()
         self._store.start_plan(plan.plan_hash, plan_json)
         checkpoint = self._store.latest_checkpoint(plan.plan_hash)
         if checkpoint is None:
@@ -168,7 +176,7 @@ class Coordinator:
         self._wait_for_silos()
         try:
             for round_number in range(start, plan.rounds + 1):
-                began = time.time()
+                began = self._round_began = time.time()
                 state = self._run_round(round_number, state, plan_json)
                 if self._on_round is not None:
                     record = self.report.round_metrics[-1]
@@ -294,13 +302,8 @@ class Coordinator:
                 )
                 self._record("round.completed", plan_hash=plan.plan_hash, round=round_number,
                              silos=sorted(r.silo_id for r in results))
-                shown = ", ".join(f"{name} {value:.4g}" for name, value in sorted(outcome.metrics.items()))
-                self._progress(
-                    f"round {round_number}/{plan.rounds}: {len(results)}/{len(self._silos)} silos, "
-                    f"{shown or 'no training metrics released'}, {seconds:.1f}s"
-                    + (f"; closed by the straggler grace without {stragglers} (their late results are discarded)"
-                       if stragglers else "")
-                )
+                self._show_round(round_number, sorted(r.silo_id for r in results), seconds, outcome.metrics,
+                                 stragglers)
                 return outcome.state
             waiting = {s: a for s, a in answers.items() if isinstance(a, Refusal) and a.code in WAITING_FOR_PEOPLE}
             if (waiting and len(results) + len(waiting) >= plan.min_silos_per_round
@@ -327,6 +330,22 @@ class Coordinator:
             f"plan {plan.plan_hash[:12]} stopped at round {round_number}: fewer than "
             f"{plan.min_silos_per_round} silos in {self._max_attempts} attempts (see messages above)"
         )
+
+    def _show_round(self, round_number: int, silos: list[str], seconds: float, metrics: dict[str, float],
+                    stragglers: list[str]) -> None:
+        """The round's progress for people (what may be shown is `aggregator.progress`'s rule)."""
+        now = time.time()
+        summary = RoundSummary(
+            round=round_number, rounds=self.plan.rounds, silos=tuple(silos), enrolled=len(self._silos),
+            seconds=seconds, metrics=dict(metrics), dp=self.plan.dp is not None,
+            declarations={s: dict(d) for s, d in self.report.dp_declarations.items()},
+            stragglers=tuple(stragglers), elapsed_s=now - self._run_started,
+            round_seconds=(*self.report.round_seconds, now - self._round_began),
+        )
+        if self._on_round_summary is not None:
+            self._on_round_summary(summary)
+        else:
+            self._progress(round_line(summary))
 
     def _announce_waiting(self, round_number: int, waiting: dict[str, Refusal], deadline: float) -> None:
         """Says once per silo and reason who the plan is waiting for and the exact command that

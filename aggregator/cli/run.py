@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from aggregator.progress import closing_line
+
+LOG_FILE_NAME = "aggregator.log"
+"""In STATE_DIR: everything the aggregator logs, and TensorFlow's, absl's and gRPC's own output."""
 
 if TYPE_CHECKING:
     from aggregator.metrics_release import RoundMetricsRelease
@@ -67,11 +74,65 @@ def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, 
     }
 
 
+def _audit_verdicts(state_dir: Path) -> dict[str, str]:
+    """The aggregator's own audit log verified as `compliance verify` would (with the silos'
+    checkpoints it witnessed counted); each hospital verifies its own log where it lives."""
+    from compliance.errors import ComplianceError
+    from compliance.node_check import check_log
+    from compliance.node_dir import NodePaths
+    from compliance.witness import WitnessStore
+
+    node = NodePaths(state_dir)
+    try:
+        result = check_log(node.audit_db, node, None, None).result
+    except (ComplianceError, OSError) as error:
+        return {"aggregator": f"NOT VERIFIED ({error})"}
+    verdicts = {"aggregator": f"VERIFIED ({result.entries} entries)" if result.ok
+                else f"FAILED at entry {result.problem.index if result.problem else '?'}"}
+    if node.witness_db.is_file():
+        try:
+            with WitnessStore.open(node.witness_db) as witness:
+                for origin in witness.origins():
+                    latest = witness.latest(origin)
+                    if latest is not None:
+                        verdicts[origin] = (f"witnessed up to {latest.size} entries "
+                                            "(its hospital verifies it: compliance verify --node STATE)")
+        except (ComplianceError, OSError, sqlite3.Error) as error:
+            verdicts["witness"] = f"unreadable ({error})"
+    return verdicts
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the coordinator and the metrics release load TensorFlow
     # (~10 s), and `aggregator --help` registers this module too (tests/core/test_cli_startup.py).
-    from aggregator.audit import AggregatorAudit
     from aggregator.config import load_aggregator_config
+    from aggregator.progress import RunDisplay
+    from healthfed_common.errors import HealthFedError
+    from healthfed_common.json_logging import configure_logging
+    from healthfed_common.node_log import attach_log_file, route_noise_to_file
+
+    try:
+        config = load_aggregator_config(args.config)
+    except HealthFedError as error:
+        print(f"aggregator run: refused [{error.code}]: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"aggregator run: {error}", file=sys.stderr)
+        return 1
+    # Before TensorFlow loads (the metrics release and the coordinator below): its, absl's and
+    # gRPC's own output goes to the log file; the console keeps HealthFed's messages.
+    log_file = config.state_dir / LOG_FILE_NAME
+    try:
+        route_noise_to_file(log_file)
+    except OSError as error:
+        print(f"aggregator run: refused [PATH_UNUSABLE]: cannot write the log file {log_file} "
+              f"({error.strerror or type(error).__name__})", file=sys.stderr)
+        return 1
+    configure_logging(args.log_format == "json", "aggregator")
+    attach_log_file(log_file)
+    logging.getLogger("healthfed.aggregator").info("log file (with TensorFlow's and gRPC's own messages): %s",
+                                                   log_file)
+    from aggregator.audit import AggregatorAudit
     from aggregator.coordinator import Coordinator, PlanFailed
     from aggregator.enrolment import plan_with_enrolled_cohort
     from aggregator.limits import submit_limit_bytes
@@ -80,16 +141,13 @@ def run(args: argparse.Namespace) -> int:
     from aggregator.server import FederationService, start_server
     from aggregator.state_store import open_state_store
     from aggregator.task_board import TaskBoard
-    from healthfed_common.errors import HealthFedError
-    from healthfed_common.json_logging import configure_logging
     from healthfed_common.plan import parse_plan
 
-    configure_logging(args.log_format == "json", "aggregator")
     try:
-        config = load_aggregator_config(args.config)
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
         # a secure-aggregation plan without a cohort runs with the enrolled hospitals' own keys
         plan = plan_with_enrolled_cohort(config, plan, say=lambda line: print(line, flush=True))
+        display = RunDisplay(plan.rounds)
         # the plan exactly as offered (with its cohort): what stewards approve by hash
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "plan.json").write_bytes(plan.canonical_bytes())
@@ -139,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {}
     try:
         coordinator = Coordinator(
-            plan, board, store, silos, progress=lambda line: print(line, flush=True),
+            plan, board, store, silos, progress=display.say, on_round_summary=display.round_completed,
             audit=audit, metrics=metrics, on_round=releaser.release_round if releaser is not None else None,
             approval_wait_s=args.approval_timeout, plan_cache_dir=config.state_dir / "plan-cache",
         )
@@ -154,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         metrics.plan_finished("failed")
         status = 1
     except KeyboardInterrupt:
+        display.close()
         print("aggregator run: interrupted; the plan resumes from its last checkpoint on restart", file=sys.stderr)
         server.stop(grace=1).wait()
         store.close()
@@ -171,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run-report.json").write_text(json.dumps(report, indent=2, default=str))
+    display.close()
+    verdicts = _audit_verdicts(config.state_dir) if status == 0 else {}
+    print(closing_line(report.get("model_path"), str(args.out), verdicts), flush=True)
     try:
         time.sleep(max(args.linger, 0.0))
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -11,7 +12,11 @@ from typing import Any
 
 from healthfed_common.errors import HealthFedError
 from healthfed_common.json_logging import configure_logging
+from healthfed_common.node_log import attach_log_file, route_noise_to_file
 from healthfed_common.startup_kit import SiloConfig, load_silo_config
+
+LOG_FILE_NAME = "silo-node.log"
+"""In the state folder: everything the node logs, and TensorFlow's, absl's and gRPC's own output."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
     except HealthFedError as error:
         print(f"silo-node run: refused [{error.code}]: {error}", file=sys.stderr)
         return 1
+    # Before TensorFlow loads: its (and gRPC's, absl's) own output goes to the node's log file,
+    # the console keeps HealthFed's messages (healthfed_common/node_log.py says why and how).
+    log_file = config.state_dir / LOG_FILE_NAME
+    route_noise_to_file(log_file)
     configure_logging(args.log_format == "json", f"silo {config.silo_id}")
+    attach_log_file(log_file)
+    logging.getLogger("healthfed.silo").info("log file (with TensorFlow's and gRPC's own messages): %s", log_file)
     from silo_node.state_lock import StateDirLocked, StateLock
 
     try:  # one silo process per state folder, held until this process exits
