@@ -361,8 +361,12 @@ class ErrorCode(StrEnum):
                         "Fix or remove the rows named.")
     MALFORMED_EMPTY = ("MALFORMED_EMPTY", "The file is empty or has no records.",
                        "Export the records again.")
-    MALFORMED_SPREADSHEET = ("MALFORMED_SPREADSHEET", "A spreadsheet workbook was given; no spreadsheet reader is installed.",
-                             "Save it as CSV.")
+    MALFORMED_SPREADSHEET = ("MALFORMED_SPREADSHEET", "A spreadsheet that cannot be read: a legacy .xls, an .ods, or a damaged .xlsx.",
+                             "Save the sheet as .xlsx or as CSV.")
+    SHEET_NOT_DECLARED = ("SHEET_NOT_DECLARED", "An .xlsx export has several sheets and the dataset policy names none (they are listed).",
+                          "Set `sheet` in the policy (or `--sheet` for policy-template).")
+    SHEET_NOT_FOUND = ("SHEET_NOT_FOUND", "The sheet the dataset policy names is not in the .xlsx export (its sheets are listed).",
+                       "Correct `sheet` in the policy.")
     MALFORMED_PARQUET = ("MALFORMED_PARQUET", "The file is not a readable Parquet file.",
                          "Export it again, or as CSV.")
     MALFORMED_TYPE = ("MALFORMED_TYPE", "A value is not of its column's kind (not a number, date, age or ZIP code).",

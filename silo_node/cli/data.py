@@ -162,7 +162,8 @@ def _policy_template(args: argparse.Namespace) -> int:
     from silo_node.datasets.policy_template import template_for_export, write_template  # loads pandas
 
     try:
-        template = template_for_export(args.path, args.label, encoding=args.encoding, delimiter=args.delimiter)
+        template = template_for_export(args.path, args.label, encoding=args.encoding, delimiter=args.delimiter,
+                                       sheet=args.sheet)
         if args.out is None:
             print(template.text, end="")
             return 0
@@ -192,7 +193,7 @@ def register(subparsers: Any) -> None:
         epilog="Example: silo-node data add heart exports/heart.csv --kind tabular --policy heart-policy.yaml",
     )
     add.add_argument("name", metavar="NAME", help="dataset name used by training plans (letters, digits, _ . -)")
-    add.add_argument("path", metavar="PATH", type=Path, help="a .csv/.parquet file, or a folder of DICOM files")
+    add.add_argument("path", metavar="PATH", type=Path, help="a .csv/.parquet/.xlsx file, or a folder of DICOM files")
     add.add_argument("--kind", required=True, choices=["tabular", "dicom"], help="what PATH holds")
     add.add_argument("--policy", type=Path, metavar="FILE",
                      help="YAML dataset policy: allowed features, label, identifier handling "
@@ -228,10 +229,11 @@ def register(subparsers: Any) -> None:
         "the file before `data add`.",
         epilog="Example: silo-node data policy-template exports/heart.csv --out heart-policy.yaml --label outcome",
     )
-    template.add_argument("path", metavar="EXPORT", type=Path, help="a .csv/.tsv/.parquet export")
+    template.add_argument("path", metavar="EXPORT", type=Path, help="a .csv/.tsv/.parquet/.xlsx export")
     template.add_argument("--out", type=Path, metavar="FILE", default=None, help="write here (default: print it)")
     template.add_argument("--label", default=None, help="the outcome column (default: guessed, and marked so)")
     template.add_argument("--encoding", default=None, help="the export's text encoding (default: detected)")
     template.add_argument("--delimiter", default=None, help="the export's field separator (default: sniffed)")
+    template.add_argument("--sheet", default=None, help="an .xlsx export's sheet (default: its only sheet)")
     template.add_argument("--force", action="store_true", help="replace an existing --out file")
     template.set_defaults(func=_policy_template)

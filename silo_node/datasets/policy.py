@@ -173,6 +173,11 @@ class DatasetPolicy(_Strict):
         description="Field separator of a CSV export (`,` `;` tab `|`). Unset: sniffed from the "
         "first lines and shown in the report.",
     )
+    sheet: str | None = Field(
+        default=None, min_length=1,
+        description="Worksheet of an Excel (.xlsx) export holding the records. Unset: the workbook's only "
+        "sheet; a workbook with several sheets is refused (SHEET_NOT_DECLARED), naming them.",
+    )
     split: SplitPolicy = SplitPolicy()
     dicom: DicomPolicy | None = None
 

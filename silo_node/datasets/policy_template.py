@@ -99,6 +99,8 @@ def propose(raw: RawTable, source: Path, label: str | None = None) -> Template:
     if raw.dialect.get("format") == "csv":
         lines += [f"encoding: {_q(raw.dialect['encoding'])}    # {raw.dialect['encoding_source']}",
                   f"delimiter: {_q(raw.dialect['delimiter'])}    # {raw.dialect['delimiter_source']}"]
+    if raw.dialect.get("format") == "xlsx":
+        lines.append(f"sheet: {_q(raw.dialect['sheet'])}    # {raw.dialect['sheet_source']}")
     if label is None:
         raise PolicyInvalid(f"no label column could be guessed in {source.name}: name it with --label")
     how = "as given" if given else "guessed: check it"
@@ -150,12 +152,13 @@ def propose(raw: RawTable, source: Path, label: str | None = None) -> Template:
 
 
 def template_for_export(path: Path, label: str | None = None, *, encoding: str | None = None,
-                        delimiter: str | None = None) -> Template:
+                        delimiter: str | None = None, sheet: str | None = None) -> Template:
     """Reads the export as registration would and proposes its policy."""
     if not path.is_file():
-        raise MalformedInput("expected a CSV or Parquet file", file=path, code="MALFORMED_NOT_A_FILE")
+        raise MalformedInput("expected a CSV, Parquet or .xlsx file", file=path, code="MALFORMED_NOT_A_FILE")
     missing = DatasetPolicy.model_fields["missing_values"].default
-    raw = read_table(path, path.read_bytes(), encoding=encoding, missing_values=missing, delimiter=delimiter)
+    raw = read_table(path, path.read_bytes(), encoding=encoding, missing_values=missing, delimiter=delimiter,
+                     sheet=sheet)
     return propose(raw, path, label)
 
 

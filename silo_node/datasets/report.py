@@ -22,6 +22,8 @@ def describe_dialect(dialect: dict[str, str]) -> str:
         parts.append(f"delimiter {delimiter_name(dialect['delimiter'])} ({dialect.get('delimiter_source', '?')})")
     if "encoding" in dialect:
         parts.append(f"encoding {dialect['encoding']} ({dialect.get('encoding_source', '?')})")
+    if "sheet" in dialect:
+        parts.append(f"sheet {dialect['sheet']!r} ({dialect.get('sheet_source', '?')})")
     return ", ".join(parts)
 
 

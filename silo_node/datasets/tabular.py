@@ -36,13 +36,14 @@ def file_sha256(path: Path) -> str:
 
 def ingest_tabular(name: str, path: Path, policy: DatasetPolicy | None, staging: Path, secret: bytes) -> Ingested:
     if not path.is_file():
-        raise MalformedInput("expected a CSV or Parquet file", file=path, code="MALFORMED_NOT_A_FILE")
+        raise MalformedInput("expected a CSV, Parquet or .xlsx file", file=path, code="MALFORMED_NOT_A_FILE")
     data = path.read_bytes()
     content_sha256 = hashlib.sha256(data).hexdigest()
     encoding = policy.encoding if policy else None
     delimiter = policy.delimiter if policy else None
     missing = policy.missing_values if policy else DatasetPolicy.model_fields["missing_values"].default
-    raw = read_table(path, data, encoding=encoding, missing_values=missing, delimiter=delimiter)
+    raw = read_table(path, data, encoding=encoding, missing_values=missing, delimiter=delimiter,
+                     sheet=policy.sheet if policy else None)
     del data
     table, outcomes, findings = minimise_table(raw, policy, file=path, secret=secret, content_sha256=content_sha256)
     stored = staging / RECORDS_FILE

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from silo_node.datasets.report import delimiter_name
 PARQUET_MAGIC = b"PAR1"
 ZIP_MAGIC = b"PK\x03\x04"  # .xlsx, .ods and other office documents are zip containers
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .xls
-SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods"})
+XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
+SPREADSHEET_SUFFIXES = frozenset({".xls", ".ods"})  # refused: save as .xlsx or CSV
 DELIMITERS = ",;\t|"
 MAX_ROWS_NAMED = 20
 _SNIFF_LINES = 50
@@ -50,14 +52,25 @@ class RawTable:
     dialect: dict[str, str] = field(default_factory=dict)  # how the file was read, for the report
 
 
-def _check_columns(names: list[str], path: Path) -> None:
+def check_columns(names: list[str], path: Path | str, *, row: int = 1) -> None:
+    """Every column named, no name twice (`row`: where the header is)."""
     seen: set[str] = set()
     for index, name in enumerate(names):
         if not name.strip():
-            raise MalformedInput(f"column {index + 1} has no name", file=path, row=1, code="MALFORMED_HEADER")
+            raise MalformedInput(f"column {index + 1} has no name", file=path, row=row, code="MALFORMED_HEADER")
         if name in seen:
-            raise MalformedInput("column name appears more than once", file=path, row=1, column=name, code="MALFORMED_DUPLICATE_COLUMN")
+            raise MalformedInput("column name appears more than once", file=path, row=row, column=name,
+                                 code="MALFORMED_DUPLICATE_COLUMN")
         seen.add(name)
+
+
+def is_xlsx(data: bytes) -> bool:
+    """True for an Office Open XML workbook (a zip holding `xl/workbook.xml`), whatever its name."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return "xl/workbook.xml" in archive.namelist()
+    except zipfile.BadZipFile:
+        return False
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -177,7 +190,7 @@ def read_csv(
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = [name.strip() for name in next(reader)]
-        _check_columns(header, path)
+        check_columns(header, path)
         rows: list[list[str]] = []
         lines: list[int] = []
         ragged: list[tuple[int, int]] = []
@@ -203,8 +216,8 @@ def read_csv(
 
 def _refuse_spreadsheet(path: Path) -> None:
     raise MalformedInput(
-        "is a spreadsheet workbook, which this silo does not read (no spreadsheet reader is installed); "
-        "save the sheet as CSV (Excel: File > Save As > CSV UTF-8) and register that file",
+        "is a spreadsheet this silo does not read (a legacy .xls or an OpenDocument .ods); save the sheet "
+        "as .xlsx or as CSV (Excel: File > Save As > CSV UTF-8) and register that file",
         file=path, code="MALFORMED_SPREADSHEET",
     )
 
@@ -212,7 +225,7 @@ def _refuse_spreadsheet(path: Path) -> None:
 def read_parquet(data: bytes, path: Path, *, missing_values: tuple[str, ...]) -> RawTable:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
-        _check_columns([str(name) for name in parquet.schema_arrow.names], path)
+        check_columns([str(name) for name in parquet.schema_arrow.names], path)
         table = parquet.read()
     except (pa.ArrowException, OSError) as error:
         raise MalformedInput(f"not a readable Parquet file ({type(error).__name__})", file=path, code="MALFORMED_PARQUET") from None
@@ -228,12 +241,19 @@ def read_parquet(data: bytes, path: Path, *, missing_values: tuple[str, ...]) ->
 
 
 def read_table(
-    path: Path, data: bytes, *, encoding: str | None, missing_values: tuple[str, ...], delimiter: str | None = None
+    path: Path, data: bytes, *, encoding: str | None, missing_values: tuple[str, ...], delimiter: str | None = None,
+    sheet: str | None = None,
 ) -> RawTable:
-    """Parquet when the file says so (suffix or magic bytes), a clear refusal for a
-    spreadsheet workbook, CSV otherwise. `encoding` / `delimiter`: None detects them."""
+    """Parquet when the file says so (suffix or magic bytes), an Excel workbook (.xlsx/.xlsm,
+    or any zip holding a workbook) through `xlsx_reader`, a clear refusal for other
+    spreadsheets, CSV otherwise. `encoding` / `delimiter`: None detects them; `sheet`: the
+    workbook's sheet (None: its only one)."""
     if path.suffix.lower() in {".parquet", ".pq"} or data[:4] == PARQUET_MAGIC:
         return read_parquet(data, path, missing_values=missing_values)
+    if path.suffix.lower() in XLSX_SUFFIXES or (data.startswith(ZIP_MAGIC) and is_xlsx(data)):
+        from silo_node.datasets.xlsx_reader import read_xlsx  # openpyxl loads only for workbooks
+
+        return read_xlsx(data, path, sheet=sheet, missing_values=missing_values)
     if path.suffix.lower() in SPREADSHEET_SUFFIXES or data.startswith((ZIP_MAGIC, OLE_MAGIC)):
         _refuse_spreadsheet(path)
     return read_csv(data, path, encoding=encoding, missing_values=missing_values, delimiter=delimiter)
