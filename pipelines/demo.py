@@ -3,7 +3,10 @@
 Generates synthetic EHR exports (identifiers included), provisions a federation, registers
 each export through the silo's de-identification and minimisation layer, runs the aggregator
 and three silo processes on loopback over mutual TLS, exports the model and writes
-runs/demo/summary.json.
+runs/demo/summary.json. Beside the federation's own held-out evaluation it prints a reference
+computed outside the federation from the data it generated (pipelines.demo_reference): the
+federated model, the always-"no event" baseline and each hospital's local-only model on the
+union of the hospitals' held-out records (accuracy, AUC, balanced accuracy).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import json
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines import demo_reference
 from pipelines.local_federation import local_federation
 from pipelines.synthetic_ehr import DEMO_HOSPITALS, LABEL, write_demo_exports
 
@@ -122,6 +127,10 @@ DEMO_FEATURES: list[dict[str, Any]] = [
 
 
 def demo_plan(rounds: int = 8) -> dict[str, Any]:
+    """The demo's plan. The client learning rate is 0.6 (0.3 before issue 16): at 0.3 the
+    DP-SGD model (noise multipliers about 3-4 at these hospital sizes) was still squeezed
+    towards the event rate after 8 rounds and rarely predicted an event. Chosen once on
+    exports drawn with another seed (11) than the demo's (7), never on the demo's records."""
     return {
         "name": "demo-cardiac-risk",
         "description": "Predict a cardiac event within one year from routine clinical measurements.",
@@ -130,7 +139,7 @@ def demo_plan(rounds: int = 8) -> dict[str, Any]:
         "model": {"id": "mlp", "hidden_units": [16]},
         "features": DEMO_FEATURES,
         "label": {"name": LABEL, "positive_values": ["1"]},
-        "client_optimizer": {"name": "sgd", "learning_rate": 0.3},
+        "client_optimizer": {"name": "sgd", "learning_rate": 0.6},
         "server_optimizer": {"name": "sgd", "learning_rate": 1.0},
         "local_epochs": 2,
         "batch_size": 32,
@@ -156,17 +165,27 @@ def demo_privacy_statement(rounds: int = 8) -> dict[str, Any]:
                              max_evaluations=APPROVAL_POLICY.get("max_evaluations_per_plan"))
 
 
-def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
+def run_demo(out: Path, rounds: int = 8, *, quiet_tensorflow: bool = False) -> dict[str, Any]:
+    """The whole demo. `quiet_tensorflow`: TensorFlow's own C-level output in this process
+    (the local-only reference imports it) goes to `out/demo.log`, not the console."""
     started = time.time()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    if quiet_tensorflow:
+        from healthfed_common.node_log import route_noise_to_file
+
+        route_noise_to_file(out / "demo.log")
     exports = write_demo_exports(out / "hospital-exports")
     print(f"generated EHR exports for {len(exports)} hospitals (with names, MRNs, dates, ZIPs, phones, e-mails)")
     silo_ids = [h.silo_id for h in DEMO_HOSPITALS]
     plan_path = out / "plan.json"
-    plan_path.write_text(json.dumps(demo_plan(rounds), indent=2))
-    with local_federation(out, silo_ids) as federation:
+    plan_document = demo_plan(rounds)
+    plan_path.write_text(json.dumps(plan_document, indent=2))
+    # The local-only reference needs no federated model: it trains while the federation runs.
+    pool = ThreadPoolExecutor(max_workers=1)
+    local_only = pool.submit(_local_only_reference, exports, plan_document)
+    with pool, local_federation(out, silo_ids) as federation:
         print(f"provisioned federation with CA and startup kits in {out / 'federation'}")
         for silo_id in silo_ids:
             federation.set_approval_policy(silo_id, APPROVAL_POLICY)
@@ -193,6 +212,9 @@ def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
             (federation.state_dir(silo_id) / "processing-record.yaml").write_text(
                 yaml.safe_dump(processing_record(f"{silo_id} hospital", silo_id), sort_keys=False))
         compliance = close_out_compliance(out, node_dirs, aggregator_state / "audit" / "witness.sqlite3")
+    silos, local_figures = local_only.result()
+    reference = demo_reference.compare(silos, demo_reference.load_federated_model(Path(report["model_path"])),
+                                       local_figures, report["evaluation"].get("per_silo", {}))
     baseline = all_negative_baseline(exports)
     summary = {
         "rounds_completed": report["rounds_completed"],
@@ -203,6 +225,7 @@ def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
             "all_negative_baseline_accuracy": baseline,
             "training_per_round": report["round_metrics"],
         },
+        "reference_outside_federation": reference,
         "model_path": report["model_path"],
         "plan_hash": report["plan_hash"],
         "secure_aggregation": report["secure_aggregation_details"],
@@ -215,6 +238,13 @@ def run_demo(out: Path, rounds: int = 8) -> dict[str, Any]:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _local_only_reference(exports: dict[str, Path], plan_document: dict[str, Any]) -> tuple[
+        dict[str, demo_reference.SiloArrays], dict[str, Any]]:
+    silos = {silo: demo_reference.silo_arrays(path, plan_document, DATASET_POLICY, DATASET)
+             for silo, path in exports.items()}
+    return silos, demo_reference.local_only_figures(silos, plan_document)
 
 
 def all_negative_baseline(exports: dict[str, Path]) -> dict[str, Any]:
@@ -239,13 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (recreated)")
     parser.add_argument("--rounds", type=int, default=8, help="training rounds (default 8)")
     args = parser.parse_args(argv)
-    summary = run_demo(args.out, args.rounds)
+    summary = run_demo(args.out, args.rounds, quiet_tensorflow=True)
     aggregate = summary["final_metrics"]["aggregate"]
+    reference = summary["reference_outside_federation"]
     print(
-        f"demo finished in {summary['duration_s']:.0f}s: {summary['rounds_completed']} rounds, "
-        f"held-out accuracy {aggregate.get('accuracy', float('nan')):.3f} (always-'no event' baseline "
-        f"{summary['final_metrics']['all_negative_baseline_accuracy']['overall']:.3f}), "
-        f"AUC {aggregate.get('auc', float('nan')):.3f} (chance 0.5); "
+        f"federation's own evaluation (each silo's released metrics on its held-out records, weighted mean): "
+        f"accuracy {aggregate.get('accuracy', float('nan')):.3f}, AUC {aggregate.get('auc', float('nan')):.3f}"
+    )
+    print(demo_reference.format_table(reference))
+    print(
+        f"demo finished in {summary['duration_s']:.0f}s: {summary['rounds_completed']} rounds; "
         f"model at {summary['model_path']}; summary at {args.out / 'summary.json'}"
     )
     return 0
