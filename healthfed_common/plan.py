@@ -8,13 +8,16 @@ entries to exactly this document and this HealthFed version.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from healthfed_common import __version__
 from healthfed_common.canonical_json import canonical_json, sha256_hex
 from healthfed_common.errors import PlanInvalid
+
+if TYPE_CHECKING:
+    from healthfed_common.secagg.graph_parameters import GraphChoice
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
 
@@ -105,12 +108,19 @@ class DPSpec(StrictModel):
 class SecureAggregationSpec(StrictModel):
     """How the silos' integer vectors are summed. `threshold` (t) is the number of cohort
     silos whose inputs every revealed sum contains; None means the recommended
-    floor(2n/3) + 1 over the plan's cohort of n. `neighbours` selects SecAgg+ with that graph
-    degree (None: the degree chosen for the cohort size, see secagg.graph)."""
+    floor(2n/3) + 1 over the plan's cohort of n. `neighbours` fixes the SecAgg+ graph degree;
+    None lets HealthFed derive the smallest degree that is safe for the cohort, threshold and
+    `colluding_silos` (healthfed_common.secagg.graph_parameters; often the complete graph)."""
 
     protocol: Literal["none", "secagg", "secagg_plus"] = "none"
     threshold: Annotated[int, Field(ge=2)] | None = None
     neighbours: Annotated[int, Field(ge=2)] | None = None
+    colluding_silos: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="How many cohort silos may collude with the coordinator (c); None: the most the "
+        "threshold tolerates, 2t - n - 1. A SecAgg+ graph is chosen (or an explicit `neighbours` "
+        "checked) for this c and n - t dropouts at 2^-40 security, 2^-20 failure.",
+    )
 
 
 SiloId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{1,62}$")]
@@ -238,6 +248,12 @@ class Plan(StrictModel):
                 "round would mask the same updates twice")
         if self.min_silos_per_round > n:
             raise ValueError(f"min_silos_per_round {self.min_silos_per_round} exceeds the cohort of {n}")
+        most = max(0, 2 * t - n - 1)
+        if spec.colluding_silos is not None and spec.colluding_silos > most:
+            raise ValueError(
+                f"secure_aggregation.colluding_silos {spec.colluding_silos} exceeds what threshold {t} of {n} "
+                f"tolerates ({most} = 2t - n - 1): raise the threshold to defend against more colluders")
+        self.secagg_graph  # a too-sparse explicit SecAgg+ degree raises GraphTooSparse (a ValueError)
         return self
 
     @property
@@ -251,6 +267,31 @@ class Plan(StrictModel):
         if spec.threshold is not None:
             return spec.threshold
         return recommended_threshold(len(self.cohort))
+
+    @property
+    def secagg_colluders(self) -> int:
+        """c: the colluding silos the plan's secure aggregation is built to withstand."""
+        spec = self.secure_aggregation
+        if spec.colluding_silos is not None:
+            return spec.colluding_silos
+        return max(0, 2 * self.secagg_threshold - len(self.cohort) - 1)
+
+    @property
+    def secagg_graph(self) -> "GraphChoice | None":
+        """The masking graph the plan's rounds use: for SecAgg+ the degree (and neighbourhood
+        threshold) derived for the cohort, threshold and colluders, or the explicit degree if it
+        qualifies; the complete graph for classic SecAgg. None without secure aggregation."""
+        spec = self.secure_aggregation
+        if spec.protocol == "none" or len(self.cohort) < 2:
+            return None
+        from healthfed_common.secagg.graph_parameters import GraphRequirement, check_degree, choose_graph
+
+        requirement = GraphRequirement(len(self.cohort), self.secagg_threshold, self.secagg_colluders)
+        if spec.protocol == "secagg":
+            return check_degree(requirement, len(self.cohort) - 1)
+        if spec.neighbours is not None:
+            return check_degree(requirement, spec.neighbours)
+        return choose_graph(requirement)
 
     @model_validator(mode="after")
     def _grace_within_deadline(self) -> "Plan":

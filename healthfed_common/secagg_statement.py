@@ -19,11 +19,6 @@ from typing import Any
 from healthfed_common.plan import Plan
 
 
-def tolerated_colluders(n: int, t: int) -> int:
-    """The most colluding silos the sum-only guarantee tolerates: 2t - n - 1 (never negative)."""
-    return max(0, 2 * t - n - 1)
-
-
 def secure_aggregation_statement(plan: Plan) -> dict[str, Any]:
     """The plan's secure-aggregation guarantee as data (JSON-ready)."""
     spec = plan.secure_aggregation
@@ -34,7 +29,16 @@ def secure_aggregation_statement(plan: Plan) -> dict[str, Any]:
         }
     n = len(plan.cohort)
     t = plan.secagg_threshold
-    c = tolerated_colluders(n, t)
+    c = plan.secagg_colluders
+    chosen = plan.secagg_graph
+    assert chosen is not None
+    masking = (
+        "every hospital masks with every other" if chosen.complete else
+        f"each hospital masks with {chosen.degree} of the {n - 1} others (SecAgg+; Shamir threshold "
+        f"{chosen.neighbourhood_threshold} of {chosen.degree + 1} in each neighbourhood): removing any {c} colluding "
+        f"and {n - t} dropped hospitals leaves that graph connected, so this holds whatever graph the nonces give "
+        "and whoever the coordinator declares dropped"
+    )
     return {
         "protocol": spec.protocol,
         "cohort": [{"silo_id": m.silo_id, "signing_key_fingerprint": m.fingerprint} for m in plan.cohort],
@@ -43,10 +47,11 @@ def secure_aggregation_statement(plan: Plan) -> dict[str, Any]:
         "dropouts_tolerated": n - t,
         "colluding_silos_tolerated": c,
         "honest_updates_in_any_revealed_sum_at_least": t - c,
+        "masking_graph": chosen.as_dict(),
         "guarantee": (
             f"the coordinator learns this hospital's update only inside a sum over at least {t} of the {n} cohort "
             f"hospitals, even if it deviates from the protocol and colludes with up to {c} of them; each update is "
-            "masked in at most one session"
+            f"masked in at most one session; {masking}"
         ),
         "not_covered": [
             "a cohort listing keys the coordinator holds (fake hospitals): compare every fingerprint out of band",

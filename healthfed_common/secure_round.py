@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from healthfed_common.learning_process import FederatedComputations
 from healthfed_common.plan import Plan
-from healthfed_common.secagg import SessionParams, default_neighbours
+from healthfed_common.secagg import SessionParams
 from healthfed_common.secagg.keys import lp
 from healthfed_common.tff_types import flatten_tensor_types
 from typing import Any
@@ -59,18 +59,17 @@ def session_params(
     n = len(participants)
     extra = max(1, math.ceil(math.log2(n)))
     leaves = secure_leaves(computations)
-    spec = plan.secure_aggregation
     threshold = plan.secagg_threshold
-    neighbours = None
-    if spec.protocol == "secagg_plus":
-        neighbours = spec.neighbours or default_neighbours(n)
+    chosen = plan.secagg_graph
+    sparse = chosen if chosen is not None and not chosen.complete else None
     return SessionParams(
         session_id=session_id(plan, round_number, attempt, model_digest),
         participants=participants,
         threshold=threshold,
         bitwidths=tuple(min(64, b + extra) for b in computations.secure_sum_bitwidths),
         vector_lengths=tuple(max(1, int(np.prod(leaf.shape))) for leaf in leaves),
-        neighbours=neighbours,
+        neighbours=None if sparse is None else sparse.degree,
+        neighbourhood_threshold=None if sparse is None else sparse.neighbourhood_threshold,
     )
 
 

@@ -63,14 +63,13 @@ def _secure_aggregation_summary(plan: Any, silos: tuple[str, ...]) -> dict[str, 
     statement = secure_aggregation_statement(plan)
     if spec.protocol == "none":
         return {**statement, "note": "integer update parts were summed in plain by the aggregator"}
-    from healthfed_common.secagg import PROTOCOL_NAME, default_neighbours
+    from healthfed_common.secagg import PROTOCOL_NAME
 
-    n = len(plan.cohort)
     return {
         **statement,
         "implementation": PROTOCOL_NAME,
-        "participants_per_round": n,
-        "neighbours": (spec.neighbours or default_neighbours(n) or n - 1) if spec.protocol == "secagg_plus" else n - 1,
+        "participants_per_round": len(plan.cohort),
+        "neighbours": plan.secagg_graph.degree,
     }
 
 

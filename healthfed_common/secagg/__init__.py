@@ -23,7 +23,7 @@ from healthfed_common.secagg.errors import (
     ShareRequestRefused,
     TooFewSurvivors,
 )
-from healthfed_common.secagg.graph import default_neighbours
+from healthfed_common.secagg.graph_parameters import GraphChoice, GraphRequirement, GraphTooSparse, choose_graph
 from healthfed_common.secagg.messages import (
     PROTOCOL_NAME,
     ConsistencySignature,
@@ -62,6 +62,9 @@ __all__ = [
     "TooFewSurvivors",
     "UnmaskRequest",
     "UnmaskResponse",
-    "default_neighbours",
+    "GraphChoice",
+    "GraphRequirement",
+    "GraphTooSparse",
+    "choose_graph",
     "default_threshold",
 ]

@@ -8,7 +8,8 @@ HKDF(session_id, every roster member's (id, nonce)) -- `graph_seed`. The aggrega
 omit advertisements (it needs at least t of them), never pick a nonce. The graph is a
 Harary graph H(k, n) -- node i joined to the k/2 nearest
 nodes on each side of a ring, plus the opposite node when k is odd -- laid over a
-pseudorandom permutation of the participants. That gives exactly k neighbours per silo, is
+pseudorandom permutation of the participants; graph_parameters.py derives the degree k that is
+safe for a stated security level. That gives exactly k neighbours per silo, is
 k-connected (no small set of dropouts splits it), and places each silo's neighbours at
 random; it is the construction Google's production SecAgg uses for the same purpose.
 
@@ -26,15 +27,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from healthfed_common.secagg.keys import DOMAIN, lp
-
-
-def default_neighbours(n: int) -> int | None:
-    """A degree in the O(log n) family Bell et al. prove sufficient: 2*ceil(log2 n) + 2,
-    i.e. 10 at n=10 (complete), 14 at n=50, 22 at n=1000. None (complete graph, classic
-    SecAgg) when that is not smaller than n - 1. A plan may choose another k; Bell et al.
-    give the constants for stated corruption and dropout rates."""
-    k = 2 * math.ceil(math.log2(max(n, 2))) + 2
-    return None if k >= n - 1 else k
 
 
 def effective_degree(n: int, k: int | None) -> int:

@@ -33,7 +33,9 @@ class SessionParams:
     `session_id` is sha256(plan_hash || round || attempt), computed by the caller; every
     message and every derived key is bound to it. `bitwidths[i]` is the b of vector i: it is
     summed in Z_{2^b}. `neighbours` = k selects SecAgg+ with a k-regular graph; None is
-    classic SecAgg (everyone masks with everyone).
+    classic SecAgg (everyone masks with everyone). `neighbourhood_threshold` is the Shamir
+    threshold inside each neighbourhood that graph_parameters derived for k (plans always set
+    it); without it a threshold scaled from t is used.
     """
 
     session_id: bytes
@@ -42,6 +44,7 @@ class SessionParams:
     bitwidths: tuple[int, ...]
     vector_lengths: tuple[int, ...]
     neighbours: int | None = None
+    neighbourhood_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.session_id, bytes) or len(self.session_id) < MIN_SESSION_ID_BYTES:
@@ -69,6 +72,11 @@ class SessionParams:
             not isinstance(self.neighbours, int) or self.neighbours < 2
         ):
             raise InvalidParameters("neighbours must be None (complete graph) or an integer >= 2")
+        if self.neighbourhood_threshold is not None:
+            m = graph.effective_degree(n, self.neighbours) + 1
+            if m == n or not (isinstance(self.neighbourhood_threshold, int) and m // 2 < self.neighbourhood_threshold <= m):
+                raise InvalidParameters(
+                    f"neighbourhood_threshold must be a strict majority of the {m} holders of a sparse graph")
 
     @property
     def n(self) -> int:
@@ -99,6 +107,8 @@ class SessionParams:
         m = self.degree + 1
         if m == self.n:
             return self.threshold
+        if self.neighbourhood_threshold is not None:
+            return self.neighbourhood_threshold
         return max(m // 2 + 1, math.ceil(self.threshold * m / self.n))
 
     def modulus_mask(self, vector: int) -> int:

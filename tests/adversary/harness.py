@@ -89,6 +89,7 @@ def adversary_plan(
     protocol: str = "secagg",
     threshold: int | None = None,
     neighbours: int | None = None,
+    colluding_silos: int | None = None,
     rounds: int = 3,
     max_round_attempts: int = 2,
     min_silos: int = 2,
@@ -101,6 +102,8 @@ def adversary_plan(
         spec["threshold"] = threshold
     if neighbours is not None:
         spec["neighbours"] = neighbours
+    if colluding_silos is not None:
+        spec["colluding_silos"] = colluding_silos
     document: dict[str, Any] = {
         "name": "adversary",
         "dataset": DATASET,

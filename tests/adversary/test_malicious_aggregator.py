@@ -550,7 +550,8 @@ PLUS_COHORT = (COLLUDER, HONEST_1, HONEST_2, "honest-3", "honest-4", "honest-5",
 
 @pytest.fixture(scope="module")
 def plus_plan() -> Plan:
-    return adversary_plan(PLUS_COHORT, protocol="secagg_plus", neighbours=4)
+    # degree 4 of 6 is safe only when nobody drops and at most one silo colludes (graph_parameters)
+    return adversary_plan(PLUS_COHORT, protocol="secagg_plus", neighbours=4, threshold=7, colluding_silos=1)
 
 
 @pytest.fixture(scope="module")

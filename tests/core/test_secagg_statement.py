@@ -6,14 +6,23 @@ from __future__ import annotations
 import pytest
 
 from healthfed_common.plan import PlanInvalid, parse_plan
-from healthfed_common.secagg_statement import secure_aggregation_statement, tolerated_colluders
+from healthfed_common.secagg_statement import secure_aggregation_statement
 from silo_node.approvals import explain
 from tests.silo_data.plans import COHORT, make_plan
 
 
-@pytest.mark.parametrize("n, t, c", [(3, 3, 2), (3, 2, 0), (4, 3, 1), (5, 4, 2), (10, 7, 3), (10, 6, 1)])
-def test_tolerated_colluders_is_2t_minus_n_minus_1(n: int, t: int, c: int) -> None:
-    assert tolerated_colluders(n, t) == c
+@pytest.mark.parametrize("t, c", [(3, 2), (2, 0)])
+def test_colluders_default_to_2t_minus_n_minus_1(t: int, c: int) -> None:
+    plan = make_plan(min_silos_per_round=2, secure_aggregation={"protocol": "secagg", "threshold": t})
+    assert plan.secagg_colluders == c
+
+
+def test_more_colluders_than_the_threshold_tolerates_is_refused() -> None:
+    document = make_plan().model_dump(mode="json")
+    document.update(min_silos_per_round=2, secure_aggregation={"protocol": "secagg", "threshold": 2,
+                                                               "colluding_silos": 1})
+    with pytest.raises(PlanInvalid, match="colluding_silos 1 exceeds"):
+        parse_plan(document)
 
 
 def test_statement_states_threshold_colluders_and_every_fingerprint() -> None:

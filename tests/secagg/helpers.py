@@ -18,6 +18,7 @@ def make_params(
     lengths: Sequence[int] = (32,),
     neighbours: int | None = None,
     session_id: bytes | None = None,
+    neighbourhood_threshold: int | None = None,
 ) -> SessionParams:
     """A session among silos h00..h{n-1} (a strict-majority threshold unless given)."""
     return SessionParams(
@@ -27,6 +28,7 @@ def make_params(
         bitwidths=tuple(bitwidths),
         vector_lengths=tuple(lengths),
         neighbours=neighbours,
+        neighbourhood_threshold=neighbourhood_threshold,
     )
 
 

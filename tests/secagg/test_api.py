@@ -25,7 +25,7 @@ def test_public_names() -> None:
         "InvalidParameters", "KeyAdvertisement", "KeyRoster", "MaskedInput", "PhaseOrderError",
         "ProtocolViolation", "SecAggClient", "SecAggError", "SecAggServer", "SessionParams",
         "ShareInbox", "ShareRequestRefused", "TooFewSurvivors", "UnmaskRequest", "UnmaskResponse",
-        "default_neighbours", "default_threshold",
+        "GraphChoice", "GraphRequirement", "GraphTooSparse", "choose_graph", "default_threshold",
     ])
     for name in ("advertise_keys", "share_keys", "masked_input", "unmask"):
         assert callable(getattr(secagg.SecAggClient, name))

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthfed_common.secagg import InvalidParameters, SessionParams, default_neighbours
+from healthfed_common.secagg import InvalidParameters, SessionParams
 from healthfed_common.secagg.graph import effective_degree, neighbour_sets
 from healthfed_common.secagg.prg import apply_mask, mask_stream
 from healthfed_common.secagg.shamir import PRIME, combine, split
@@ -103,12 +103,6 @@ def test_graph_depends_on_session() -> None:
     assert len(graphs) > 1
 
 
-def test_default_neighbours_is_logarithmic() -> None:
-    assert default_neighbours(10) is None
-    assert default_neighbours(50) == 14
-    assert default_neighbours(1000) == 22
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -139,4 +133,8 @@ def test_share_threshold() -> None:
     p = make_params(50, 26, neighbours=14)
     assert p.degree == 14 and p.share_threshold == 8
     assert make_params(50, 40, neighbours=14).share_threshold == 12
+    # a plan's session carries the neighbourhood threshold graph_parameters derived
+    assert make_params(50, 48, neighbours=8, neighbourhood_threshold=6).share_threshold == 6
+    with pytest.raises(InvalidParameters, match="strict majority of the 9 holders"):
+        make_params(50, 48, neighbours=8, neighbourhood_threshold=4)
     assert list(itertools.islice(p.graph_for(os.urandom(32)), 1))

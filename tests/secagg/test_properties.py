@@ -141,13 +141,14 @@ def test_each_phase_tolerates_n_minus_t_and_aborts_below(phase: Phase, neighbour
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("neighbours", [None, "default"])
+@pytest.mark.parametrize("neighbours", [None, "derived"])
 def test_larger_federation_with_dropouts(neighbours: str | None) -> None:
     """40 silos, d = 20 000, 64-bit and 20-bit vectors, two dropouts at every phase."""
-    from healthfed_common.secagg import default_neighbours
+    from healthfed_common.secagg import GraphRequirement, choose_graph
 
-    k = default_neighbours(40) if neighbours == "default" else None
-    params = make_params(40, 21, (64, 20), (20_000, 3), neighbours=k)
+    graph = choose_graph(GraphRequirement(40, 32, 0))  # tolerates the 8 dropouts below: degree 18
+    k, t_loc = (graph.degree, graph.neighbourhood_threshold) if neighbours == "derived" else (None, None)
+    params = make_params(40, 32, (64, 20), (20_000, 3), neighbours=k, neighbourhood_threshold=t_loc)
     ids = params.participants
     drop_at: dict[str, Phase] = {}
     for i, phase in enumerate(PHASES):
