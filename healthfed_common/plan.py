@@ -118,8 +118,8 @@ class SecureAggregationSpec(StrictModel):
     colluding_silos: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
         description="How many cohort silos may collude with the coordinator (c); None: the most the "
-        "threshold tolerates, 2t - n - 1. A SecAgg+ graph is chosen (or an explicit `neighbours` "
-        "checked) for this c and n - t dropouts at 2^-40 security, 2^-20 failure.",
+        "threshold tolerates, 2t - n - 1. The SecAgg+ degree is derived (or an explicit `neighbours` "
+        "checked) so that no c colluders and n - t dropped silos split the honest survivors.",
     )
 
 
