@@ -62,6 +62,20 @@ def test_writable_data_is_refused(mounts: Mounts) -> None:
     assert result.stdout == ""
 
 
+def test_data_path_that_is_not_a_readable_folder_is_refused(mounts: Mounts) -> None:
+    """A data mount that is a file (a single export mounted where the folder belongs) is
+    DATA_UNREADABLE, exit 7, naming the path; the node does not start and nothing is rendered."""
+    export = mounts.root / "export.csv"
+    export.write_text("age,outcome\n61,1\n")
+    env = silo_env(mounts, HEALTHFED_DATA_DIR=str(export), HEALTHFED_ALLOW_WRITABLE_DATA="1")
+    result = run_entrypoint("silo", env, "--check")
+    assert result.returncode == 7
+    assert f"[DATA_UNREADABLE]: data directory {export} is not a readable directory" in result.stderr
+    assert "readable by the container user" in result.stderr  # says how to fix it
+    assert result.stdout == ""
+    assert not (mounts.state() / ".healthfed" / "silo.yaml").exists()
+
+
 def test_rendered_config_points_at_the_volumes_and_the_kit_stays_unchanged(mounts: Mounts) -> None:
     kit_before = (mounts.kit() / "silo.yaml").read_bytes()
     result = run_entrypoint("silo", silo_env(mounts, HEALTHFED_ALLOW_WRITABLE_DATA="1"), "--check")
