@@ -393,8 +393,8 @@ class ErrorCode(StrEnum):
                               "Decompress the instance, or set on_reject: skip.")
     NO_USABLE_INSTANCES = ("NO_USABLE_INSTANCES", "No usable image instance in the DICOM folder.",
                            "Check the folder and the labels table.")
-    UNWRITABLE = ("UNWRITABLE", "The silo cannot write the de-identified copy of an instance.",
-                  "Check disk space and the state folder's permissions.")
+    UNWRITABLE = ("UNWRITABLE", "A DICOM instance cannot be stored after de-identification: it lacks an attribute every stored instance needs (its SOP Class UID) or a value cannot be encoded.",
+                  "Re-export the file named from the PACS, or set on_reject: skip to leave it out.")
 
     # -- scoring with an exported model (`aggregator predict`) ------------------------------
     PREDICT_CARD_INVALID = ("PREDICT_CARD_INVALID", "The model folder has no readable model card, or the model is not tabular.",

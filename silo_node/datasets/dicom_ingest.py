@@ -142,7 +142,15 @@ def _ingest_one(
     if label is None or pd.isna(label):
         raise InstanceRejected("has no label in the labels table", file=path, code="NO_LABEL")
     deid.deidentify(ds, file=str(path))
-    new_uid = str(ds.get("SOPInstanceUID", "")) or deid.replace_uid(relative)
+    if not ds.get("SOPInstanceUID"):
+        # no UID of its own anywhere: the copy is stored under, and carries, one minted from its path
+        ds.SOPInstanceUID = deid.replace_uid(relative)
+        ds.ensure_file_meta()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    new_uid = str(ds.SOPInstanceUID)
+    if not ds.get("SOPClassUID") and not getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None):
+        raise InstanceRejected("has no SOP Class UID (0008,0016), which a stored DICOM instance needs",
+                               file=path, code="UNWRITABLE")
     try:
         ds.save_as(staging / INSTANCES_DIR / f"{new_uid}.dcm", write_like_original=False)
     except (ValueError, TypeError, OverflowError, struct.error) as error:

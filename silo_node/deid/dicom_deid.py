@@ -70,6 +70,12 @@ class DicomDeidentifier:
                     del meta[tag]
             if "SOPInstanceUID" in ds:
                 meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            elif "MediaStorageSOPInstanceUID" in meta:
+                # An instance that names its UID only in its file meta: that original UID is
+                # replaced too, and the dataset carries the replacement (DICOM wants both equal).
+                replaced = self.replace_uid(str(meta.MediaStorageSOPInstanceUID))
+                meta.MediaStorageSOPInstanceUID = replaced
+                ds.SOPInstanceUID = replaced
         self._mark(ds)
 
     # -- internals ------------------------------------------------------------------------

@@ -247,3 +247,53 @@ def test_unlabelled_instances_and_a_file_given_as_folder_are_refused_by_code(
         registry.add("a-file", ct, "dicom", None)
     assert caught.value.code == "MALFORMED_NOT_A_FOLDER" and str(ct) in str(caught.value)
     assert registry.list() == []
+
+
+def _rewritten(source: Path, target: Path, *remove: str, meta_remove: tuple[str, ...] = ()) -> Dataset:
+    """`source` written to `target` without the named elements (dataset and file meta)."""
+    ds = pydicom.dcmread(source)
+    for keyword in remove:
+        delattr(ds, keyword)
+    for keyword in meta_remove:
+        delattr(ds.file_meta, keyword)
+    ds.save_as(target, write_like_original=True)
+    return ds
+
+
+def test_an_instance_without_a_sop_class_uid_is_refused_unwritable_and_nothing_is_registered(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path
+) -> None:
+    """A non-conformant export whose pixels decode but which names no SOP Class UID, in the
+    dataset or its file meta, cannot be stored as a DICOM instance: UNWRITABLE, naming the file
+    and the missing attribute; the batch leaves nothing (on_reject: fail)."""
+    folder = _folder(tmp_path, [Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))])
+    broken = folder / "000_CT_small.dcm"
+    _rewritten(broken, broken, "SOPClassUID", meta_remove=("MediaStorageSOPClassUID",))
+    with pytest.raises(DataLayerError) as caught:
+        registry.add("no-class", folder, "dicom", None)
+    assert caught.value.code == "UNWRITABLE"
+    assert str(broken) in str(caught.value) and "SOP Class UID (0008,0016)" in str(caught.value)
+    assert "1 of 2 files unusable; nothing was registered" in str(caught.value)
+    assert registry.list() == []
+    assert not (state_dir / "datasets" / "no-class").exists()
+
+
+@pytest.mark.parametrize("in_meta", [True, False], ids=["uid-only-in-file-meta", "no-uid-anywhere"])
+def test_an_instance_without_its_own_sop_instance_uid_is_stored_under_a_replaced_one(
+    registry: DatasetRegistry, tmp_path: Path, state_dir: Path, in_meta: bool
+) -> None:
+    """An instance whose dataset lacks SOP Instance UID used to keep the ORIGINAL UID in the
+    stored copy's file meta (a de-identification leak), or, with none in the file meta either,
+    could not be written at all. Now the copy carries one replacement UID, in dataset and file
+    meta, and is stored under it."""
+    folder = _folder(tmp_path, [Path(get_testdata_file("CT_small.dcm"))])
+    source = folder / "000_CT_small.dcm"
+    original = pydicom.dcmread(source).SOPInstanceUID
+    _rewritten(source, source, "SOPInstanceUID", meta_remove=() if in_meta else ("MediaStorageSOPInstanceUID",))
+    report = registry.add("no-instance-uid", folder, "dicom", None)
+    assert report.instances == {"ingested": 1}
+    (stored_path,) = (state_dir / "datasets" / "no-instance-uid" / "instances").glob("*.dcm")
+    stored = pydicom.dcmread(stored_path)
+    assert stored.SOPInstanceUID == stored.file_meta.MediaStorageSOPInstanceUID == stored_path.stem
+    assert stored.SOPInstanceUID.startswith("2.25.")
+    assert original.encode() not in stored_path.read_bytes()
