@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -126,3 +127,47 @@ def test_certificate_of_a_silo_not_enrolled_is_refused(federation) -> None:
     with pytest.raises(grpc.RpcError) as error:
         _poll(port, ca, cert, key, "charlie")
     assert "NOT_ENROLLED" in error.value.details()
+
+
+def test_the_service_itself_refuses_a_caller_without_a_certificate(federation) -> None:
+    """Defence in depth: `start_server` demands a client certificate in the TLS handshake
+    (test_connection_without_client_certificate_is_refused), but the service does not rely on
+    it. Hosted on a TLS port that does not demand one (a transport configured by someone
+    else, e.g. TLS ending in a proxy), a caller without a certificate still reaches no silo's
+    tasks: UNAUTHENTICATED with NO_CLIENT_CERTIFICATE, reported to the refusal hook, and the
+    task board is never asked."""
+    from concurrent import futures
+
+    from aggregator.server import _identity
+    from healthfed_common.wire.service import SUBMIT_METHOD
+
+    fed, _, store, _ = federation
+    config = load_aggregator_config(fed.aggregator_config)
+    asked: list[str] = []
+
+    class Board(TaskBoard):
+        def poll(self, silo_id: str) -> Any:
+            asked.append(silo_id)
+            return super().poll(silo_id)
+
+    refused: list[tuple[str, str]] = []
+    service = FederationService(Board(), store, frozenset(config.silos),
+                                on_refused_connection=lambda who, code, _m: refused.append((who, code)))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handlers = {name: grpc.unary_unary_rpc_method_handler(method, _identity, _identity)
+                for name, method in ((POLL_METHOD, service.poll), (SUBMIT_METHOD, service.submit))}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    credentials = grpc.ssl_server_credentials(
+        [(config.tls.private_key.read_bytes(), config.tls.certificate.read_bytes())], require_client_auth=False)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        ca, _, _ = _kit(fed, "alpha")
+        with pytest.raises(grpc.RpcError) as error:
+            _poll(port, ca, None, None, "alpha")
+    finally:
+        server.stop(0).wait()
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.value.details() == "NO_CLIENT_CERTIFICATE: a client certificate is required"
+    assert refused == [("unknown", "NO_CLIENT_CERTIFICATE")]
+    assert asked == []
