@@ -47,7 +47,9 @@ def build_keras_model(plan: Plan) -> Any:
     return entry.build(plan.model, model_input_shape(plan), plan.seeds.model_init)
 
 
-def _tff_optimizer(spec: OptimizerSpec) -> Any:
+def tff_optimizer(spec: OptimizerSpec) -> Any:
+    """The plan's optimizer as a TFF optimizer (also what a silo fine-tunes with when the
+    plan asks for personalisation)."""
     import tensorflow_federated as tff
 
     if spec.name == "sgd":
@@ -74,7 +76,11 @@ def build_learning_process(plan: Plan) -> Any:
     """FedAvg weighted by examples (by expected examples under DP-SGD), with the model delta
     and the weights summed through `SecureSumFactory`: the update leaves `work` already
     clipped and quantized to integers, ready for secure aggregation. With `plan.dp` the
-    client work is record-level DP-SGD (healthfed_common.dp), so what leaves is noised."""
+    client work is record-level DP-SGD (healthfed_common.dp), so what leaves is noised.
+    With `plan.algorithm` fedprox the client work adds the proximal gradient
+    mu * (w - w_global) to every local step (TFF's FedProx; under DP-SGD after clipping and
+    noise, `dp.client_work.add_proximal_gradient`); aggregation, secure sum and server step
+    are the same."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -106,15 +112,24 @@ def build_learning_process(plan: Plan) -> Any:
 
         return build_dp_fed_avg(
             model_fn,
-            client_optimizer=_tff_optimizer(plan.client_optimizer),
-            server_optimizer=_tff_optimizer(plan.server_optimizer),
+            client_optimizer=tff_optimizer(plan.client_optimizer),
+            server_optimizer=tff_optimizer(plan.server_optimizer),
             l2_norm_clip=plan.dp.l2_norm_clip,
+            model_aggregator=aggregator,
+            proximal_strength=plan.algorithm.proximal_strength,
+        )
+    if plan.algorithm.proximal_strength is not None:
+        return tff.learning.algorithms.build_weighted_fed_prox(
+            model_fn,
+            proximal_strength=float(plan.algorithm.proximal_strength),
+            client_optimizer_fn=tff_optimizer(plan.client_optimizer),
+            server_optimizer_fn=tff_optimizer(plan.server_optimizer),
             model_aggregator=aggregator,
         )
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
-        client_optimizer_fn=_tff_optimizer(plan.client_optimizer),
-        server_optimizer_fn=_tff_optimizer(plan.server_optimizer),
+        client_optimizer_fn=tff_optimizer(plan.client_optimizer),
+        server_optimizer_fn=tff_optimizer(plan.server_optimizer),
         model_aggregator=aggregator,
     )
 

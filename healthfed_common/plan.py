@@ -123,6 +123,50 @@ class SecureAggregationSpec(StrictModel):
     )
 
 
+class AlgorithmSpec(StrictModel):
+    """The federated algorithm every silo's `work` runs (the server side is FedAvg's weighted
+    mean, then `server_optimizer`, for both).
+
+    `fedavg`: each silo minimises its own loss from the global model.
+    `fedprox`: each silo minimises its loss plus the proximal term mu/2 * ||w - w_global||^2,
+    which keeps a silo's local model near the round's global model when hospitals' data differ
+    (Li et al. 2020). Its gradient mu * (w - w_global) depends on no record, so under DP-SGD it
+    is added after per-example clipping and noise: it costs no privacy and changes neither the
+    noise nor the accounting. mu = 0 is FedAvg. With plain SGD keep client learning_rate * mu
+    below 2: beyond it each local step overshoots the global model and the local model diverges."""
+
+    name: Literal["fedavg", "fedprox"] = "fedavg"
+    mu: float | None = Field(default=None, ge=0, le=1000,
+                             description="Proximal strength (fedprox only, required there).")
+
+    @model_validator(mode="after")
+    def _mu_only_for_fedprox(self) -> "AlgorithmSpec":
+        if self.name == "fedprox" and self.mu is None:
+            raise ValueError("fedprox needs mu, the proximal strength (mu = 0 is fedavg)")
+        if self.name != "fedprox" and self.mu is not None:
+            raise ValueError("mu is only for fedprox")
+        return self
+
+    @property
+    def proximal_strength(self) -> float | None:
+        """mu for fedprox, None for fedavg (no proximal term in the graph at all)."""
+        return self.mu if self.name == "fedprox" else None
+
+
+class PersonalizationSpec(StrictModel):
+    """Per-hospital personalisation measured at the final evaluation.
+
+    `local_fine_tuning`: each silo fine-tunes the final global model on its own training
+    records for `local_epochs` epochs (the plan's client optimizer, batch size and data-order
+    seed) and evaluates the fine-tuned model on its own held-out records. Only the metrics leave
+    the silo, beside the global model's; the fine-tuned weights never do. Allowed only for plans
+    without DP: fine-tuning on the training records after the plan's last DP round would be a
+    release the plan's epsilon does not cover."""
+
+    method: Literal["local_fine_tuning"] = "local_fine_tuning"
+    local_epochs: int = Field(ge=1, le=1000)
+
+
 SiloId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{1,62}$")]
 
 
@@ -215,6 +259,15 @@ class Plan(StrictModel):
     max_examples_per_silo: int = Field(default=1_000_000, ge=1)
     dp: DPSpec | None = None
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    algorithm: AlgorithmSpec = Field(
+        default=AlgorithmSpec(),
+        description="fedavg (default) or fedprox with its proximal strength mu.",
+    )
+    personalization: PersonalizationSpec | None = Field(
+        default=None,
+        description="Evaluate, beside the global model, each hospital's locally fine-tuned copy of it "
+        "(non-DP plans only; the fine-tuned weights never leave the silo). None: global model only.",
+    )
     cohort: tuple[CohortMember, ...] = Field(
         default=(),
         description="The hospitals this plan may run with, each pinned to its own signing key. "
@@ -303,6 +356,14 @@ class Plan(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _personalization_without_dp(self) -> "Plan":
+        if self.personalization is not None and self.dp is not None:
+            raise ValueError(
+                "personalization is only for plans without dp: the fine-tuning on each silo's training "
+                "records would be a release the plan's epsilon does not cover")
+        return self
+
+    @model_validator(mode="after")
     def _unique_features(self) -> "Plan":
         names = [f.name for f in self.features]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -321,12 +382,24 @@ class Plan(StrictModel):
         return tuple(f.name for f in self.features)
 
     def canonical_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        """Canonical JSON of the plan. The fields added after plans were first hashed
+        (`algorithm`, `personalization`) are left out while they hold their defaults, so a plan
+        that does not use them keeps the hash (and approvals, ledger entries, traced-plan cache
+        entries) it had before they existed; parsing the bytes back restores the defaults."""
+        document = self.model_dump(mode="json")
+        for name in _OMITTED_WHEN_DEFAULT:
+            if document.get(name) == _DEFAULT_DUMPS[name]:
+                del document[name]
+        return canonical_json(document)
 
     @property
     def plan_hash(self) -> str:
         """sha256 over the canonical plan and the HealthFed version that interprets it."""
         return sha256_hex(self.canonical_bytes() + b"\n" + __version__.encode())
+
+
+_OMITTED_WHEN_DEFAULT = ("algorithm", "personalization")
+_DEFAULT_DUMPS: dict[str, Any] = {"algorithm": AlgorithmSpec().model_dump(mode="json"), "personalization": None}
 
 
 def parse_plan(document: bytes | str | dict[str, Any], *, source: str = "plan") -> Plan:

@@ -232,11 +232,55 @@ def per_example_gradients(
     return list(tf.vectorized_map(one_example, (x, y), fallback_to_while_loop=True))
 
 
+def add_proximal_gradient(
+    gradient: list[tf.Tensor], trainable: list[Any], global_weights: list[Any], proximal_strength: float | None
+) -> list[tf.Tensor]:
+    """FedProx: gradient + mu * (w - w_global), the gradient of mu/2 * ||w - w_global||^2.
+
+    Called on the DP-SGD gradient AFTER per-example clipping and noise: the term is a function
+    of the current iterate and the round's global model only -- no record enters it -- so by
+    post-processing it costs no privacy, and neither the clipping bound (the sensitivity) nor
+    the noise changes with mu. (Inside the per-example clipping it would be clipped with each
+    record's gradient and scaled by the realised batch size, weakening the pull for no privacy
+    gain.) `proximal_strength` None (FedAvg) leaves the graph without the term."""
+    if proximal_strength is None:
+        return gradient
+    mu = tf.constant(proximal_strength, tf.float32)
+    return [g + mu * (tf.cast(w, g.dtype) - tf.cast(w0, g.dtype)) for g, w, w0 in zip(gradient, trainable, global_weights)]
+
+
+def dp_sgd_step_gradient(
+    model: Any,
+    trainable: list[tf.Variable],
+    global_weights: list[Any],
+    batch: Mapping[str, Any],
+    *,
+    per_example_loss: PerExampleLoss,
+    l2_norm_clip: float,
+    clipping: Clipping = "auto",
+    proximal_strength: float | None = None,
+) -> list[tf.Tensor]:
+    """One DP-SGD step's gradient: (clipped sum over the batch + noise) / expected batch
+    size, then the FedProx proximal gradient when `proximal_strength` is set."""
+    summed = clipped_sum(
+        model, trainable, batch["x"], batch["y"], per_example_loss, l2_norm_clip, clipping=clipping
+    )
+    noised = noised_mean(
+        summed,
+        l2_norm_clip=l2_norm_clip,
+        noise_multiplier=batch[NOISE_MULTIPLIER_KEY],
+        expected_batch_size=batch[EXPECTED_BATCH_SIZE_KEY],
+        noise_seed=batch[NOISE_SEED_KEY],
+    )
+    return add_proximal_gradient(noised, trainable, global_weights, proximal_strength)
+
+
 def _build_client_update(
     model_fn: Callable[[], Any],
     l2_norm_clip: float,
     per_example_loss: PerExampleLoss,
     clipping: Clipping,
+    proximal_strength: float | None = None,
 ) -> Callable[..., Any]:
     model = model_fn()
 
@@ -246,18 +290,13 @@ def _build_client_update(
         tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
         trainable = list(tf.nest.flatten(weights.trainable))
         specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+        global_weights = list(tf.nest.flatten(initial_weights.trainable))
 
         def reduce_fn(state: Any, batch: Mapping[str, Any]) -> Any:
             steps, expected_examples, optimizer_state = state
-            summed = clipped_sum(
-                model, trainable, batch["x"], batch["y"], per_example_loss, l2_norm_clip, clipping=clipping
-            )
-            noised = noised_mean(
-                summed,
-                l2_norm_clip=l2_norm_clip,
-                noise_multiplier=batch[NOISE_MULTIPLIER_KEY],
-                expected_batch_size=batch[EXPECTED_BATCH_SIZE_KEY],
-                noise_seed=batch[NOISE_SEED_KEY],
+            noised = dp_sgd_step_gradient(
+                model, trainable, global_weights, batch, per_example_loss=per_example_loss,
+                l2_norm_clip=l2_norm_clip, clipping=clipping, proximal_strength=proximal_strength,
             )
             optimizer_state, updated = optimizer.next(
                 optimizer_state, tuple(trainable), tuple(noised)
@@ -303,8 +342,10 @@ def build_dp_sgd_client_work(
     l2_norm_clip: float,
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
     clipping: Clipping = "auto",
+    proximal_strength: float | None = None,
 ) -> Any:
-    """A `tff.learning.templates.ClientWorkProcess` doing record-level DP-SGD.
+    """A `tff.learning.templates.ClientWorkProcess` doing record-level DP-SGD (FedProx's
+    DP-SGD with `proximal_strength` mu: see `add_proximal_gradient`).
 
     `model_fn` returns a `tff.learning.models.VariableModel` (e.g. from
     `tff.learning.models.from_keras_model`) whose `input_spec` is `(x, y)` or
@@ -318,6 +359,8 @@ def build_dp_sgd_client_work(
     are safe to release without noise): dp_steps, expected_examples, non_finite_updates."""
     if l2_norm_clip <= 0:
         raise ValueError("l2_norm_clip must be > 0")
+    if proximal_strength is not None and proximal_strength < 0:
+        raise ValueError("proximal_strength must be >= 0")
     if clipping not in CLIPPING_METHODS:
         raise ValueError(f"clipping must be one of {CLIPPING_METHODS}, got {clipping!r}")
     with tf.Graph().as_default():
@@ -347,7 +390,7 @@ def build_dp_sgd_client_work(
 
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update_computation(hparams: Any, initial_weights: Any, dataset: Any) -> Any:
-        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss, clipping)
+        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss, clipping, proximal_strength)
         return update(optimizer, initial_weights, dataset, hparams)
 
     @tff.federated_computation(

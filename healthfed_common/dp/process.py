@@ -30,13 +30,15 @@ def build_dp_fed_avg(
     model_aggregator: Any | None = None,
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
     clipping: Clipping = "auto",
+    proximal_strength: float | None = None,
 ) -> Any:
     """`compose_learning_process(initial weights, broadcast, DP-SGD client work, weighted
     mean, server optimizer)`. `model_aggregator` must be a weighted aggregation factory
-    (default `tff.aggregators.MeanFactory()`). `clipping`: see `client_work.clipped_sum`."""
+    (default `tff.aggregators.MeanFactory()`). `clipping`: see `client_work.clipped_sum`.
+    `proximal_strength`: FedProx's mu (None: FedAvg), see `client_work.add_proximal_gradient`."""
     client_work = build_dp_sgd_client_work(
         model_fn, client_optimizer, l2_norm_clip=l2_norm_clip, per_example_loss=per_example_loss,
-        clipping=clipping,
+        clipping=clipping, proximal_strength=proximal_strength,
     )
     weights_type = client_work.next.type_signature.parameter[1].member
     model_weights_fn = _initial_weights_computation(model_fn)

@@ -1,0 +1,220 @@
+"""Algorithms a coordinator picks in the plan (issue 16 item 1): FedProx and per-hospital
+personalisation by local fine-tuning.
+
+What is checked, and against what attack or mistake:
+- a plan that omits `algorithm`/`personalization` keeps the hash it had before the fields
+  existed (approvals, ledger entries and cache entries stay bound to it);
+- FedProx's proximal gradient is added after DP-SGD's per-example clipping and noise: the
+  noise draw, the clipping (the sensitivity) and the privacy accounting are identical with and
+  without mu, and the term is the same whatever the records are;
+- mu = 0 gives exactly FedAvg's update, and a large mu pulls the update towards the global
+  model (through the DP client work, and through the real plan-built computations the silo and
+  aggregator run, with and without DP);
+- personalisation: a real silo (tests.adversary.harness) fine-tunes and releases only
+  metrics; nothing weight-shaped leaves (the egress record and the released payload are
+  checked); DP plans cannot ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from healthfed_common import __version__
+from healthfed_common.canonical_json import canonical_json, sha256_hex
+from healthfed_common.errors import PlanInvalid
+from healthfed_common.plan import Plan, parse_plan
+
+BASE_PLAN: dict[str, Any] = {
+    "name": "algorithms",
+    "dataset": "toy",
+    "model": {"id": "logistic_regression"},
+    "features": [{"name": f"f{i}", "transform": "identity"} for i in range(4)],
+    "label": {"name": "outcome"},
+    "client_optimizer": {"name": "sgd", "learning_rate": 0.5},
+    "local_epochs": 3,
+    "batch_size": 8,
+    "rounds": 2,
+    "min_silos_per_round": 1,
+    "seeds": {"model_init": 3, "data_order": 4},
+}
+DP = {"target_epsilon": 3.0, "target_delta": 1e-5}
+
+
+def _plan(**changes: Any) -> Plan:
+    return parse_plan({**BASE_PLAN, **changes})
+
+
+# -- the plan schema -------------------------------------------------------------------------
+def test_plans_that_omit_the_new_fields_keep_their_hash() -> None:
+    """The hash of a plan without `algorithm`/`personalization` is the hash of exactly the
+    document it was before the fields existed (canonical JSON of the other fields)."""
+    for changes in ({}, {"dp": DP}):
+        plan = _plan(**changes)
+        before = {k: v for k, v in plan.model_dump(mode="json").items() if k not in ("algorithm", "personalization")}
+        assert plan.canonical_bytes() == canonical_json(before)
+        assert plan.plan_hash == sha256_hex(canonical_json(before) + b"\n" + __version__.encode())
+        # stating the default explicitly is the same plan
+        assert _plan(**changes, algorithm={"name": "fedavg"}).plan_hash == plan.plan_hash
+
+
+def test_fedprox_and_personalization_are_bound_into_the_hash_and_round_trip() -> None:
+    fedavg = _plan()
+    prox = _plan(algorithm={"name": "fedprox", "mu": 0.1})
+    stronger = _plan(algorithm={"name": "fedprox", "mu": 0.2})
+    personal = _plan(personalization={"local_epochs": 5})
+    assert len({fedavg.plan_hash, prox.plan_hash, stronger.plan_hash, personal.plan_hash}) == 4
+    for plan in (prox, personal):
+        assert parse_plan(plan.canonical_bytes()) == plan
+    assert json.loads(prox.canonical_bytes())["algorithm"] == {"name": "fedprox", "mu": 0.1}
+    assert prox.algorithm.proximal_strength == 0.1 and fedavg.algorithm.proximal_strength is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"algorithm": {"name": "fedprox"}}, "fedprox needs mu"),
+        ({"algorithm": {"name": "fedavg", "mu": 0.5}}, "mu is only for fedprox"),
+        ({"algorithm": {"name": "fedprox", "mu": -1.0}}, "algorithm.mu"),
+        ({"algorithm": {"name": "scaffold"}}, "algorithm.name"),
+        ({"personalization": {"local_epochs": 0}}, "personalization.local_epochs"),
+        ({"personalization": {"local_epochs": 2}, "dp": DP}, "personalization is only for plans without dp"),
+    ],
+)
+def test_bad_algorithm_or_personalization_is_refused_with_a_coded_error(changes: dict[str, Any], says: str) -> None:
+    with pytest.raises(PlanInvalid) as refused:
+        _plan(**changes)
+    assert refused.value.code == "PLAN_INVALID"
+    assert says in str(refused.value)
+
+
+def test_fedprox_changes_nothing_in_the_privacy_accounting() -> None:
+    """The silo's noise multiplier, sampling and the events the ledger charges come from the
+    plan's dp section, batch size and epochs only: mu does not enter them."""
+    from healthfed_common.dp.accounting import silo_dp_parameters
+
+    for n in (37, 200, 1000):
+        fedavg = silo_dp_parameters(_plan(dp=DP), n)
+        for mu in (0.0, 0.5, 100.0):
+            prox = silo_dp_parameters(_plan(dp=DP, algorithm={"name": "fedprox", "mu": mu}), n)
+            assert prox == fedavg
+
+
+# -- the DP-SGD step: the proximal gradient is outside clipping and noise ----------------------
+def _moved_model(offset: float) -> tuple[Any, list[Any], list[Any]]:
+    """The tests' logistic regression with its weights moved `offset` away from a copy of its
+    start (the round's global model), as after some local steps."""
+    import tensorflow as tf
+
+    from tests.dp.conftest import keras_lr_model_fn
+
+    model = keras_lr_model_fn()
+    trainable = list(model.trainable_variables)
+    global_weights = [tf.constant(v.numpy()) for v in trainable]
+    rng = np.random.default_rng(8)
+    for variable in trainable:
+        variable.assign(variable + rng.normal(scale=offset, size=variable.shape).astype(np.float32))
+    return model, trainable, global_weights
+
+
+def _batch(x: np.ndarray, y: np.ndarray, noise_multiplier: float, seed: np.ndarray) -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {"x": tf.constant(x), "y": tf.constant(y), "noise_multiplier": tf.constant(noise_multiplier),
+            "expected_batch_size": tf.constant(float(len(x))), "noise_seed": tf.constant(seed)}
+
+
+def test_proximal_gradient_is_added_after_clipping_and_noise() -> None:
+    """With the same noise seed, the DP step gradient with mu differs from FedAvg's by exactly
+    mu * (w - w_global): the noise draw is the same, the term is not clipped (it is far larger
+    than the clipping bound here) and not divided by the batch size, and it is the same for a
+    neighbouring batch with an outlier record -- so the records' sensitivity is still C."""
+    from healthfed_common.dp.client_work import binary_crossentropy_per_example, dp_sgd_step_gradient
+    from healthfed_common.dp.sampling import noise_seeds
+    from tests.dp.conftest import WIDTH
+
+    model, trainable, global_weights = _moved_model(offset=0.5)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(16, WIDTH)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    neighbour = x.copy()
+    neighbour[3] = 1e4  # an outlier record in place of record 3
+    clip, seed = 0.01, noise_seeds(1)[0]
+    proximal = [(w.numpy() - g.numpy()) for w, g in zip(trainable, global_weights)]
+    assert np.sqrt(sum((p**2).sum() for p in proximal)) > 100 * clip
+
+    def step(features: np.ndarray, mu: float | None, sigma: float) -> list[np.ndarray]:
+        out = dp_sgd_step_gradient(model, trainable, global_weights, _batch(features, y, sigma, seed),
+                                   per_example_loss=binary_crossentropy_per_example, l2_norm_clip=clip,
+                                   proximal_strength=mu)
+        return [o.numpy() for o in out]
+
+    for features in (x, neighbour):
+        for sigma in (0.0, 1.0):
+            fedavg = step(features, None, sigma)
+            for strength in (0.0, 0.3, 50.0):
+                prox = step(features, strength, sigma)
+                for p, f, term in zip(prox, fedavg, proximal):
+                    np.testing.assert_allclose(p - f, np.float32(strength) * term, rtol=1e-5, atol=1e-6)
+    # Noise-free, the neighbouring batches' gradients differ by at most 2C / batch (one record
+    # replaced), with or without mu: the proximal term adds no sensitivity.
+    for maybe_mu in (None, 50.0):
+        a, b = step(x, maybe_mu, 0.0), step(neighbour, maybe_mu, 0.0)
+        gap = np.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(a, b)))
+        assert gap <= 2 * clip / len(x) * (1 + 1e-4)
+
+
+# -- the DP client work: mu = 0 is FedAvg, large mu pulls towards the global model ---------------
+@pytest.fixture(scope="module")
+def dp_works() -> dict[float | None, tuple[Any, Any]]:
+    """(work, client_input) of the DP FedAvg/FedProx MapReduceForm for mu in None, 0, 1.5,
+    executed through GraphComputation as a silo does. (Client learning rate 0.5: with plain
+    SGD, learning_rate * mu must stay below 2 or the proximal pull overshoots and diverges.)"""
+    import tensorflow_federated as tff
+
+    from healthfed_common.dp.process import build_dp_fed_avg
+    from healthfed_common.tf_graph import GraphComputation
+    from tests.dp.conftest import keras_lr_model_fn
+
+    works: dict[float | None, tuple[Any, Any]] = {}
+    for mu in (None, 0.0, 1.5):
+        process = build_dp_fed_avg(
+            keras_lr_model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(0.5),
+            server_optimizer=tff.learning.optimizers.build_sgdm(1.0), l2_norm_clip=1.0, proximal_strength=mu,
+        )
+        mrf = tff.backends.mapreduce.get_map_reduce_form_for_computation(process.next)
+        init = tff.backends.mapreduce.get_state_initialization_computation(process.initialize)
+
+        def graph(c: Any) -> Any:
+            return GraphComputation(tff.framework.serialize_computation(c))
+
+        works[mu] = (graph(mrf.work), graph(mrf.prepare)(graph(init)()))
+    return works
+
+
+def _update_norm(out: list[Any]) -> float:
+    # outputs: dp_steps, expected_examples, non_finite, weighted update (kernel, bias), weight
+    return float(np.sqrt((np.asarray(out[3]) ** 2).sum() + (np.asarray(out[4]) ** 2).sum()) / float(out[5]))
+
+
+def test_dp_fedprox_with_mu_zero_is_fedavg_and_large_mu_shrinks_the_update(dp_works: Any) -> None:
+    from healthfed_common.dp.accounting import SamplingSchedule
+    from healthfed_common.dp.sampling import poisson_dataset_factory
+    from tests.dp.conftest import WIDTH
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(60, WIDTH)).astype(np.float32)
+    y = (x[:, :1] + x[:, 1:2] > 0).astype(np.float32)
+    schedule = SamplingSchedule(60, 10, 4)  # about 24 local steps
+    for sigma in (0.0, 1.0):
+        # one factory: the same Poisson sample and the same noise seeds for every mu
+        factory = poisson_dataset_factory(x, y, schedule=schedule, noise_multiplier=sigma,
+                                          rng=np.random.default_rng(11))
+        outputs = {mu: work(client_input, [factory]) for mu, (work, client_input) in dp_works.items()}
+        for fedavg, zero in zip(outputs[None], outputs[0.0]):
+            np.testing.assert_array_equal(np.asarray(zero), np.asarray(fedavg))
+        assert int(outputs[1.5][0]) == int(outputs[None][0]) > 10  # the same steps were taken
+        assert _update_norm(outputs[1.5]) < 0.5 * _update_norm(outputs[None])
