@@ -50,6 +50,7 @@ def _final_weights(federation: LocalFederation, plan_hash: str) -> list[np.ndarr
     return checkpoint.state
 
 
+@pytest.mark.cold_plan_cache  # each node traces the plan itself; their fingerprints must agree
 def test_three_rounds_through_real_processes_equal_tff_process_next(tmp_path: Path, write_plan) -> None:
     plan_document = toy_plan(rounds=3, min_silos=3)
     plan_path = write_plan(plan_document)

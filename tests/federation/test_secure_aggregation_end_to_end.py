@@ -28,7 +28,7 @@ def _stored_result(state_dir: Path, plan_hash: str, round_number: int):
     return codec.decode(row[0])
 
 
-def test_silo_killed_after_its_masked_input_is_still_summed_exactly(tmp_path: Path, write_plan) -> None:
+def test_silo_killed_after_its_masked_input_is_still_summed_exactly(tmp_path: Path, write_plan, traced_plans) -> None:
     document = toy_plan(rounds=3, min_silos=2, deadline_s=20,
                         secure_aggregation={"protocol": "secagg", "threshold": 2})
     plan_path = write_plan(document)
@@ -60,7 +60,8 @@ def test_silo_killed_after_its_masked_input_is_still_summed_exactly(tmp_path: Pa
     assert report["secure_aggregation_details"]["threshold"] == 2
     later = [r for r in report["round_metrics"] if r["round"] == 3][0]
     assert later["silos"] == ["north", "south"]
-    computations = build_federated_computations(plan)
+    # the session's entry for this plan (the one every node loaded), verified as a node would
+    computations = build_federated_computations(plan, traced_plans.directory)
     plain = aggregate_round(computations, states[1], results)  # what a plain sum would have given
     for secure_weight, plain_weight in zip(states[2][:2], plain.state[:2]):
         np.testing.assert_allclose(secure_weight, plain_weight, rtol=0, atol=1e-6)
