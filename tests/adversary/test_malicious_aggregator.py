@@ -241,6 +241,27 @@ def test_update_is_not_masked_again_in_a_new_attempt(victim: VictimSilo, plan: P
     assert len(victim.ledger_charges(plan)) == 1
 
 
+def test_a_released_round_offered_again_from_another_model_is_refused_uncharged(
+    victim: VictimSilo, plan: Plan, computations: FederatedComputations
+) -> None:
+    """The victim released round 1 (trained and charged; its update not yet masked). The
+    aggregator retries round 1 with another model, and the session it derives for that model:
+    training again would release a second DP update of the same round's records under one
+    charge. Refused with ROUND_ALREADY_RELEASED before any training; the ledger still holds
+    the one charge and the stored update is still the one released before."""
+    released_before = victim.services.released.get(plan.plan_hash, 1)
+    assert released_before is not None
+    initial = computations.prepare(computations.initialize())
+    other = tuple(np.asarray(a) + (np.float32(0.25) if np.asarray(a).dtype == np.float32 else 0) for a in initial)
+    session = Session.start(victim, plan, computations, client_input=other, attempt=2)
+    answer = assert_refused(session.offer(), "ROUND_ALREADY_RELEASED")
+    assert "round 1 " in answer.message and "spend privacy twice" in answer.message
+    refused_in_audit(victim, "ROUND_ALREADY_RELEASED")
+    assert [c.round for c in victim.ledger_charges(plan)] == [1]
+    released_after = victim.services.released.get(plan.plan_hash, 1)
+    assert released_after is not None and released_after[0] == released_before[0]
+
+
 def test_same_session_again_gets_the_same_keys(victim: VictimSilo, plan: Plan, computations: FederatedComputations) -> None:
     """Re-offering the session the update is in (an aggregator restart) returns the very same
     advertisement: same masks, so nothing new to learn; a second inbox is equivocation."""
