@@ -54,7 +54,14 @@ def open_silo_db(path: Path) -> sqlite3.Connection:
     The file is created 0600 before SQLite opens it; SQLite gives its -wal and -shm files
     the database file's mode."""
     private_dir(path.parent)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    try:
+        # Only when the file is new: closing ANY descriptor of an open database drops this
+        # process's POSIX locks on it, and then another process closing its connection takes
+        # itself for the last one and deletes the -wal/-shm files under the running silo
+        # (tests/silo_data/test_storage_wal_locks.py).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
         _chmod(candidate, FILE_MODE)
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
