@@ -117,6 +117,7 @@ class Coordinator:
         self._approval_poll_s = approval_poll_s
         self._sleep = sleep
         self._announced: set[tuple[str, str]] = set()
+        self._waiting_said: tuple[str, float] | None = None
         self._metrics = metrics
         self._on_round = on_round
         self.plan = plan
@@ -358,6 +359,10 @@ class Coordinator:
             self._progress(f"    at {silo}, run: {_command_for(refusal.code, self.plan)}")
         left = max(0.0, deadline - time.time())
         pending = ", ".join(sorted(waiting))
+        said = (pending, time.time())
+        if self._waiting_said is not None and self._waiting_said[0] == pending and said[1] - self._waiting_said[1] < 60:
+            return  # the same people: repeated once a minute, not at every re-offer
+        self._waiting_said = said
         self._progress(f"round {round_number}: waiting for people at {pending} (up to {left / 60:.0f} more minutes; "
                        "the round starts as soon as they act)")
 
@@ -376,7 +381,8 @@ class Coordinator:
                 self.report.refusals.append(
                     {"round": round_number, "silo": silo_id, "code": answer.code, "message": answer.message}
                 )
-                self._progress(f"  {silo_id} refused round {round_number}: {answer.code} — {answer.message}")
+                if (silo_id, answer.code) not in self._announced:  # a pending person is said once, not every 5 s
+                    self._progress(f"  {silo_id} refused round {round_number}: {answer.code} — {answer.message}")
                 self._record("round.refused", outcome="minor_failure", plan_hash=self.plan.plan_hash,
                              round=round_number, silo=silo_id, code=answer.code)
             elif answer is None:
