@@ -269,8 +269,6 @@ class ErrorCode(StrEnum):
                               "Check the plan's dp section and HealthFed version.")
     PRIVACY_CHARGE_CONFLICT = ("PRIVACY_CHARGE_CONFLICT", "A round was charged before with different parameters.",
                                "Run a new plan; a round is never charged twice.")
-    PRIVACY_LEDGER_UNAVAILABLE = ("PRIVACY_LEDGER_UNAVAILABLE", "This silo has no privacy ledger to charge.",
-                                  "Run the silo with its state folder (`silo-node run --config silo.yaml`).")
     BUDGET_DELTA_LOCKED = ("BUDGET_DELTA_LOCKED", "δ cannot change once anything was charged.",
                            "Keep δ; change only ε.")
     BUDGET_BELOW_SPENT = ("BUDGET_BELOW_SPENT", "The new ε would be below what is already spent.",

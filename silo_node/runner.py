@@ -386,7 +386,7 @@ class SiloRunner:
             )
         ledger = self._services.ledger
         if plan.dp is None:
-            if ledger is not None and ledger.has_budget(plan.dataset):
+            if ledger.has_budget(plan.dataset):
                 rule = getattr(self._services.approvals, "policy", None)
                 if getattr(rule, "non_private_plans_on_budgeted_datasets", "refuse") != "charge_infinity":
                     raise TaskRefused(
@@ -402,8 +402,6 @@ class SiloRunner:
         from healthfed_common.dp.accounting import SamplingSchedule
         from healthfed_common.dp.sampling import poisson_dataset_factory
 
-        if ledger is None:
-            raise TaskRefused("PRIVACY_LEDGER_UNAVAILABLE", "this silo has no privacy ledger")
         try:
             params = _dp_parameters(plan, view.n)
             ledger.charge(plan.dataset, plan.plan_hash, round_number, params.round_event, plan.dp.accountant)
@@ -421,7 +419,7 @@ class SiloRunner:
         import math
 
         ledger = self._services.ledger
-        if ledger is None or not ledger.has_budget(plan.dataset):
+        if not ledger.has_budget(plan.dataset):
             return {}
         spent, delta = ledger.spent(plan.dataset)
         if plan.dp is None and not any(c.non_private for c in ledger.charges(plan.dataset, plan.plan_hash)):
@@ -458,8 +456,6 @@ class SiloRunner:
                 "this silo evaluates only plans it trained in; it released no round of this plan",
             )
         ledger = self._services.ledger
-        if ledger is None:
-            raise TaskRefused("PRIVACY_LEDGER_UNAVAILABLE", "this silo has no privacy ledger to record the evaluation in")
         rule = getattr(self._services.approvals, "policy", None)
         limit = int(getattr(rule, "max_evaluations_per_plan", 1))
         view = self._view(plan, "test")

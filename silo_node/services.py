@@ -19,8 +19,11 @@ class SiloServices:
     registry: Any
     approvals: Any
     egress: Any
+    ledger: Any
+    """The privacy ledger (silo_node.privacy_ledger.PrivacyLedger). Required, not optional:
+    every release that depends on a dataset's records is charged or recorded in it before it
+    leaves, so no runner exists that could release without one."""
     audit: Any = None
-    ledger: Any = None
     released: Any = None
     witnessed: Any = None
     signing_key: Any = None
