@@ -21,6 +21,7 @@ import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from silo_node.datasets.dicom_pixels import training_image
 from silo_node.datasets.errors import InstanceRejected, MalformedInput, PolicyInvalid, tag_text
@@ -144,9 +145,10 @@ def _ingest_one(
     deid.deidentify(ds, file=str(path))
     if not ds.get("SOPInstanceUID"):
         # no UID of its own anywhere: the copy is stored under, and carries, one minted from its path
-        ds.SOPInstanceUID = deid.replace_uid(relative)
+        minted = UID(deid.replace_uid(relative))
+        ds.SOPInstanceUID = minted
         ds.ensure_file_meta()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.MediaStorageSOPInstanceUID = minted
     new_uid = str(ds.SOPInstanceUID)
     if not ds.get("SOPClassUID") and not getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None):
         raise InstanceRejected("has no SOP Class UID (0008,0016), which a stored DICOM instance needs",
