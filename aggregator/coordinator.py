@@ -86,6 +86,18 @@ ProgressHook = Callable[[str], None]
 RoundHook = Callable[[int, dict[str, Any], dict[str, dict[str, float]]], None]
 
 
+def personalization_summary(spec: dict[str, Any], per_silo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each hospital's global-model metrics beside those of its own fine-tuned copy (which
+    never left the silo; only these metrics did), from the silos' released evaluation."""
+    prefix = "personalized_"
+    rows: dict[str, Any] = {}
+    for silo, metrics in sorted(per_silo.items()):
+        personal = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        rows[silo] = {"global": {k: v for k, v in metrics.items() if not k.startswith(prefix) and k != "num_examples"},
+                      "personalized": personal, "num_examples": metrics.get("num_examples", 0)}
+    return {**spec, "per_silo": rows}
+
+
 class Coordinator:
     def __init__(
         self,
@@ -430,9 +442,16 @@ class Coordinator:
         } if total else {}
         if per_silo:
             aggregate["mean_per_silo_accuracy"] = float(np.mean([m.get("accuracy", np.nan) for m in per_silo.values()]))
+            if any("personalized_accuracy" in m for m in per_silo.values()):
+                # the plan's personalisation: each hospital's fine-tuned copy, beside the global model
+                aggregate["mean_per_silo_personalized_accuracy"] = float(
+                    np.mean([m.get("personalized_accuracy", np.nan) for m in per_silo.values()]))
         aggregate["num_examples"] = total
         self._progress("evaluation on held-out data: " + json.dumps({"aggregate": aggregate}, default=float))
-        return {"per_silo": per_silo, "aggregate": aggregate}
+        evaluation: dict[str, Any] = {"per_silo": per_silo, "aggregate": aggregate}
+        if self.plan.personalization is not None:
+            evaluation["personalization"] = personalization_summary(self.plan.personalization.model_dump(), per_silo)
+        return evaluation
 
     def _export(self, state: list[NDArray[Any]], export_dir: Path) -> Path:
         model = build_keras_model(self.plan)

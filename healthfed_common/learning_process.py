@@ -78,9 +78,9 @@ def build_learning_process(plan: Plan) -> Any:
     clipped and quantized to integers, ready for secure aggregation. With `plan.dp` the
     client work is record-level DP-SGD (healthfed_common.dp), so what leaves is noised.
     With `plan.algorithm` fedprox the client work adds the proximal gradient
-    mu * (w - w_global) to every local step (TFF's FedProx; under DP-SGD after clipping and
-    noise, `dp.client_work.add_proximal_gradient`); aggregation, secure sum and server step
-    are the same."""
+    mu * (w - w_global) to every local step (`healthfed_common.fedprox`; under DP-SGD after
+    clipping and noise, `dp.client_work.dp_sgd_step_gradient`); aggregation, secure sum and
+    server step are the same."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -119,11 +119,15 @@ def build_learning_process(plan: Plan) -> Any:
             proximal_strength=plan.algorithm.proximal_strength,
         )
     if plan.algorithm.proximal_strength is not None:
-        return tff.learning.algorithms.build_weighted_fed_prox(
+        from healthfed_common.fedprox import build_weighted_fed_prox
+
+        # not tff.learning.algorithms.build_weighted_fed_prox: TFF 0.87's proximal term has the
+        # wrong sign (healthfed_common.fedprox says how that was found)
+        return build_weighted_fed_prox(
             model_fn,
-            proximal_strength=float(plan.algorithm.proximal_strength),
-            client_optimizer_fn=tff_optimizer(plan.client_optimizer),
-            server_optimizer_fn=tff_optimizer(plan.server_optimizer),
+            proximal_strength=plan.algorithm.proximal_strength,
+            client_optimizer=tff_optimizer(plan.client_optimizer),
+            server_optimizer=tff_optimizer(plan.server_optimizer),
             model_aggregator=aggregator,
         )
     return tff.learning.algorithms.build_weighted_fed_avg(

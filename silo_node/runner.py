@@ -445,7 +445,11 @@ class SiloRunner:
         What it does NOT bound: what one evaluation reveals. The metrics are exact (not DP)
         and the silo cannot check that the weights are the plan's final state (under secure
         aggregation it never sees it), so the one allowed evaluation may be of any model the
-        aggregator chooses, e.g. one crafted to test a held-out record."""
+        aggregator chooses, e.g. one crafted to test a held-out record.
+
+        With `plan.personalization` (non-DP plans only) the release also carries the metrics of
+        the offered model fine-tuned on this silo's training records (`personalized_<metric>`),
+        in the same ledger disclosure; the fine-tuned weights never leave (silo_node.personalization)."""
         plan = self._checked_plan(task.plan_json, task.plan_hash)
         released = self._services.released
         if released is not None and not any(
@@ -459,9 +463,19 @@ class SiloRunner:
         rule = getattr(self._services.approvals, "policy", None)
         limit = int(getattr(rule, "max_evaluations_per_plan", 1))
         view = self._view(plan, "test")
+        # personalisation (non-DP plans only, see silo_node.personalization): the global model
+        # fine-tuned on this silo's training records, scored on the same held-out records; only
+        # its metrics join the release, the fine-tuned weights stay in this function
+        train_view = self._view(plan, "train") if plan.personalization is not None else None
 
         def compute() -> dict[str, Any]:
-            metrics = evaluate_weights(plan, list(task.model_weights), view.features, view.labels)
+            weights = list(task.model_weights)
+            metrics = evaluate_weights(plan, weights, view.features, view.labels)
+            if train_view is not None:
+                from silo_node.personalization import personalized_metrics
+
+                metrics |= personalized_metrics(plan, weights, (train_view.features, train_view.labels),
+                                                (view.features, view.labels), evaluate_weights)
             return {"num_examples": int(len(view.labels)), "metrics": metrics}
 
         try:

@@ -52,6 +52,7 @@ import tensorflow_federated as tff
 from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
 
 from healthfed_common.dp import ghost_clipping
+from healthfed_common.fedprox import add_proximal_gradient
 
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 Clipping = Literal["auto", "per_example"]
@@ -232,23 +233,6 @@ def per_example_gradients(
     return list(tf.vectorized_map(one_example, (x, y), fallback_to_while_loop=True))
 
 
-def add_proximal_gradient(
-    gradient: list[tf.Tensor], trainable: list[Any], global_weights: list[Any], proximal_strength: float | None
-) -> list[tf.Tensor]:
-    """FedProx: gradient + mu * (w - w_global), the gradient of mu/2 * ||w - w_global||^2.
-
-    Called on the DP-SGD gradient AFTER per-example clipping and noise: the term is a function
-    of the current iterate and the round's global model only -- no record enters it -- so by
-    post-processing it costs no privacy, and neither the clipping bound (the sensitivity) nor
-    the noise changes with mu. (Inside the per-example clipping it would be clipped with each
-    record's gradient and scaled by the realised batch size, weakening the pull for no privacy
-    gain.) `proximal_strength` None (FedAvg) leaves the graph without the term."""
-    if proximal_strength is None:
-        return gradient
-    mu = tf.constant(proximal_strength, tf.float32)
-    return [g + mu * (tf.cast(w, g.dtype) - tf.cast(w0, g.dtype)) for g, w, w0 in zip(gradient, trainable, global_weights)]
-
-
 def dp_sgd_step_gradient(
     model: Any,
     trainable: list[tf.Variable],
@@ -261,7 +245,15 @@ def dp_sgd_step_gradient(
     proximal_strength: float | None = None,
 ) -> list[tf.Tensor]:
     """One DP-SGD step's gradient: (clipped sum over the batch + noise) / expected batch
-    size, then the FedProx proximal gradient when `proximal_strength` is set."""
+    size, then the FedProx proximal gradient mu * (w - w_global) when `proximal_strength` is
+    set (`healthfed_common.fedprox.add_proximal_gradient`).
+
+    The proximal gradient comes AFTER per-example clipping and noise: it is a function of the
+    current iterate and the round's global model only -- no record enters it -- so by
+    post-processing it costs no privacy, and neither the clipping bound (the sensitivity) nor
+    the noise changes with mu. (Inside the per-example clipping it would be clipped with each
+    record's gradient and scaled by the realised batch size, weakening the pull for no privacy
+    gain.)"""
     summed = clipped_sum(
         model, trainable, batch["x"], batch["y"], per_example_loss, l2_norm_clip, clipping=clipping
     )

@@ -218,3 +218,177 @@ def test_dp_fedprox_with_mu_zero_is_fedavg_and_large_mu_shrinks_the_update(dp_wo
             np.testing.assert_array_equal(np.asarray(zero), np.asarray(fedavg))
         assert int(outputs[1.5][0]) == int(outputs[None][0]) > 10  # the same steps were taken
         assert _update_norm(outputs[1.5]) < 0.5 * _update_norm(outputs[None])
+
+
+@pytest.fixture(scope="module")
+def plain_works() -> dict[Any, tuple[Any, Any]]:
+    """(work, client_input) of the non-DP FedProx MapReduceForm (healthfed_common.fedprox)
+    for mu in None, 0, 1.5, and of TFF's own weighted FedAvg ("tff")."""
+    import tensorflow_federated as tff
+
+    from healthfed_common.fedprox import build_weighted_fed_prox
+    from healthfed_common.tf_graph import GraphComputation
+    from tests.dp.conftest import keras_lr_model_fn
+
+    def graph(c: Any) -> Any:
+        return GraphComputation(tff.framework.serialize_computation(c))
+
+    processes: dict[Any, Any] = {
+        mu: build_weighted_fed_prox(keras_lr_model_fn, proximal_strength=mu,
+                                    client_optimizer=tff.learning.optimizers.build_sgdm(0.5),
+                                    server_optimizer=tff.learning.optimizers.build_sgdm(1.0))
+        for mu in (None, 0.0, 1.5)
+    }
+    processes["tff"] = tff.learning.algorithms.build_weighted_fed_avg(
+        keras_lr_model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.5),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
+    works = {}
+    for key, process in processes.items():
+        mrf = tff.backends.mapreduce.get_map_reduce_form_for_computation(process.next)
+        init = tff.backends.mapreduce.get_state_initialization_computation(process.initialize)
+        works[key] = (graph(mrf.work), graph(mrf.prepare)(graph(init)()))
+    return works
+
+
+def test_fedprox_with_mu_zero_is_fedavg_and_large_mu_shrinks_the_update(plain_works: Any) -> None:
+    """Without DP: mu = 0 gives exactly the no-term update, which is TFF's own FedAvg update;
+    mu = 1.5 pulls the silo's update towards the global model. (TFF 0.87's own FedProx fails
+    the last check: its proximal term has the wrong sign, see healthfed_common.fedprox.)"""
+    import tensorflow as tf
+
+    from tests.dp.conftest import WIDTH
+
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(64, WIDTH)).astype(np.float32)
+    y = (x[:, :1] + x[:, 1:2] > 0).astype(np.float32)
+
+    def data() -> Any:
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat(3).batch(8)
+
+    outputs = {key: work(client_input, [data]) for key, (work, client_input) in plain_works.items()}
+    for fedavg, zero in zip(outputs[None], outputs[0.0]):
+        np.testing.assert_array_equal(np.asarray(zero), np.asarray(fedavg))
+    assert len(outputs[None]) == len(outputs["tff"])
+    for ours, theirs in zip(outputs[None], outputs["tff"]):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-5)
+
+    def kernel_update(out: list[Any]) -> float:  # example-weighted; the same 192 examples for all
+        (kernel,) = [o for o in out if np.shape(o) == (WIDTH, 1)]
+        return float(np.linalg.norm(kernel))
+
+    assert kernel_update(outputs[1.5]) < 0.5 * kernel_update(outputs[None])
+
+
+# -- the real plan-built computations (what silo and aggregator run) ----------------------------
+def _round_movement(plan: Plan, x: np.ndarray, y: np.ndarray) -> float:
+    """How far one round moves the global model with one silo holding (x, y): the silo's
+    `work` on the plan's data (noise-free Poisson batches under DP), then the aggregator's
+    `aggregate_round` (plain integer sum, the plan's server step)."""
+    from aggregator.aggregation import aggregate_round
+    from healthfed_common.client_data import training_dataset_factory
+    from healthfed_common.dp.accounting import SamplingSchedule
+    from healthfed_common.dp.sampling import poisson_dataset_factory
+    from healthfed_common.learning_process import build_federated_computations
+    from healthfed_common.wire.messages import TrainResult
+
+    computations = build_federated_computations(plan)
+    state = computations.initialize()
+    client_input = computations.prepare(state)
+    if plan.dp is not None:
+        factory = poisson_dataset_factory(x, y, schedule=SamplingSchedule(len(x), plan.batch_size, plan.local_epochs),
+                                          noise_multiplier=0.0, rng=np.random.default_rng(12))
+    else:
+        factory = training_dataset_factory(x, y, plan, 1)
+    outputs = computations.work(list(client_input), [factory])
+    metrics_count, secure_count = computations.work_parts[:2]
+    result = TrainResult("solo", "t-1", plan.plan_hash, 1, tuple(outputs[:metrics_count]),
+                         tuple(outputs[metrics_count : metrics_count + secure_count]))
+    new_state = aggregate_round(computations, state, [result]).state
+    before, after = computations.model_weights(state), computations.model_weights(new_state)
+    return float(np.sqrt(sum(((np.asarray(a) - np.asarray(b)) ** 2).sum() for a, b in zip(before, after))))
+
+
+@pytest.mark.parametrize("dp", [False, True], ids=["no-dp", "dp"])
+def test_plan_built_fedprox_keeps_the_round_nearer_the_global_model(dp: bool) -> None:
+    """`build_learning_process` wires `plan.algorithm` into the computations every node builds:
+    with mu = 1.5 one round (24 local steps) moves the global model far less than FedAvg's."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) > 0).astype(np.float32).reshape(-1, 1)
+    extra: dict[str, Any] = {"dp": DP} if dp else {}
+    fedavg = _round_movement(_plan(**extra), x, y)
+    fedprox = _round_movement(_plan(**extra, algorithm={"name": "fedprox", "mu": 1.5}), x, y)
+    assert fedavg > 0.1
+    assert fedprox < 0.5 * fedavg
+
+
+# -- personalisation: a real silo fine-tunes, and only metrics leave ----------------------------
+PERSONALIZATION_POLICY = """\
+auto_approve: true
+require_dp: false
+require_secure_aggregation: false
+non_private_plans_on_budgeted_datasets: charge_infinity
+"""
+
+
+def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path: Any) -> None:
+    """A real SiloRunner trains one round of a non-DP plan with personalization, then is asked
+    to evaluate the resulting global model. Its answer carries the global model's metrics and
+    the metrics of its own fine-tuned copy (the same numbers the test gets by fine-tuning the
+    silo's training view itself), recorded in the ledger's evaluation disclosure; the egress
+    record shows exactly one train result and one evaluation, the evaluation's recorded bytes
+    are this answer, and no released number is a fine-tuned weight."""
+    import hashlib
+
+    from aggregator.aggregation import aggregate_round
+    from healthfed_common.learning_process import build_federated_computations
+    from healthfed_common.wire import codec
+    from healthfed_common.wire.messages import EvaluateResult, EvaluateTask, TrainResult, TrainTask
+    from silo_node.personalization import fine_tune
+    from silo_node.runner import evaluate_weights
+    from tests.adversary.harness import VICTIM, VictimSilo, adversary_plan
+
+    base = adversary_plan([VICTIM, "peer"], protocol="none", dp=False, min_silos=1, rounds=1)
+    plan = Plan.model_validate({**base.model_dump(mode="json"), "personalization": {"local_epochs": 5}})
+    victim = VictimSilo.open(tmp_path, rows=80, approval_policy=PERSONALIZATION_POLICY)
+    try:
+        computations = build_federated_computations(plan, victim.services.plan_cache_dir)
+        state = computations.initialize()
+        client_input = tuple(np.asarray(a) for a in computations.prepare(state))
+        trained = victim.ask(TrainTask(victim.task_id("train"), plan.canonical_bytes(), plan.plan_hash, 1, 1,
+                                       computations.fingerprint, client_input))
+        assert isinstance(trained, TrainResult), trained
+        global_weights = computations.model_weights(aggregate_round(computations, state, [trained]).state)
+        answer = victim.ask(EvaluateTask(victim.task_id("eval"), plan.canonical_bytes(), plan.plan_hash,
+                                         tuple(np.asarray(w) for w in global_weights)))
+        assert isinstance(answer, EvaluateResult), answer
+
+        # the global model's metrics and the fine-tuned model's, side by side
+        assert set(answer.metrics) == {"loss", "accuracy", "auc",
+                                       "personalized_loss", "personalized_accuracy", "personalized_auc"}
+        train = victim.services.registry.training_view(plan.dataset, plan, "train")
+        test = victim.services.registry.training_view(plan.dataset, plan, "test")
+        tuned = [np.asarray(w) for w in fine_tune(plan, list(global_weights), train.features, train.labels).get_weights()]
+        expected = evaluate_weights(plan, tuned, test.features, test.labels)
+        for name, value in expected.items():
+            assert answer.metrics["personalized_" + name] == pytest.approx(value, rel=1e-4, abs=1e-5)
+        assert answer.metrics["personalized_loss"] != pytest.approx(answer.metrics["loss"], abs=1e-4)
+        assert answer.num_examples == len(test.labels)
+        disclosures = victim.services.ledger.disclosures(plan.dataset)
+        assert any("personalized_accuracy" in json.dumps(d.released) for d in disclosures)
+
+        # what left: the egress record is exactly these two payloads, and neither holds a tuned weight
+        egress = victim.services.egress.list(plan.plan_hash)
+        assert [e.kind for e in egress] == ["TrainResult", "EvaluateResult"]
+        payload = codec.encode(answer)
+        assert (egress[1].bytes, egress[1].sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+        released = [float(answer.num_examples), *answer.metrics.values()]
+        weights = np.concatenate([w.reshape(-1) for w in tuned])
+        assert weights.size == plan.input_width + 1  # the whole logistic regression
+        assert not np.isclose(np.asarray(released)[:, None], weights[None, :], rtol=1e-6, atol=0).any()
+        for weight in weights:  # nor any tuned weight's bytes, in either float width
+            assert np.float32(weight).tobytes() not in payload and np.float64(weight).tobytes() not in payload
+        victim.assert_alive()
+    finally:
+        victim.close()
+
