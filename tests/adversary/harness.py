@@ -18,11 +18,13 @@ attacker's arithmetic), used to check exact sums and to show what a leak would r
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import json
 import queue
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +35,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.log_store import read_raw_log
-from healthfed_common.learning_process import FederatedComputations
+from healthfed_common.learning_process import FederatedComputations, build_federated_computations
 from healthfed_common.plan import Plan
 from healthfed_common.secagg import SecAggClient, SessionParams, keys, shamir
 from healthfed_common.secagg.graph import graph_seed
@@ -62,6 +64,41 @@ from healthfed_common.wire.messages import (
 from tests.federation.conftest import DATASET, FEATURES, TOY_POLICY, write_toy_export
 
 VICTIM = "victim"
+
+_TRACED_PLANS: list[Path] = []
+
+
+def traced_plans_dir() -> Path:
+    """One traced-plan cache folder for this test process. Why: a victim silo with a new state
+    folder traces each plan in a fresh TensorFlow process (~10 s of CPU each); the tests'
+    reference computations store their entry here and every new victim starts with a copy in
+    its OWN plan-cache folder, which its runner loads and verifies (key, sources, digest,
+    fingerprint) as a restarted silo does."""
+    if not _TRACED_PLANS:
+        folder = Path(tempfile.mkdtemp(prefix="healthfed-adversary-traced-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _TRACED_PLANS.append(folder / "plan-cache")
+    return _TRACED_PLANS[0]
+
+
+def traced_computations(plan: Plan) -> FederatedComputations:
+    """The plan's computations, traced once (in the real tracer process) into `traced_plans_dir`."""
+    return build_federated_computations(plan, traced_plans_dir())
+
+
+def _seed_plan_cache(state: Path) -> None:
+    """Copies every entry this process traced into a new silo state's plan-cache (0700/0600,
+    as the silo writes them itself); a template copy keeps what it has and gains the rest."""
+    shared = traced_plans_dir()
+    if not shared.is_dir():
+        return
+    folder = state / "plan-cache"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in shared.glob("*.plan"):
+        target = folder / entry.name
+        if not target.exists():
+            shutil.copyfile(entry, target)
+            target.chmod(0o600)
 """The real silo under attack."""
 
 ANSWER_TIMEOUT_S = 120.0
@@ -255,8 +292,10 @@ class VictimSilo:
         policy_file.write_text(approval_policy)
         if template is not None:
             shutil.copytree(template, state)
+            _seed_plan_cache(state)
             services = open_silo_node(state, silo_id, policy_file=policy_file)
         else:
+            _seed_plan_cache(state)
             services = open_silo_node(state, silo_id, policy_file=policy_file)
             export = write_toy_export(tmp_path / f"{silo_id}-export.csv", rows, seed=11)
             policy = DatasetPolicy.model_validate({**TOY_POLICY, "encoding": "utf-8"})

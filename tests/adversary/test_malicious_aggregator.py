@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthfed_common.learning_process import FederatedComputations, build_federated_computations
+from healthfed_common.learning_process import FederatedComputations
 from healthfed_common.plan import Plan
 from healthfed_common.secagg import SecAggClient, SessionParams, keys
 from healthfed_common.secagg.graph import graph_seed
@@ -41,6 +41,7 @@ from tests.adversary.harness import (
     session_offer,
     sign_split,
     signing_key,
+    traced_computations,
     unmask_sum,
 )
 
@@ -67,7 +68,7 @@ def plan() -> Plan:
 
 @pytest.fixture(scope="module")
 def computations(plan: Plan) -> FederatedComputations:
-    return build_federated_computations(plan)
+    return traced_computations(plan)  # traced once; new victims start with the entry (harness)
 
 
 @pytest.fixture(scope="module")
@@ -577,7 +578,7 @@ def plus_plan() -> Plan:
 
 @pytest.fixture(scope="module")
 def plus_computations(plus_plan: Plan) -> FederatedComputations:
-    return build_federated_computations(plus_plan)
+    return traced_computations(plus_plan)
 
 
 def test_secagg_plus_graph_comes_from_the_signed_nonces(
