@@ -103,9 +103,9 @@ def _iso(moment: datetime | None) -> str | None:
 
 def policy_violation(plan: Plan, policy: ApprovalPolicy) -> tuple[str, str] | None:
     """(reason code, message) for the first node-policy limit the plan breaks, or None."""
-    from healthfed_common.models import MODEL_REGISTRY  # TensorFlow: only when judging plans
+    from healthfed_common.model_ids import MODEL_KINDS  # the registry's ids, without loading TensorFlow
 
-    if plan.model.id not in MODEL_REGISTRY:
+    if plan.model.id not in MODEL_KINDS:
         return "UNKNOWN_MODEL", f"model {plan.model.id!r} is not in this build's model registry"
     if policy.allowed_models and plan.model.id not in policy.allowed_models:
         return "MODEL_NOT_ALLOWED", f"model {plan.model.id!r} is not in the node's allowed models"
