@@ -38,8 +38,8 @@ SECTIONS: tuple[tuple[str, str, tuple[type[BaseModel], ...]], ...] = (
      "The JSON a coordinator passes to `aggregator run --plan` (start from `aggregator plan init`, check with "
      "`aggregator plan validate`). Unknown keys are refused.",
      (plan_module.Plan, plan_module.ModelSpec, plan_module.FeatureSpec, plan_module.LabelSpec,
-      plan_module.OptimizerSpec, plan_module.DPSpec, plan_module.SecureAggregationSpec, plan_module.CohortMember,
-      plan_module.Seeds)),
+      plan_module.OptimizerSpec, plan_module.DPSpec, plan_module.SecureAggregationSpec, plan_module.AlgorithmSpec,
+      plan_module.PersonalizationSpec, plan_module.CohortMember, plan_module.Seeds)),
 )
 
 
