@@ -338,7 +338,9 @@ def explain(
         f"What it does: trains the model {plan.model.id!r} from HealthFed's built-in model list "
         f"(no code is sent with the plan) for {plan.rounds} round(s). In each round this silo runs "
         f"{plan.local_epochs} pass(es) over its training records of dataset {plan.dataset!r} in batches of "
-        f"{plan.batch_size}, using at most {plan.max_examples_per_silo} records.",
+        f"{plan.batch_size}, using at most {plan.max_examples_per_silo} records."
+        + (f" Algorithm: FedProx (each local step is also pulled towards the round's shared model, strength "
+           f"mu = {plan.algorithm.mu:g}; this reads no further data)." if plan.algorithm.name == "fedprox" else ""),
         "",
         "Which data it reads (only these columns; everything else stays unseen):",
     ]
@@ -370,6 +372,10 @@ def explain(
         f"  - one model update (the change to the model's weights, each number clipped to ±{plan.update_bound} "
         f"and rounded to integers), {protection};",
         "  - allow-listed aggregate metrics (training loss, accuracy, number of examples).",
+        *([f"At the final evaluation this silo also fine-tunes the shared model on its own training records "
+           f"({plan.personalization.local_epochs} pass(es)) and releases that model's metrics on its held-out "
+           "records beside the shared model's; the fine-tuned weights never leave."]
+          if plan.personalization is not None else []),
         "No records, identifiers or free text leave the silo. Every release is listed by `silo-node egress`.",
         "",
         *approval_lines(plan),

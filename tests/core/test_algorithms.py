@@ -392,3 +392,15 @@ def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path
     finally:
         victim.close()
 
+
+
+def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approving() -> None:
+    from silo_node.approvals import explain
+
+    text = explain(_plan(algorithm={"name": "fedprox", "mu": 0.05}, personalization={"local_epochs": 4}),
+                   "pending", None, None, None, None)
+    assert "FedProx" in text and "mu = 0.05" in text
+    assert "fine-tunes the shared model on its own training records (4 pass(es))" in text
+    assert "the fine-tuned weights never leave" in text
+    plain = explain(_plan(), "pending", None, None, None, None)
+    assert "FedProx" not in plain and "fine-tunes" not in plain
