@@ -143,6 +143,8 @@ def evaluation_section(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     else:
         section["all_negative_baseline_accuracy"] = None
         section["baseline_note"] = BASELINE_UNKNOWN
+    if evaluation.get("personalization"):
+        section["personalization"] = dict(evaluation["personalization"])
     return section
 
 
@@ -204,6 +206,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     baseline = evaluation["all_negative_baseline_accuracy"]
     lines.append(f"- all-negative baseline accuracy: {_number(baseline)}" if baseline is not None
                  else f"- all-negative baseline accuracy: unknown ({evaluation['baseline_note']})")
+    personal = evaluation.get("personalization")
+    if personal:
+        lines += ["", f"Per hospital, the global model beside its own copy fine-tuned locally for "
+                  f"{personal['local_epochs']} epoch(s) (the fine-tuned models stayed in the hospitals):", "",
+                  "| hospital | held-out records | global accuracy | personalised accuracy | global AUC | personalised AUC |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {silo} | {row['num_examples']} | {_number(row['global'].get('accuracy'))} | "
+                  f"{_number(row['personalized'].get('accuracy'))} | {_number(row['global'].get('auc'))} | "
+                  f"{_number(row['personalized'].get('auc'))} |" for silo, row in personal["per_silo"].items()]
     lines += ["", "## Input", ""]
     if card["input"]["kind"] != "tabular":
         lines.append(f"Images of {card['input']['image_size']}x{card['input']['image_size']}, one channel, in [0, 1].")

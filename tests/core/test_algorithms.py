@@ -404,3 +404,26 @@ def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approvin
     assert "the fine-tuned weights never leave" in text
     plain = explain(_plan(), "pending", None, None, None, None)
     assert "FedProx" not in plain and "fine-tunes" not in plain
+
+
+def test_evaluation_summary_and_model_card_show_global_and_personalised_metrics_side_by_side() -> None:
+    from aggregator.coordinator import personalization_summary
+    from aggregator.model_card import build_card, card_markdown, evaluation_section
+
+    per_silo = {
+        "riverside": {"loss": 0.6, "accuracy": 0.70, "auc": 0.75, "personalized_loss": 0.5,
+                      "personalized_accuracy": 0.80, "personalized_auc": 0.85, "num_examples": 40},
+        "st-marys": {"loss": 0.7, "accuracy": 0.60, "auc": 0.65, "personalized_loss": 0.65,
+                     "personalized_accuracy": 0.62, "personalized_auc": 0.66, "num_examples": 30},
+    }
+    summary = personalization_summary({"method": "local_fine_tuning", "local_epochs": 3}, per_silo)
+    assert summary["local_epochs"] == 3
+    assert summary["per_silo"]["riverside"] == {
+        "global": {"loss": 0.6, "accuracy": 0.70, "auc": 0.75},
+        "personalized": {"loss": 0.5, "accuracy": 0.80, "auc": 0.85}, "num_examples": 40}
+    evaluation = {"per_silo": per_silo, "aggregate": {"accuracy": 0.657}, "personalization": summary}
+    assert evaluation_section(evaluation)["personalization"] == summary
+    plan = _plan(personalization={"local_epochs": 3})
+    markdown = card_markdown(build_card(plan, rounds_completed=2, evaluation=evaluation, dp_declarations={}))
+    assert "| riverside | 40 | 0.7000 | 0.8000 | 0.7500 | 0.8500 |" in markdown
+    assert "| st-marys | 30 | 0.6000 | 0.6200 | 0.6500 | 0.6600 |" in markdown
