@@ -117,13 +117,20 @@ def test_an_unwritable_cache_costs_a_trace_not_a_failure(tmp_path: Path) -> None
 # -- real builds -----------------------------------------------------------------------
 @pytest.fixture()
 def traces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts the tracer processes `build_federated_computations` starts (each still runs)."""
+    """Counts the traces `build_federated_computations` asks for. The first trace of a plan
+    runs the real tracer process; a repeated one is answered with the bytes that process gave
+    (a fresh tracer gives the same bytes for the same plan: tests/core/test_learning_process.py),
+    which saves ~10 s of TensorFlow start-up per rebuild and leaves what is tested here -- when
+    the cache asks for a trace, and what it does with the answer -- unchanged."""
     started: list[str] = []
+    traced: dict[str, dict[str, bytes]] = {}
     real = learning_process.trace_in_fresh_process
 
     def counted(plan):  # type: ignore[no-untyped-def]
         started.append(plan.plan_hash)
-        return real(plan)
+        if plan.plan_hash not in traced:
+            traced[plan.plan_hash] = real(plan)
+        return dict(traced[plan.plan_hash])
 
     monkeypatch.setattr(learning_process, "trace_in_fresh_process", counted)
     learning_process.build_federated_computations.cache_clear()  # this process's memo, not the disk cache
