@@ -94,8 +94,7 @@ def _audit_verdicts(state_dir: Path) -> dict[str, str]:
                 for origin in witness.origins():
                     latest = witness.latest(origin)
                     if latest is not None:
-                        verdicts[origin] = (f"witnessed up to {latest.size} entries "
-                                            "(its hospital verifies it: compliance verify --node STATE)")
+                        verdicts[origin] = f"witnessed up to {latest.size} entries (verified at the hospital)"
         except (ComplianceError, OSError, sqlite3.Error) as error:
             verdicts["witness"] = f"unreadable ({error})"
     return verdicts
