@@ -100,6 +100,13 @@ def _audit_verdicts(state_dir: Path) -> dict[str, str]:
     return verdicts
 
 
+def _refused(error: Exception) -> int:
+    """A coded refusal (or the operating system's own words for a path problem), exit 1."""
+    code = getattr(error, "code", None)
+    print(f"aggregator run: refused [{code}]: {error}" if code else f"aggregator run: {error}", file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the coordinator and the metrics release load TensorFlow
     # (~10 s), and `aggregator --help` registers this module too (tests/core/test_cli_startup.py).
@@ -111,12 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_aggregator_config(args.config)
-    except HealthFedError as error:
-        print(f"aggregator run: refused [{error.code}]: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"aggregator run: {error}", file=sys.stderr)
-        return 1
+    except (HealthFedError, OSError) as error:
+        return _refused(error)
     # Before TensorFlow loads (the metrics release and the coordinator below): its, absl's and
     # gRPC's own output goes to the log file; the console keeps HealthFed's messages.
     log_file = config.state_dir / LOG_FILE_NAME
@@ -151,12 +154,8 @@ def run(args: argparse.Namespace) -> int:
         (args.out / "plan.json").write_bytes(plan.canonical_bytes())
         print(f"plan {plan.name}: hash {plan.plan_hash} (written to {args.out / 'plan.json'})", flush=True)
         store = open_state_store(config.state_database())
-    except HealthFedError as error:
-        print(f"aggregator run: refused [{error.code}]: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"aggregator run: {error}", file=sys.stderr)
-        return 1
+    except (HealthFedError, OSError) as error:
+        return _refused(error)
     # under secure aggregation only the cohort takes part; silos left out above are not waited for
     silos = frozenset(plan.cohort_ids) if plan.cohort and plan.secure_aggregation.protocol != "none" \
         else frozenset(config.silos)
