@@ -54,6 +54,10 @@ def test_a_silo_cut_off_the_network_retries_is_not_waited_for_and_rejoins(
         prepare_toy_silos(federation, tmp_path / "exports", {"north": 50, "south": 40, "east": 60})
         # calls hang on a dead link: let them fail (and be retried) after 5s, retry at least every 1s
         federation.configure_silo("east", call_timeout_s=5.0, max_backoff_s=1.0)
+        # the product's poll pace, not the quicker one test silos get (conftest): rounds must not
+        # all be over before the cut silo is restored and can rejoin one
+        for silo_id in SILOS:
+            federation.configure_silo(silo_id, poll_interval_s=2.0)
         aggregator = federation.start_aggregator(plan_path, tmp_path / "out", linger_s=2)
         for silo_id in SILOS:
             federation.start_silo(silo_id, netns=fault_network.namespace(silo_id))
