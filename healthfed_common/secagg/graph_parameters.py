@@ -40,11 +40,12 @@ import math
 from dataclasses import dataclass
 
 from healthfed_common.secagg import graph
+from healthfed_common.secagg.errors import InvalidParameters
 
 CORRECTNESS_BITS: int = 20
 
 
-class GraphTooSparse(ValueError):
+class GraphTooSparse(InvalidParameters):
     """An explicitly chosen degree that a coordinator could split, or that would rarely finish."""
 
 
