@@ -31,10 +31,30 @@ DB_FILE = "silo.sqlite3"
 
 def add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir", type=Path, default=Path(os.environ.get(STATE_ENV, "silo-state")),
+        "--state-dir", type=Path, default=None,
         help=f"the silo's state folder (holds {DB_FILE} and the de-identified datasets); "
-        f"default: ${STATE_ENV} or ./silo-state",
+        f"default: ${STATE_ENV}, else the state_dir of the kit given with --config, else ./silo-state",
     )
+
+
+def resolve_state_dir(args: argparse.Namespace) -> None:
+    """Fills in --state-dir when it was not given: $HEALTHFED_SILO_STATE, else the state folder
+    the kit's silo.yaml names (--config) -- so `data add ... --config kit/silo.yaml` registers
+    into the folder `silo-node run` will serve from, not into ./silo-state -- else ./silo-state.
+    A --config that cannot be read is left to the command, which refuses it with its code."""
+    if getattr(args, "state_dir", "absent") is not None:
+        return
+    if os.environ.get(STATE_ENV):
+        args.state_dir = Path(os.environ[STATE_ENV])
+        return
+    config = getattr(args, "config", None)
+    if config is not None:
+        try:
+            args.state_dir = load_silo_config(config).state_dir
+            return
+        except (HealthFedError, OSError, ValueError):
+            pass
+    args.state_dir = Path("silo-state")
 
 
 def open_db(args: argparse.Namespace) -> sqlite3.Connection:

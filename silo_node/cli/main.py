@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = os.umask(0o077)
     try:
         args = build_parser().parse_args(argv)
+        from silo_node.cli.data import resolve_state_dir
+
+        resolve_state_dir(args)
         try:
             return int(args.func(args) or 0)
         except OSError as error:  # a path given cannot be used (a file for a folder, permissions): no traceback

@@ -136,3 +136,29 @@ def test_a_state_folder_without_a_kit_refuses_then_audits_after_config(
     assert registered.detail["policy_sha256"] == removed.detail["policy_sha256"] == digest
     assert "ssn" in registered.detail["dropped"] and "zip" in registered.detail["generalised"]
     assert "ssn" in deidentified.detail["dropped"]
+
+
+def test_data_add_with_only_the_kit_registers_where_silo_node_run_will_look(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's first-hour dead end: `data add ... --config kit/silo.yaml` without
+    --state-dir used to register into ./silo-state, so `silo-node run --config kit/silo.yaml`
+    (which serves the kit's state_dir) never saw the dataset."""
+    monkeypatch.delenv("HEALTHFED_SILO_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    export = write_csv(identifier_frame(), tmp_path / "ids.csv")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(IDENTIFIER_POLICY))
+    config = kit_config(tmp_path)
+    assert main(["data", "add", "ids", str(export), "--kind", "tabular", "--policy", str(policy),
+                 "--by", "IT Admin", "--config", str(config)]) == 0
+    kit_state = tmp_path / "kit" / "state"  # silo.yaml's state_dir, relative to the kit
+    assert (kit_state / "silo.sqlite3").exists() and not (tmp_path / "silo-state").exists()
+    capsys.readouterr()
+    assert main(["data", "list", "--state-dir", str(kit_state)]) == 0
+    assert "ids" in capsys.readouterr().out
+    # an explicit --state-dir still wins over the kit's
+    other = tmp_path / "elsewhere"
+    assert main(["data", "add", "ids2", str(export), "--kind", "tabular", "--policy", str(policy),
+                 "--by", "IT Admin", "--config", str(config), "--state-dir", str(other)]) == 0
+    assert (other / "silo.sqlite3").exists()
