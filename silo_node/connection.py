@@ -10,13 +10,26 @@ bytes again cannot succeed."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import threading
 import time
 from typing import Any
 
-import grpc
+# A gRPC client channel advances a connection attempt (TCP, then each leg of the TLS and HTTP/2
+# handshakes) only while some thread polls it. While the aggregator is down the silo's calls fail
+# at once and it sleeps between them, so nothing polls but C-core's backup poller, every 5 s by
+# default: a silo started before its aggregator came up connected 5-19 s after the aggregator was
+# listening (measured on loopback; each handshake leg waited for the next backup poll). Polling
+# every 100 ms costs one epoll_wait per 100 ms and lets the silo connect within a fraction of a
+# second. C-core reads it once, when the process makes its first channel or server, so it is
+# set here, on import, before this module makes the silo's channel (nothing in `silo-node run`
+# makes one earlier); hospital IT can still set its own value (gRPC's documented variable).
+BACKUP_POLL_INTERVAL_MS = "100"
+os.environ.setdefault("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", BACKUP_POLL_INTERVAL_MS)
+
+import grpc  # noqa: E402  (beside the variable it depends on)
 
 from healthfed_common.errors import WireFormatError
 from silo_node.errors import SiloNodeError

@@ -76,9 +76,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     return plan_path, _run(root, plan_path, None)
 
 
-# Five points of the plan: before any round, after rounds 1, 2 and 3 are announced (the next
-# round is being offered or collected), and after the last round (evaluation/export pending).
-KILL_POINTS = ["waiting for at least", "round 1/4", "round 2/4", "round 3/4", "round 4/4"]
+# Five points of the plan: before any round (just after the aggregator listens; not at "waiting
+# for silos", which is not printed when the silos connect within moments, as they now do), after
+# rounds 1, 2 and 3 are announced (the next round is being offered or collected), and after the
+# last round (evaluation/export pending).
+KILL_POINTS = ["aggregator listening on port", "round 1/4", "round 2/4", "round 3/4", "round 4/4"]
 
 
 @pytest.mark.slow
