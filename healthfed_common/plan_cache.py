@@ -94,13 +94,24 @@ def _version(distribution: str) -> str:
         return "absent"
 
 
+def _tensorflow_version() -> str:
+    """TensorFlow's version whichever wheel provides it: the dev lock installs `tensorflow`, the
+    container images its CPU-only build `tensorflow-cpu` (same package, same version). Read from
+    the installed metadata, not by importing TensorFlow (`plans show` must stay fast)."""
+    for distribution in ("tensorflow", "tensorflow-cpu"):
+        version = _version(distribution)
+        if version != "absent":
+            return version
+    return "absent"
+
+
 def key_fields(plan: Plan) -> dict[str, str | int]:
     """Everything the traced bytes depend on, as this node sees it."""
     return {
         "format": FORMAT,
         "plan_hash": plan.plan_hash,
         "healthfed": __version__,
-        "tensorflow": _version("tensorflow"),
+        "tensorflow": _tensorflow_version(),
         "tensorflow_federated": _version("tensorflow-federated"),
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,9 +27,12 @@ from typing import IO, Any
 import yaml
 
 from aggregator.config import load_aggregator_config
-from aggregator.enrolment import enrol_silo
+from aggregator.enrolment import enrol_silo, plan_with_enrolled_cohort
 from aggregator.provisioning import Federation, provision_federation
 from healthfed_common.enrolment_request import read_request
+from healthfed_common.errors import HealthFedError
+from healthfed_common.plan import parse_plan
+from healthfed_common.plan_cache import PlanCache
 from healthfed_common.startup_kit import load_silo_config
 from silo_node.enrolment import create_enrolment_request, install_certificate
 
@@ -102,6 +106,12 @@ class LocalFederation:
 
     def state_dir(self, silo_id: str) -> Path:
         return self.kit(silo_id) / "state"
+
+    def plan_cache_folders(self) -> list[Path]:
+        """Each node's own traced-plan cache: the aggregator's STATE_DIR/plan-cache, then every
+        silo's STATE/plan-cache, in silo order."""
+        config = load_aggregator_config(self.federation.aggregator_config)
+        return [config.state_dir / "plan-cache"] + [self.state_dir(s) / "plan-cache" for s in self.silo_ids]
 
     def set_approval_policy(self, silo_id: str, policy: dict[str, Any]) -> None:
         kit = self.kit(silo_id)
@@ -208,6 +218,42 @@ class LocalFederation:
 
     def run_report(self, out_dir: Path) -> dict[str, Any]:
         return json.loads((out_dir / "run-report.json").read_text())
+
+
+def seed_plan_caches(federation: LocalFederation, plan_path: Path, traced_dir: Path) -> Path | None:
+    """Traces the plan the aggregator will offer ONCE, into `traced_dir` (by
+    `build_federated_computations` itself, so in a fresh tracer process as every node does),
+    and copies the verified cache entry into the aggregator's and every silo's OWN plan-cache
+    folder (0700 folder, 0600 file, as a node writes them). A secure-aggregation plan gets the
+    enrolled cohort first, as `aggregator run` does, so the key is the one the nodes compute.
+
+    Why: on two shared cores, N nodes tracing the same plan at once cost minutes, and what a
+    pipeline measures often does not depend on who traced the graphs. Nothing is trusted that a
+    node would not check after its own trace: each node still loads the entry through its own
+    cache (key, HealthFed source digests, payload digest, recorded fingerprint) and compares the
+    fingerprint of what it loaded with its peer's -- exactly what a restarted node does.
+
+    Returns the entry copied, or None (nothing seeded, the nodes trace themselves) when the
+    plan cannot be traced here, e.g. a plan the aggregator will refuse."""
+    from healthfed_common.learning_process import build_federated_computations  # imports TensorFlow
+
+    config = load_aggregator_config(federation.federation.aggregator_config)
+    try:
+        plan = plan_with_enrolled_cohort(config, parse_plan(plan_path.read_bytes()), say=lambda line: None)
+        cache = PlanCache(traced_dir)
+        if cache.load(plan) is None:
+            build_federated_computations.cache_clear()  # a memo of this process must not skip the store
+            build_federated_computations(plan, traced_dir)
+        entry = cache.path(plan)
+        if not entry.is_file():
+            return None
+    except (HealthFedError, OSError, RuntimeError):
+        return None
+    for folder in federation.plan_cache_folders():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(entry, folder / entry.name)
+        os.chmod(folder / entry.name, 0o600)
+    return entry
 
 
 def _worth_showing(name: str, line: str) -> bool:

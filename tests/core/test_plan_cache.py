@@ -180,3 +180,21 @@ def test_a_second_build_loads_the_cache_without_a_tracer_and_with_the_same_finge
     fourth = learning_process.build_federated_computations(PLAN, cache_dir)
     assert traces == [PLAN.plan_hash] * 3
     assert fourth.fingerprint == first.fingerprint
+
+
+def test_the_cpu_only_tensorflow_wheel_of_the_images_is_keyed_by_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The images install `tensorflow-cpu`, not `tensorflow`: an entry written under one
+    TensorFlow version must not be loaded under another there either (the key once read
+    "absent" for every version in the images)."""
+    installed = {"tensorflow-cpu": "2.14.1", "tensorflow-federated": "0.87.0"}
+
+    def version(distribution: str) -> str:
+        if distribution not in installed:
+            raise plan_cache.importlib.metadata.PackageNotFoundError(distribution)
+        return installed[distribution]
+
+    monkeypatch.setattr(plan_cache.importlib.metadata, "version", version)
+    assert key_fields(PLAN)["tensorflow"] == "2.14.1"
+    before = cache_key(PLAN)
+    installed["tensorflow-cpu"] = "2.14.2"
+    assert cache_key(PLAN) != before

@@ -6,7 +6,8 @@ process that imports TensorFlow (~10 s of CPU each, four at once on a two-core C
 half of every federation test). What a test of faults, refusals or secure aggregation checks
 does not depend on who traced the graphs, so the plan is traced once per test session (by
 `build_federated_computations` itself, in its fresh tracer process) and the verified entry is
-copied into each node's OWN plan-cache folder before the aggregator starts. Every node still
+copied into each node's OWN plan-cache folder before the aggregator starts
+(`pipelines.local_federation.seed_plan_caches`, shared with the benchmarks). Every node still
 loads the entry through its own cache, checks key, sources and digest, and compares the
 fingerprint of what it loaded with its peer's, exactly as a restarted node does. Tests marked
 `cold_plan_cache` start every node empty, so the nodes trace independently and must agree
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from aggregator.config import load_aggregator_config
-from aggregator.enrolment import plan_with_enrolled_cohort
-from healthfed_common.errors import HealthFedError
-from healthfed_common.learning_process import build_federated_computations
-from healthfed_common.plan import Plan, parse_plan
-from healthfed_common.plan_cache import PlanCache
-from pipelines.local_federation import LocalFederation
+from pipelines.local_federation import LocalFederation, seed_plan_caches
 
 FEATURES = ("f0", "f1", "f2", "f3")
 DATASET = "toy"
@@ -97,51 +91,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "cold_plan_cache: every node of the test's federations starts with an empty traced-plan cache")
 
 
-class TracedPlans:
-    """Plans traced once for the whole session, as cache entries ready to copy into nodes."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._cache = PlanCache(directory)
-
-    def entry(self, plan: Plan) -> Path:
-        """The verified entry for `plan`, traced now if this session has not traced it yet."""
-        path = self._cache.path(plan)
-        if self._cache.load(plan) is None:
-            build_federated_computations.cache_clear()  # a memo of this process must not skip the store
-            build_federated_computations(plan, self.directory)
-        if not path.is_file():
-            raise RuntimeError(f"the session's plan cache could not store {plan.name} ({plan.plan_hash})")
-        return path
-
-    def seed(self, plan: Plan, node_folders: list[Path]) -> None:
-        """Copies the plan's entry into each node's plan-cache folder (0700 folder, 0600 file,
-        as the node writes them itself)."""
-        entry = self.entry(plan)
-        for folder in node_folders:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            target = folder / entry.name
-            shutil.copyfile(entry, target)
-            os.chmod(target, 0o600)
-
-
 @pytest.fixture(scope="session")
-def traced_plans(tmp_path_factory: pytest.TempPathFactory) -> TracedPlans:
-    return TracedPlans(tmp_path_factory.mktemp("traced-plans") / "plan-cache")
-
-
-def seed_federation_caches(federation: LocalFederation, plan_path: Path, traced: TracedPlans) -> None:
-    """Seeds the aggregator's and every silo's cache with the plan the aggregator will offer
-    (a secure-aggregation plan gets the enrolled cohort first, as `aggregator run` does). A plan
-    the aggregator will refuse is left to it: nothing is seeded."""
-    config = load_aggregator_config(federation.federation.aggregator_config)
-    try:
-        plan = plan_with_enrolled_cohort(config, parse_plan(plan_path.read_bytes()), say=lambda line: None)
-        traced.entry(plan)
-    except (HealthFedError, OSError, RuntimeError):
-        return
-    folders = [config.state_dir / "plan-cache"] + [federation.state_dir(s) / "plan-cache" for s in federation.silo_ids]
-    traced.seed(plan, folders)
+def traced_plans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's plan cache: each plan traced once, its entry then copied into the nodes."""
+    return tmp_path_factory.mktemp("traced-plans") / "plan-cache"
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +107,7 @@ def _seeded_plan_caches(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         real_start = LocalFederation.start_aggregator
 
         def start_aggregator(self: LocalFederation, plan_path: Path, out_dir: Path, linger_s: float = 3.0) -> Any:
-            seed_federation_caches(self, plan_path, request.getfixturevalue("traced_plans"))
+            seed_plan_caches(self, plan_path, request.getfixturevalue("traced_plans"))
             return real_start(self, plan_path, out_dir, linger_s)
 
         monkeypatch.setattr(LocalFederation, "start_aggregator", start_aggregator)
