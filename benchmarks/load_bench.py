@@ -1,6 +1,7 @@
 """Load benchmark: many silo processes, many rounds, one machine (a script, not a test).
 
     .venv/bin/python benchmarks/load_bench.py [--silos 20] [--rounds 20] [--secure-aggregation none secagg]
+                                              [--plan-cache cold warm] [--previous OLD.json]
 
 A real federation on loopback (pipelines.local_federation): one `aggregator run` and one
 `silo-node run` per synthetic hospital, each from its own startup kit, mutual TLS, every
@@ -9,7 +10,18 @@ The model is a logistic regression on the demo's nine clinical features; every r
 all silos (min_silos_per_round = silos), so a round's time is the slowest silo's.
 
 The hospitals are provisioned and registered once; each secure-aggregation setting then runs
-its own plan on freshly started processes. Measured per setting:
+twice, one after the other, each time on freshly started processes (aggregator and silos):
+* cold: every node's traced-plan cache folder is emptied first, so every node traces the plan
+  itself in a fresh process (all 21 at once with 20 silos): what a brand-new plan costs;
+* warm: a second plan with the same computations (only its name differs, so its plan hash and
+  cache key differ) whose verified cache entry is already in every node's OWN plan-cache folder
+  when the nodes start (`pipelines.local_federation.seed_plan_caches`: this script traces it
+  once, in a fresh tracer process, and copies the entry; timed separately, outside the run).
+  Each node loads it through its own cache -- key, source digests, payload digest, recorded
+  fingerprint -- and the silos still compare its fingerprint with the aggregator's: what a
+  restarted node, or any node after its first start of a plan, costs. Whether a node traced
+  anyway (a rejected entry) is recorded from the processes seen (`nodes_that_traced`).
+Measured per run:
 * wall time of the federated run (aggregator start to exit: computation tracing, silos
   connecting, the rounds, the held-out evaluation and the model export); set-up
   (provisioning and dataset registration) is timed once, separately;
@@ -23,7 +35,10 @@ its own plan on freshly started processes. Measured per setting:
   the federation's peak is the largest sum of VmRSS over all its processes in one sample.
 
 Writes bench-results/load.json with the figures, the exact command and the machine, including
-the load average: this machine is shared with other jobs, so times are upper bounds.
+the load average: this machine is shared with other jobs, so times are upper bounds. The file is
+rewritten after every run (`complete` says whether all ran), and `comparison` sets round 1
+cold, round 1 warm and their ratio side by side per setting. `previous` holds the figures of
+the file being replaced (--previous, default the existing --out), so old and new sit together.
 """
 
 from __future__ import annotations
@@ -50,10 +65,11 @@ import psutil
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # this process traces the warm plans (seed_plan_caches)
 
 from pipelines.demo import DATASET, DATASET_POLICY, DEMO_FEATURES  # noqa: E402
 from pipelines.machine_info import cpu_model  # noqa: E402
-from pipelines.local_federation import LocalFederation, local_federation  # noqa: E402
+from pipelines.local_federation import LocalFederation, local_federation, seed_plan_caches  # noqa: E402
 from pipelines.synthetic_ehr import LABEL, HospitalProfile, generate_export  # noqa: E402
 
 APPROVAL_POLICY: dict[str, Any] = {
@@ -80,9 +96,10 @@ def hospitals(count: int, seed: int = 17) -> list[HospitalProfile]:
     ]
 
 
-def load_plan(silos: int, rounds: int, protocol: str) -> dict[str, Any]:
+def load_plan(silos: int, rounds: int, protocol: str, name_suffix: str = "") -> dict[str, Any]:
+    """`name_suffix` gives a plan with the same computations another hash (the warm run's)."""
     return {
-        "name": f"load-{silos}x{rounds}-{protocol}",
+        "name": f"load-{silos}x{rounds}-{protocol}{name_suffix}",
         "dataset": DATASET,
         "model": {"id": "logistic_regression"},
         "features": DEMO_FEATURES,
@@ -96,7 +113,9 @@ def load_plan(silos: int, rounds: int, protocol: str) -> dict[str, Any]:
         # Generous: on two shared cores, 20 silos each running a TF session one after another
         # can take minutes per round; a timed-out round would measure the deadline, not the load.
         "round_deadline_s": 1800,
-        "secure_aggregation": {"protocol": protocol},
+        # every round needs every silo, so the secure sum needs them all too: a plan's threshold may
+        # not be below min_silos_per_round (the default, floor(2n/3) + 1, is for partial rounds)
+        "secure_aggregation": {"protocol": protocol} | ({"threshold": silos} if protocol != "none" else {}),
         "seeds": {"model_init": 11, "data_order": 5},
     }
 
@@ -187,6 +206,9 @@ class MemorySampler:
                 peak = self.peaks.get(pid)
                 if peak is None:
                     peak = self.peaks[pid] = ProcessPeak(name, pid, role, _command(pid))
+                elif role == "child":
+                    # a child first seen between fork and exec shows its parent's command line
+                    peak.command = _command(pid)
                 peak.hwm_kib = max(peak.hwm_kib, status["VmHWM"])
                 peak.anon_kib = max(peak.anon_kib, status["RssAnon"])
         self.total_rss_peak_kib = max(self.total_rss_peak_kib, total_rss)
@@ -199,6 +221,9 @@ class MemorySampler:
             self.exhausted.set()
         self.load_max = max(self.load_max, os.getloadavg()[0])
         self.samples += 1
+
+
+TRACER_COMMAND = "healthfed_common.learning_process"
 
 
 def _command(pid: int) -> str:
@@ -234,7 +259,9 @@ def memory_summary(sampler: MemorySampler, silo_ids: list[str]) -> dict[str, Any
         }
 
     silos = {silo: member(silo) for silo in silo_ids}
-    children = [c for s in silos.values() for c in s["children"]]
+    # The tracer is the child the cache decides about; other children are short-lived helpers
+    # (e.g. `uname -p` run by platform.processor() while a library imports), listed but not counted.
+    children = [c for s in silos.values() for c in s["children"] if c["command"] == TRACER_COMMAND]
     return {
         "aggregator": member("aggregator"),
         "aggregator_peak_rss_mib_including_children": max(
@@ -252,7 +279,8 @@ def memory_summary(sampler: MemorySampler, silo_ids: list[str]) -> dict[str, Any
         "sample_interval_s": sampler.interval_s,
         "method": "per process: VmHWM (peak RSS, the kernel's high-water mark) and the largest sampled RssAnon "
                   "from /proc/<pid>/status, read until the process's last sample; children (the fresh "
-                  "process that traces the plan) found with psutil.Process.children(recursive=True). "
+                  "process that traces the plan) found with psutil.Process.children(recursive=True); "
+                  "silo_children_* count only those tracers, other short-lived children are listed per silo. "
                   "RSS counts TensorFlow's shared library pages (~330 MiB) in every process, so the "
                   "federation's sum of RSS overstates its footprint; the sum of RssAnon plus one copy of "
                   "the libraries is closer to what the machine must hold",
@@ -296,14 +324,46 @@ class LineRouter:
         self.target(line)
 
 
+def empty_plan_caches(federation: LocalFederation) -> int:
+    """Removes every traced-plan entry from every node's own cache folder (the cold start of a
+    node that never ran this plan); returns how many there were."""
+    removed = 0
+    for folder in federation.plan_cache_folders():
+        for entry in folder.glob("*.plan") if folder.is_dir() else []:
+            entry.unlink()
+            removed += 1
+    return removed
+
+
+def prepare_plan_caches(federation: LocalFederation, plan_path: pathlib.Path, cache: str,
+                        traced_dir: pathlib.Path) -> dict[str, Any]:
+    """cold: every node's cache emptied. warm: the plan's verified entry traced once here and
+    copied into every node's own cache folder (the seeding is timed; it is not part of the run)."""
+    if cache == "cold":
+        return {"entries_removed_before_start": empty_plan_caches(federation)}
+    began = time.time()
+    entry = seed_plan_caches(federation, plan_path, traced_dir)
+    if entry is None:
+        raise SystemExit(f"could not trace {plan_path.name} here to seed the nodes' plan caches")
+    return {"seeding_seconds": round(time.time() - began, 1), "seeded_entry": entry.name,
+            "seeded_entry_bytes": entry.stat().st_size, "nodes_seeded": len(federation.plan_cache_folders()),
+            "seeding_note": "this script traced the plan once (in a fresh tracer process) and copied the verified "
+                            "entry into each node's own plan-cache folder before starting the nodes; not part "
+                            "of run_wall_seconds"}
+
+
 def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list[str], rounds: int, protocol: str,
-                 work_dir: pathlib.Path, *, sample_interval_s: float, floor_mib: float,
+                 work_dir: pathlib.Path, *, sample_interval_s: float, floor_mib: float, cache: str = "cold",
                  timeout_s: float = 7200) -> dict[str, Any]:
     """Starts a fresh aggregator and fresh silo processes for one plan and measures them to
-    the end of the plan."""
-    plan_path = work_dir / f"plan-{protocol}.json"
-    plan_path.write_text(json.dumps(load_plan(len(silo_ids), rounds, protocol)))
-    out = work_dir / f"out-{protocol}"
+    the end of the plan. `cache`: "cold" (every node traces) or "warm" (every node's own cache
+    holds the plan's entry when it starts), see the module docstring."""
+    label = f"{protocol}/{cache}"
+    plan_path = work_dir / f"plan-{protocol}-{cache}.json"
+    plan = load_plan(len(silo_ids), rounds, protocol, "" if cache == "cold" else "-warm")
+    plan_path.write_text(json.dumps(plan))
+    out = work_dir / f"out-{protocol}-{cache}"
+    cache_preparation = prepare_plan_caches(federation, plan_path, cache, work_dir / "traced-plans")
     load_at_start = os.getloadavg()
     sampler = MemorySampler(federation, sample_interval_s, int(floor_mib * 1024))
     marks: dict[str, float] = {}
@@ -320,7 +380,7 @@ def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list
             marks.setdefault("first_round_line", now)
             marks["last_round_line"] = now
         if ROUND_LINE.match(text) or text.startswith(("waiting", "plan ", "evaluation", "aggregator run")):
-            print(f"  [{protocol} {now - began:7.1f}s] {text[:140]} | federation anon "
+            print(f"  [{label} {now - began:7.1f}s] {text[:140]} | federation anon "
                   f"{_mib(sampler.total_anon_peak_kib)} MiB peak, load {os.getloadavg()[0]:.1f}", flush=True)
 
     router.target = show
@@ -333,11 +393,11 @@ def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list
         while aggregator.process.poll() is None:
             if sampler.exhausted.is_set():
                 federation.stop_all()
-                raise SystemExit(f"stopped ({protocol}): MemAvailable fell below {floor_mib:.0f} MiB; "
+                raise SystemExit(f"stopped ({label}): MemAvailable fell below {floor_mib:.0f} MiB; "
                                  f"federation anon peak {_mib(sampler.total_anon_peak_kib)} MiB")
             if time.time() > deadline:
                 federation.stop_all()
-                raise SystemExit(f"stopped ({protocol}): no end after {timeout_s:.0f}s")
+                raise SystemExit(f"stopped ({label}): no end after {timeout_s:.0f}s")
             time.sleep(0.5)
         run_s = time.time() - began
         for silo_id in silo_ids:
@@ -345,13 +405,21 @@ def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list
     finally:
         sampler.stop()
     if aggregator.process.returncode != 0:
-        raise SystemExit(f"load run failed ({protocol}): aggregator exited {aggregator.process.returncode}\n"
+        raise SystemExit(f"load run failed ({label}): aggregator exited {aggregator.process.returncode}\n"
                          + "\n".join(aggregator.lines[-30:]))
     report = federation.run_report(out)
     round_seconds = list(report["round_seconds"])
     counted = [len(r["silos"]) for r in report["round_metrics"]]
+    traced = sorted({p.member for p in sampler.peaks.values()
+                     if p.role == "child" and p.command == TRACER_COMMAND})
     return {
         "secure_aggregation": protocol,
+        "plan_cache": cache,
+        "plan_name": plan["name"],
+        "plan_cache_preparation": cache_preparation,
+        # members in which the sampler saw a tracer child: all of them cold, none warm unless an
+        # entry was rejected (it samples every --sample-interval; a trace takes >10 s)
+        "nodes_that_traced": traced,
         "silos": len(silo_ids),
         "rounds": rounds,
         "rounds_completed": report["rounds_completed"],
@@ -372,7 +440,9 @@ def measure_plan(federation: LocalFederation, router: LineRouter, silo_ids: list
             "median_excluding_round_1": round(statistics.median(round_seconds[1:] or round_seconds), 2),
             "p95_excluding_round_1": round(_percentile(round_seconds[1:] or round_seconds, 95), 2),
             "each": [round(s, 2) for s in round_seconds],
-            "note": "round 1 includes every silo tracing the plan in a fresh process (all at once here)",
+            "note": ("round 1 includes every silo tracing the plan in a fresh process (all at once here)"
+                     if cache == "cold" else
+                     "round 1 includes every silo loading the plan from its own cache (no tracing)"),
         },
         "rounds_per_minute": round(60 * len(round_seconds) / sum(round_seconds), 2),
         "rounds_per_minute_excluding_round_1": (round(60 * (len(round_seconds) - 1) / sum(round_seconds[1:]), 2)
@@ -426,13 +496,61 @@ def machine() -> dict[str, Any]:
 def summary_line(figures: dict[str, Any]) -> str:
     memory, rounds = figures["memory"], figures["round_seconds"]
     return (
-        f"{figures['secure_aggregation']}: run {figures['run_wall_seconds']:.0f}s, round median {rounds['median']:.2f}s "
+        f"{figures['secure_aggregation']}/{figures.get('plan_cache', 'cold')}: run {figures['run_wall_seconds']:.0f}s, round median {rounds['median']:.2f}s "
         f"p95 {rounds['p95']:.2f}s (round 1 {rounds['each'][0]:.1f}s), {figures['rounds_per_minute']:.2f} rounds/min; "
         f"peak RSS aggregator {memory['aggregator']['peak_rss_mib']} MiB, silos median "
         f"{memory['silo_peak_rss_mib']['median']} max {memory['silo_peak_rss_mib']['max']} MiB, tracer children max "
         f"{memory['silo_children_peak_rss_mib'].get('max')} MiB; federation sum of anon memory peak "
         f"{memory['federation_sum_anon_peak_mib']} MiB (sum of RSS {memory['federation_sum_rss_peak_mib']} MiB)"
     )
+
+
+def comparison(runs: list[dict[str, Any]], previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per setting, cold and warm (and the previous file's run of that setting) side by side."""
+    rows = []
+    for protocol in dict.fromkeys(r["secure_aggregation"] for r in runs):
+        by_cache = {r.get("plan_cache", "cold"): r for r in runs if r["secure_aggregation"] == protocol}
+        old = next((r for r in (previous or {}).get("runs", []) if r["secure_aggregation"] == protocol), None)
+        if old is not None:
+            by_cache["previous"] = old
+
+        def each(pick: Callable[[dict[str, Any]], Any], by: dict[str, dict[str, Any]] = by_cache) -> dict[str, Any]:
+            return {name: pick(run) for name, run in by.items()}
+
+        row: dict[str, Any] = {
+            "secure_aggregation": protocol,
+            "round_1_seconds": each(lambda r: r["round_seconds"]["each"][0]),
+            "steady_round_median_seconds": each(lambda r: r["round_seconds"]["median_excluding_round_1"]),
+            "before_first_round_seconds": each(lambda r: r["before_first_round_seconds"]),
+            "aggregator_ready_seconds": each(lambda r: r["aggregator_ready_seconds"]),
+            "run_wall_seconds": each(lambda r: r["run_wall_seconds"]),
+            "silo_peak_rss_mib_median": each(lambda r: r["memory"]["silo_peak_rss_mib"]["median"]),
+            "silo_tracer_children_peak_rss_mib_max": each(lambda r: r["memory"]["silo_children_peak_rss_mib"].get("max")),
+            "federation_sum_anon_peak_mib": each(lambda r: r["memory"]["federation_sum_anon_peak_mib"]),
+            "federation_sum_rss_peak_mib": each(lambda r: r["memory"]["federation_sum_rss_peak_mib"]),
+            "nodes_that_traced": each(lambda r: len(r["nodes_that_traced"]) if "nodes_that_traced" in r else None),
+        }
+        first = row["round_1_seconds"]
+        if "warm" in first:
+            for name in ("cold", "previous"):
+                if name in first:
+                    row[f"round_1_{name}_over_warm"] = round(first[name] / first["warm"], 2)
+            row["round_1_over_steady_median_warm"] = round(
+                first["warm"] / row["steady_round_median_seconds"]["warm"], 2)
+        rows.append(row)
+    return rows
+
+
+def read_previous(path: pathlib.Path | None) -> dict[str, Any] | None:
+    """The figures being replaced, without their own `previous` (one generation back is kept)."""
+    if path is None or not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    old.pop("previous", None)
+    old.pop("comparison", None)
+    resolved = path.resolve()
+    source = str(resolved.relative_to(REPO)) if REPO in resolved.parents else str(path)
+    return {"source": f"{source} as it was before this run", **old}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,7 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="training rounds (default 20)")
     parser.add_argument("--secure-aggregation", nargs="+", choices=("none", "secagg", "secagg_plus"),
                         default=["none", "secagg"],
-                        help="one run per setting, in order (default: none secagg)")
+                        help="settings, in order (default: none secagg)")
+    parser.add_argument("--plan-cache", nargs="+", choices=("cold", "warm"), default=["cold", "warm"],
+                        help="per setting, one run per plan-cache state, in order (default: cold warm)")
+    parser.add_argument("--previous", type=pathlib.Path, default=None,
+                        help="figures to keep beside the new ones under `previous` "
+                             "(default: the existing --out file, read before the first run)")
     parser.add_argument("--sample-interval", type=float, default=0.5, help="memory sampling period in seconds")
     parser.add_argument("--min-available-mib", type=float, default=2048,
                         help="stop the run if the machine's MemAvailable falls below this (default 2048)")
@@ -456,13 +579,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.silos < 2 or args.rounds < 1:
         parser.error("need at least 2 silos and 1 round")
     command = shlex.join(["python", "benchmarks/load_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    previous = read_previous(args.previous or args.out)
     result: dict[str, Any] = {
         "command": command,
         "machine": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": "logistic_regression on 15 inputs (9 clinical features, two one-hot), 1 local epoch, batch 32",
+        "complete": False,
         "runs": [],
+        "comparison": [],
+        "previous": previous,
     }
+
+    def write() -> None:
+        result["comparison"] = comparison(result["runs"], previous)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="healthfed-load-") as scratch:
         root = args.work_dir or pathlib.Path(scratch)
         profiles = hospitals(args.silos)
@@ -474,14 +607,21 @@ def main(argv: list[str] | None = None) -> int:
             result["setup_seconds"] = round(time.time() - began, 1)
             print(f"{args.silos} hospitals provisioned and registered in {result['setup_seconds']:.0f}s", flush=True)
             for protocol in args.secure_aggregation:
-                print(f"{args.silos} silos x {args.rounds} rounds, secure aggregation: {protocol}", flush=True)
-                figures = measure_plan(federation, router, silo_ids, args.rounds, protocol, root,
-                                       sample_interval_s=args.sample_interval, floor_mib=args.min_available_mib)
-                result["runs"].append(figures)
-                print(summary_line(figures), flush=True)
+                for cache in args.plan_cache:
+                    print(f"{args.silos} silos x {args.rounds} rounds, secure aggregation: {protocol}, "
+                          f"plan cache: {cache}", flush=True)
+                    figures = measure_plan(federation, router, silo_ids, args.rounds, protocol, root, cache=cache,
+                                           sample_interval_s=args.sample_interval, floor_mib=args.min_available_mib)
+                    result["runs"].append(figures)
+                    print(summary_line(figures), flush=True)
+                    write()  # a run cut short later still leaves the runs done so far
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    result["complete"] = True
+    write()
+    for row in result["comparison"]:
+        print(f"{row['secure_aggregation']}: round 1 " + ", ".join(f"{k} {v:.1f}s" for k, v in row["round_1_seconds"].items())
+              + "".join(f"; {k} {row[k]}" for k in row if k.startswith("round_1_") and k.endswith(("_warm",))),
+              flush=True)
     print(f"wrote {args.out}")
     return 0
 
