@@ -83,9 +83,9 @@ def input_columns(plan: Plan) -> list[str]:
     return names
 
 
-def preprocessing_text(spec: FeatureSpec, dp: bool) -> str:
+def preprocessing_text(spec: FeatureSpec, public_scaling: bool) -> str:
     """What a hospital must do to one feature's values, in words."""
-    missing_dp = "a missing value becomes your dataset policy's public `impute` (default: the centre of `bounds`, else 0)"
+    missing_public = "a missing value becomes your dataset policy's public `impute` (default: the centre of `bounds`, else 0)"
     missing = "a missing value becomes the mean of your own training records"
     if spec.transform == "one_hot":
         assert spec.categories is not None
@@ -97,17 +97,17 @@ def preprocessing_text(spec: FeatureSpec, dp: bool) -> str:
         return text
     base = "the value's year (a 4-digit year or a date)" if spec.transform == "year" else "the number"
     if spec.transform == "standardize":
-        if dp:
+        if public_scaling:
             return (f"{base} clamped to your dataset policy's public `bounds` [low, high] and mapped onto [-1, 1] as "
-                    f"(x - (low + high)/2) / ((high - low)/2); {missing_dp}")
+                    f"(x - (low + high)/2) / ((high - low)/2); {missing_public}")
         return (f"{base} centred and scaled with the mean and sample std (ddof=1) of your own training records "
                 f"(a constant column only centred); {missing}. The aggregator never sees these statistics: "
                 "use your own (`aggregator predict --stats-from-train`)")
-    return f"{base} as is; {missing_dp if dp else missing}"
+    return f"{base} as is; {missing_public if public_scaling else missing}"
 
 
 def features_section(plan: Plan) -> list[dict[str, Any]]:
-    dp = plan.dp is not None
+    public_scaling = plan.uses_public_bounds  # DP plans and non-DP plans with public_bounds preprocessing
     start, rows = 0, []
     for spec in plan.features:
         columns = [f"{spec.name}={c}" for c in spec.categories] if spec.transform == "one_hot" and spec.categories \
@@ -117,11 +117,12 @@ def features_section(plan: Plan) -> list[dict[str, Any]]:
             "categories": list(spec.categories) if spec.categories else None,
             "standardize_indicators": spec.standardize_indicators,
             "width": spec.width, "first_column": start, "columns": columns,
-            "statistics": ("public bounds from each hospital's dataset policy" if dp and spec.transform == "standardize"
-                           else "each hospital's own training records" if not dp and (
+            "statistics": ("public bounds from each hospital's dataset policy"
+                           if public_scaling and spec.transform == "standardize"
+                           else "each hospital's own training records" if not public_scaling and (
                                spec.transform != "one_hot" or spec.standardize_indicators)
                            else "none"),
-            "preprocessing": preprocessing_text(spec, dp),
+            "preprocessing": preprocessing_text(spec, public_scaling),
         })
         start += spec.width
     return rows
@@ -170,7 +171,9 @@ def build_card(plan: Plan, *, rounds_completed: int, evaluation: Mapping[str, An
         "input": {"kind": "tabular" if tabular else "image",
                   "width": plan.input_width if tabular else None,
                   "image_size": plan.model.image_size,
-                  "columns": input_columns(plan) if tabular else []},
+                  "columns": input_columns(plan) if tabular else [],
+                  "preprocessing": ("public_bounds" if plan.uses_public_bounds else "train_statistics")
+                  if tabular else None},
         "features": features_section(plan) if tabular else [],
         "label": {"name": plan.label.name, "positive_values": list(plan.label.positive_values),
                   "output": "probability that the label is one of positive_values"},
@@ -224,7 +227,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         lines += [f"| {f['name']} | {f['transform']} | {f['width']} | {f['preprocessing'].replace('|', '/')} |"
                   for f in card["features"]]
         lines += ["", "Score a CSV: `aggregator predict --model THIS_FOLDER --csv FILE --out scores.csv` "
-                  + ("`--policy YOUR_DATASET_POLICY.yaml`" if privacy["differential_privacy"]
+                  + ("`--policy YOUR_DATASET_POLICY.yaml`" if uses_public_bounds(card)
                      else "`--stats-from-train YOUR_TRAINING_RECORDS.csv`")]
     return "\n".join(lines) + "\n"
 
@@ -323,14 +326,21 @@ def _require(frame: pd.DataFrame, name: str, what: str) -> pd.Series[Any]:
     return frame[name]
 
 
+def uses_public_bounds(card: Mapping[str, Any]) -> bool:
+    """Whether the model's inputs were scaled with public bounds (every DP model, and a non-DP
+    model whose plan asked for them); cards written before the field existed say it by DP."""
+    stated = card.get("input", {}).get("preprocessing")
+    return stated == "public_bounds" if stated is not None else bool(card["privacy"]["differential_privacy"])
+
+
 def preprocess(card: Mapping[str, Any], frame: pd.DataFrame, *, source: str = "the CSV",
                train: pd.DataFrame | None = None, train_source: str = "the training CSV",
                public: Mapping[str, PublicBounds] | None = None) -> NDArray[Any]:
     """float32 [rows, width] in the card's column order. Non-DP: statistics from `train`
     (the hospital's own training records; PREDICT_NEEDS_TRAIN_STATS when needed and absent).
-    DP: `public` bounds/impute from the hospital's dataset policy (PREDICT_NEEDS_BOUNDS when a
-    `standardize` feature has none)."""
-    dp = bool(card["privacy"]["differential_privacy"])
+    DP, or a plan with public_bounds preprocessing: `public` bounds/impute from the hospital's
+    dataset policy (PREDICT_NEEDS_BOUNDS when a `standardize` feature has none)."""
+    public_scaling = uses_public_bounds(card)
     blocks: list[NDArray[Any]] = []
     for feature in card["features"]:
         name, transform = str(feature["name"]), str(feature["transform"])
@@ -345,10 +355,10 @@ def preprocess(card: Mapping[str, Any], frame: pd.DataFrame, *, source: str = "t
             blocks.append(block)
             continue
         array = _numbers(values, transform)
-        if dp:
+        if public_scaling:
             given = (public or {}).get(name)
             if transform == "standardize" and (given is None or given.bounds is None):
-                raise PredictNeedsBounds(f"feature {name!r} is standardised under DP: it needs the public `bounds` "
+                raise PredictNeedsBounds(f"feature {name!r} is scaled with public bounds: it needs the public `bounds` "
                                          "your dataset policy declares for it (give --policy YOUR_POLICY.yaml)")
             array = np.where(np.isnan(array), given.public_impute if given is not None else 0.0, array)
             if transform == "standardize":

@@ -208,11 +208,12 @@ def allow_list_findings(plan: Plan, allow: AllowList) -> list[Finding]:
             if extra:
                 findings.append(Finding(ERROR, "FEATURE_NOT_ALLOWED", where,
                                         f"{len(extra)} categories are not in the allow-list of {allow.source}"))
-        if plan.dp is not None and spec.standardize_indicators:
+        kind = "a DP plan" if plan.dp is not None else "a public_bounds plan"
+        if plan.uses_public_bounds and spec.standardize_indicators:
             findings.append(Finding(ERROR, "NON_PRIVATE_PREPROCESSING", where, "standardize_indicators uses the "
-                                    "dataset's own mean and spread, which a DP plan cannot use"))
-        elif plan.dp is not None and spec.transform == "standardize" and spec.name not in allow.bounded:
-            findings.append(Finding(ERROR, "NON_PRIVATE_PREPROCESSING", where, f"a DP plan standardises only with "
+                                    f"dataset's own mean and spread, which {kind} cannot use"))
+        elif plan.uses_public_bounds and spec.transform == "standardize" and spec.name not in allow.bounded:
+            findings.append(Finding(ERROR, "NON_PRIVATE_PREPROCESSING", where, f"{kind} standardises only with "
                                     f"public bounds, and {allow.source} declares none for it (the hospital adds "
                                     "`bounds: [low, high]`, or plan the feature with transform identity)"))
     return findings

@@ -31,10 +31,11 @@ class StrictModel(BaseModel):
 class FeatureSpec(StrictModel):
     """One model input column and how it becomes numbers.
 
-    `standardize`: numeric. Without DP: centred and scaled with the silo's own training
-    statistics. Under DP: clamped to the public `bounds` the silo's dataset policy declares and
-    scaled to [-1, 1] (a training statistic would change the sensitivity; a DP plan on a feature
-    without declared bounds is refused, NON_PRIVATE_PREPROCESSING).
+    `standardize`: numeric. Without DP (by default): centred and scaled with the silo's own
+    training statistics. Under DP, or with the plan's `preprocessing: public_bounds`: clamped to
+    the public `bounds` the silo's dataset policy declares and scaled to [-1, 1] (under DP a
+    training statistic would change the sensitivity; such a plan on a feature without declared
+    bounds is refused, NON_PRIVATE_PREPROCESSING).
     `identity`: numeric, used as is. `one_hot`: categorical, one column per listed category
     (values outside the list encode as all zeros). `year`: a date reduced to its year.
 
@@ -258,6 +259,15 @@ class Plan(StrictModel):
     )
     max_examples_per_silo: int = Field(default=1_000_000, ge=1)
     dp: DPSpec | None = None
+    preprocessing: Literal["train_statistics", "public_bounds"] | None = Field(
+        default=None,
+        description="How `standardize` features are scaled and missing numbers filled. "
+        "train_statistics: each hospital's own training mean and std (so every hospital scales "
+        "differently); public_bounds: clamped to the public value ranges each hospital's dataset "
+        "policy declares and mapped onto [-1, 1], missing values the policy's public impute value "
+        "(every hospital scales alike, and no record moves another's features). None: "
+        "public_bounds under dp (the only choice there), train_statistics otherwise.",
+    )
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     algorithm: AlgorithmSpec = Field(
         default=AlgorithmSpec(),
@@ -356,6 +366,21 @@ class Plan(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _dp_preprocessing_is_public(self) -> "Plan":
+        if self.dp is not None and self.preprocessing == "train_statistics":
+            raise ValueError(
+                "preprocessing train_statistics is not allowed with dp: one record would move every "
+                "record's features through the training mean and std, so the clipping bound would no "
+                "longer be the sensitivity (use public_bounds, or leave preprocessing out)")
+        return self
+
+    @property
+    def uses_public_bounds(self) -> bool:
+        """Whether the silos' views use only public policy values (bounds, impute): always
+        under dp, and for a non-DP plan that asks for it."""
+        return self.dp is not None or self.preprocessing == "public_bounds"
+
+    @model_validator(mode="after")
     def _personalization_without_dp(self) -> "Plan":
         if self.personalization is not None and self.dp is not None:
             raise ValueError(
@@ -383,7 +408,7 @@ class Plan(StrictModel):
 
     def canonical_bytes(self) -> bytes:
         """Canonical JSON of the plan. The fields added after plans were first hashed
-        (`algorithm`, `personalization`) are left out while they hold their defaults, so a plan
+        (`algorithm`, `personalization`, `preprocessing`) are left out while they hold their defaults, so a plan
         that does not use them keeps the hash (and approvals, ledger entries, traced-plan cache
         entries) it had before they existed; parsing the bytes back restores the defaults."""
         document = self.model_dump(mode="json")
@@ -398,8 +423,9 @@ class Plan(StrictModel):
         return sha256_hex(self.canonical_bytes() + b"\n" + __version__.encode())
 
 
-_OMITTED_WHEN_DEFAULT = ("algorithm", "personalization")
-_DEFAULT_DUMPS: dict[str, Any] = {"algorithm": AlgorithmSpec().model_dump(mode="json"), "personalization": None}
+_OMITTED_WHEN_DEFAULT = ("algorithm", "personalization", "preprocessing")
+_DEFAULT_DUMPS: dict[str, Any] = {"algorithm": AlgorithmSpec().model_dump(mode="json"), "personalization": None,
+                                  "preprocessing": None}
 
 
 def parse_plan(document: bytes | str | dict[str, Any], *, source: str = "plan") -> Plan:

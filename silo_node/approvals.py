@@ -346,9 +346,10 @@ def explain(
     ]
     for spec in plan.features:
         words = _TRANSFORM_WORDS[spec.transform].format(categories=", ".join(spec.categories or ()))
-        if spec.transform == "standardize" and plan.dp is not None:
+        if spec.transform == "standardize" and plan.uses_public_bounds:
             words = ("clamped to the public range this hospital's dataset policy declares and scaled to -1..1 "
-                     "(no statistic of the records is used under differential privacy)")
+                     + ("(no statistic of the records is used under differential privacy)" if plan.dp is not None
+                        else "(the plan asks for public bounds; no statistic of the records is used)"))
         if spec.standardize_indicators:
             words += ", each centred and scaled with this hospital's own training mean and spread"
         lines.append(f"  - {spec.name}: {words}")

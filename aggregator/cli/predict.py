@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Reads the model card beside the SavedModel (OUT/model/model-card.json), turns the CSV's "
         "columns into the model's inputs exactly as the hospitals' training views did (one-hot by the card's "
         "categories; standardisation as the card prescribes) and writes one probability per row. A model "
-        "trained without DP was standardised with each hospital's own training statistics, which the "
-        "aggregator never saw: give --stats-from-train. A DP model's standardised features are clamped to "
-        "the public bounds of the hospital's dataset policy: give --policy.",
+        "trained without DP was by default standardised with each hospital's own training statistics, which "
+        "the aggregator never saw: give --stats-from-train. A DP model's standardised features (and those of a "
+        "non-DP model whose plan asked for `preprocessing: public_bounds`; the card says which) are clamped "
+        "to the public bounds of the hospital's dataset policy: give --policy.",
         epilog=EPILOG,
     )
     parser.add_argument("--model", type=Path, required=True, help="the exported model folder (OUT/model)")
@@ -29,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--out", type=Path, required=True, help="CSV to write: one column `probability`")
     parser.add_argument("--stats-from-train", type=Path, default=None, metavar="FILE",
                         help="CSV of this hospital's own training records; their mean and sample std standardise "
-                        "(non-DP models)")
+                        "(models with train_statistics preprocessing: non-DP by default)")
     parser.add_argument("--policy", type=Path, default=None, metavar="FILE",
-                        help="this hospital's dataset policy (YAML): public bounds and impute values (DP models)")
+                        help="this hospital's dataset policy (YAML): public bounds and impute values (DP models, and "
+                        "non-DP models with public_bounds preprocessing)")
     parser.set_defaults(func=run)
 
 

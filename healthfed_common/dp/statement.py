@@ -55,7 +55,7 @@ def _preprocessing(plan: Any, public_bounds: Mapping[str, tuple[float, float]] |
     lines = []
     for spec in plan.features:
         if spec.transform == "standardize":
-            if plan.dp is None:
+            if not plan.uses_public_bounds:
                 lines.append(f"{spec.name}: centred and scaled with this silo's own training mean and sample std "
                              "(a statistic of the records; the plan has no DP)")
             else:
@@ -68,7 +68,7 @@ def _preprocessing(plan: Any, public_bounds: Mapping[str, tuple[float, float]] |
             lines.append(f"{spec.name}: one 0/1 indicator per listed category"
                          + (", centred and scaled with this silo's own training mean and std" if scaled else ""))
         else:
-            imputed = ("the policy's public imputation value" if plan.dp is not None else "the training mean")
+            imputed = ("the policy's public imputation value" if plan.uses_public_bounds else "the training mean")
             lines.append(f"{spec.name}: {spec.transform} (missing values take {imputed})")
     return lines
 

@@ -233,26 +233,27 @@ class DatasetPolicy(_Strict):
 
 
 def check_private_preprocessing(plan: "Plan", policy: DatasetPolicy) -> None:
-    """Refuses (NON_PRIVATE_PREPROCESSING) a DP plan whose features would be transformed with
-    a statistic of the private records; passes every non-DP plan.
+    """Refuses (NON_PRIVATE_PREPROCESSING) a plan with public-bounds preprocessing (every DP
+    plan, and a non-DP plan that asks for `preprocessing: public_bounds`) whose features would
+    be transformed with a statistic of the private records; passes every other plan.
 
     Why: DP-SGD's sensitivity is the clipping bound C only if one record's change moves only
     that record's gradient. Train-set standardisation or mean imputation moves EVERY record's
     features when one record changes (one chol = 9999 record shifts the others' clipped
     gradient sum by 15x C), so under DP the silo uses only the policy's public `bounds` and
     `impute` values. Checked with the plan's features before any data is read or charged."""
-    if plan.dp is None:
+    if not plan.uses_public_bounds:
         return
+    kind = "a differentially private plan" if plan.dp is not None else "a plan with public_bounds preprocessing"
     for spec in plan.features:
         if spec.standardize_indicators:
             raise NonPrivatePreprocessing(
                 f"feature {spec.name!r}: standardize_indicators scales with this dataset's own mean and "
-                "spread, which a differentially private plan cannot use; plan it without "
-                "standardize_indicators", spec.name)
+                f"spread, which {kind} cannot use; plan it without standardize_indicators", spec.name)
         if spec.transform == "standardize":
             allowed = policy.features.get(spec.name)
             if allowed is None or allowed.bounds is None:
                 raise NonPrivatePreprocessing(
-                    f"feature {spec.name!r}: a differentially private plan can standardise only with public "
+                    f"feature {spec.name!r}: {kind} can standardise only with public "
                     "bounds, and this dataset's policy declares none for it (add `bounds: [low, high]` with "
                     "a published value range, or plan the feature with transform identity)", spec.name)

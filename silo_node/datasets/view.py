@@ -5,7 +5,9 @@ It is built from the minimised stored copy, restricted to the plan's features af
 numbers, never a frame it could ask for more columns.
 
 Two kinds of preprocessing. Non-DP plans standardise with the train subset's mean and sample
-std and impute missing numbers with the train mean. DP plans may use NO statistic of the
+std and impute missing numbers with the train mean, unless the plan asks for
+`preprocessing: public_bounds` (then they are transformed exactly as under DP: every hospital
+scales alike, which a shared model needs). DP plans may use NO statistic of the
 private records -- one record would otherwise move every record's features and the DP-SGD
 sensitivity would no longer be the clipping bound -- so a `standardize` feature is clamped to
 the policy's PUBLIC `bounds` and scaled to [-1, 1], a missing number becomes the policy's
@@ -128,21 +130,22 @@ def _public_columns_for(spec: FeatureSpec, values: pd.Series[Any], allowed: Feat
 def tabular_view(
     name: str, frame: pd.DataFrame, plan: Plan, subset: str, policy: DatasetPolicy | None = None
 ) -> TrainingView:
-    """Features for `subset`. Non-DP plans: standardisation and imputation statistics from the
-    train subset only. DP plans: only the dataset `policy`'s public bounds and imputation
-    values (required; see the module docstring). Records without a label are left out."""
+    """Features for `subset`. Plans with train_statistics preprocessing (non-DP by default):
+    standardisation and imputation statistics from the train subset only. DP plans, and non-DP
+    plans with `preprocessing: public_bounds`: only the dataset `policy`'s public bounds and
+    imputation values (required; see the module docstring). Records without a label are left out."""
     frame = frame[frame[plan.label.name].notna()].reset_index(drop=True)
     train = (frame[SPLIT_COLUMN] == "train").to_numpy()
-    if plan.dp is not None:
+    if plan.uses_public_bounds:
         if policy is None:
             raise NonPrivatePreprocessing(
-                "a differentially private plan's view needs the dataset policy's public bounds",
+                "a differentially private (or public_bounds) plan's view needs the dataset policy's public bounds",
                 plan.features[0].name)
         check_private_preprocessing(plan, policy)
     blocks: list[NDArray[Any]] = []
     names: list[str] = []
     for spec in plan.features:
-        if plan.dp is not None:
+        if plan.uses_public_bounds:
             assert policy is not None
             block, block_names = _public_columns_for(spec, frame[spec.name], policy.features.get(spec.name))
         else:

@@ -54,11 +54,27 @@ def test_plans_that_omit_the_new_fields_keep_their_hash() -> None:
     document it was before the fields existed (canonical JSON of the other fields)."""
     for changes in ({}, {"dp": DP}):
         plan = _plan(**changes)
-        before = {k: v for k, v in plan.model_dump(mode="json").items() if k not in ("algorithm", "personalization")}
+        before = {k: v for k, v in plan.model_dump(mode="json").items()
+                  if k not in ("algorithm", "personalization", "preprocessing")}
         assert plan.canonical_bytes() == canonical_json(before)
         assert plan.plan_hash == sha256_hex(canonical_json(before) + b"\n" + __version__.encode())
         # stating the default explicitly is the same plan
         assert _plan(**changes, algorithm={"name": "fedavg"}).plan_hash == plan.plan_hash
+
+
+def test_public_bounds_preprocessing_is_bound_into_the_hash_and_the_default_is_not() -> None:
+    """`preprocessing` left out keeps every existing plan's hash; asking for public_bounds
+    changes the plan (and its hash); a DP plan cannot ask for the training statistics."""
+    plain, dp = _plan(), _plan(dp=DP)
+    assert "preprocessing" not in json.loads(plain.canonical_bytes())
+    assert not plain.uses_public_bounds and dp.uses_public_bounds
+    public = _plan(preprocessing="public_bounds")
+    assert public.uses_public_bounds and public.dp is None
+    assert public.plan_hash != plain.plan_hash and parse_plan(public.canonical_bytes()) == public
+    assert json.loads(public.canonical_bytes())["preprocessing"] == "public_bounds"
+    assert _plan(dp=DP, preprocessing="public_bounds").uses_public_bounds
+    with pytest.raises(PlanInvalid, match="train_statistics is not allowed with dp"):
+        _plan(dp=DP, preprocessing="train_statistics")
 
 
 def test_fedprox_and_personalization_are_bound_into_the_hash_and_round_trip() -> None:
@@ -404,6 +420,17 @@ def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approvin
     assert "the fine-tuned weights never leave" in text
     plain = explain(_plan(), "pending", None, None, None, None)
     assert "FedProx" not in plain and "fine-tunes" not in plain
+
+
+def test_the_steward_reads_which_scaling_a_non_dp_plan_uses_before_approving() -> None:
+    from silo_node.approvals import explain
+
+    scaled = [{"name": "f0", "transform": "standardize"}]
+    public = explain(_plan(features=scaled, preprocessing="public_bounds"), "pending", None, None, None, None)
+    assert "f0: clamped to the public range this hospital's dataset policy declares" in public
+    assert "the plan asks for public bounds" in public and "NO differential privacy" in public
+    plain = explain(_plan(features=scaled), "pending", None, None, None, None)
+    assert "clamped to the public range" not in plain
 
 
 def test_evaluation_summary_and_model_card_show_global_and_personalised_metrics_side_by_side() -> None:

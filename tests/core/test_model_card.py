@@ -46,8 +46,8 @@ EVALUATION = {"per_silo": {"north": {"loss": 0.5, "accuracy": 0.8, "auc": 0.85, 
               "aggregate": {"loss": 0.525, "accuracy": 0.775, "auc": 0.825, "num_examples": 40}}
 
 
-def make_plan(dp: bool, features: list[dict[str, Any]] = FEATURES) -> Plan:
-    return Plan.model_validate({
+def make_plan(dp: bool, features: list[dict[str, Any]] = FEATURES, **extra: Any) -> Plan:
+    return Plan.model_validate({**extra,
         "name": "heart-lr", "dataset": "heart", "purpose": "Research on cardiac risk.",
         "model": {"id": "logistic_regression"}, "features": features,
         "label": {"name": "num", "positive_values": ["1"]},
@@ -156,6 +156,24 @@ def test_preprocess_under_dp_uses_the_policys_public_bounds(tmp_path: Path) -> N
     scored = preprocess(card, pd.read_csv(score_csv), public=public)
     np.testing.assert_allclose(scored, view.features, atol=1e-6)
     assert scored[2, 5] == 1.0  # chol 700 clamped to the public high bound
+
+
+def test_preprocess_of_a_non_dp_public_bounds_model_uses_the_policys_public_bounds(tmp_path: Path) -> None:
+    """The card says which scaling the hospitals used, not only whether DP was on: a non-DP
+    plan with `preprocessing: public_bounds` is scored with the policy's bounds, and the
+    training records are not asked for."""
+    plan = make_plan(dp=False, preprocessing="public_bounds")
+    view = tabular_view("heart", records(), plan, "test", DatasetPolicy.from_document(POLICY))
+    card = build_card(plan, rounds_completed=3, evaluation={}, dp_declarations={})
+    assert card["input"]["preprocessing"] == "public_bounds" and not card["privacy"]["differential_privacy"]
+    assert card["features"][0]["statistics"] == "public bounds from each hospital's dataset policy"
+    _, score_csv = split_csvs(tmp_path)
+    public = {"age": PublicBounds((0.0, 100.0), None), "sex": PublicBounds((0.0, 1.0), 1.0),
+              "chol": PublicBounds((100.0, 600.0), None)}
+    scored = preprocess(card, pd.read_csv(score_csv), public=public)
+    np.testing.assert_allclose(scored, view.features, atol=1e-6)
+    assert build_card(make_plan(dp=False), rounds_completed=3, evaluation={},
+                      dp_declarations={})["input"]["preprocessing"] == "train_statistics"
 
 
 # -- `aggregator predict`: coded refusals (no TensorFlow) ------------------------------------

@@ -11,8 +11,8 @@ from healthfed_common.dp.statement import privacy_statement, render_text
 from healthfed_common.plan import Plan, parse_plan
 
 
-def _plan(dp: bool = True) -> Plan:
-    return parse_plan({
+def _plan(dp: bool = True, **extra: object) -> Plan:
+    return parse_plan({**extra,
         "name": "p", "dataset": "heart", "model": {"id": "logistic_regression"},
         "features": [{"name": "chol"}, {"name": "cp", "transform": "one_hot", "categories": ["1", "2"]}],
         "label": {"name": "num"}, "client_optimizer": {"name": "sgd", "learning_rate": 0.1},
@@ -49,6 +49,14 @@ def test_non_dp_statement_is_epsilon_infinity() -> None:
     assert "own training mean" in statement["preprocessing"][0]
     json.dumps(statement, allow_nan=False)
     assert "epsilon = infinity" in render_text(statement)
+
+
+def test_non_dp_public_bounds_statement_says_the_public_scaling_but_still_infinity() -> None:
+    """Public scaling removes one leak (other records' statistics) but adds no noise: the plan
+    stays epsilon = infinity, and the statement says both."""
+    statement = privacy_statement(_plan(dp=False, preprocessing="public_bounds"), public_bounds={"chol": (100, 600)})
+    assert statement["epsilon"] == "infinity" and statement["differentially_private"] is False
+    assert "chol: clamped to [100, 600]" in statement["preprocessing"][0]
 
 
 @pytest.mark.parametrize("dp", [True, False])

@@ -184,6 +184,32 @@ def test_one_outlier_record_moves_no_other_record_under_dp() -> None:
     assert np.all(np.abs(plain_before[:6] - plain_after[:6]) > 0.05)  # record 6 is missing: mean-imputed, centred at 0
 
 
+def test_a_non_dp_plan_asking_for_public_bounds_gets_the_dp_view() -> None:
+    """`preprocessing: public_bounds` without DP: every hospital scales alike with the public
+    ranges, and (as under DP) an outlier record moves no other record's features."""
+    values: list[float | None] = [180.0, 220.0, 250.0, 199.0, 305.0, 240.0, None, 210.0]
+    neighbour = [*values[:-1], 9999.0]
+    public = make_plan(features=[{"name": "chol", "transform": "standardize"}], dp=None, preprocessing="public_bounds")
+    before = tabular_view("t", _toy_frame(values), public, "train", TOY_POLICY).features
+    after = tabular_view("t", _toy_frame(neighbour), public, "train", TOY_POLICY).features
+    np.testing.assert_array_equal(before, tabular_view("t", _toy_frame(values), _toy_plan(True), "train", TOY_POLICY).features)
+    np.testing.assert_array_equal(before[:-1], after[:-1])
+    assert after[-1, 0] == 1.0 and before[6, 0] == 0.0
+    with pytest.raises(NonPrivatePreprocessing, match="public_bounds"):
+        tabular_view("t", _toy_frame(values), public, "train", None)
+
+
+def test_a_public_bounds_plan_cannot_smuggle_in_a_private_statistic() -> None:
+    no_bounds = DatasetPolicy.from_document({"features": {"chol": {"transforms": ["standardize"]}}, "label": "num"})
+    public = make_plan(features=[{"name": "chol", "transform": "standardize"}], dp=None, preprocessing="public_bounds")
+    with pytest.raises(NonPrivatePreprocessing, match="public_bounds preprocessing can standardise only with public"):
+        tabular_view("t", _toy_frame([200.0, 300.0]), public, "train", no_bounds)
+    policy = DatasetPolicy.from_document(HEART_POLICY)
+    features = [{**f, "standardize_indicators": True} if f.get("transform") == "one_hot" else f for f in HEART_FEATURES]
+    with pytest.raises(NonPrivatePreprocessing, match="standardize_indicators"):
+        check_plan(make_plan(features=features, dp=None, preprocessing="public_bounds"), policy)
+
+
 def test_dp_view_imputes_the_public_value_not_the_train_mean() -> None:
     policy = DatasetPolicy.from_document(
         {"features": {"chol": {"transforms": ["standardize"], "bounds": [100, 600], "impute": 200}}, "label": "num"})
