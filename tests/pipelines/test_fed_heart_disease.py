@@ -6,9 +6,12 @@ skip (they are not shipped with the project)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines import fed_heart_disease as fhd
@@ -17,6 +20,10 @@ pytestmark = pytest.mark.skipif(
     not all((fhd.DEFAULT_DATA / f"processed.{h}.data").is_file() for h in fhd.HOSPITALS),
     reason=f"Fed-Heart-Disease data not found in {fhd.DEFAULT_DATA} (shared data, not part of the repository)",
 )
+
+
+# The FLamby protocol's preprocessing (standardised indicators), as a non-DP candidate.
+PROTOCOL_HYPER = fhd.Hyper(rounds=1, local_epochs=1, batch_size=16, client_lr=0.1, standardize_indicators=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,7 @@ def test_silo_view_gives_the_protocols_13_features(exports: dict[str, Path]) -> 
     computation of the README's protocol."""
     from healthfed_common.plan import parse_plan
 
-    plan = parse_plan(fhd.plan_document("no_dp", fhd.SELECTED["no_dp"], 0))
+    plan = parse_plan(fhd.plan_document("no_dp", PROTOCOL_HYPER, 0))
     assert plan.input_width == fhd.WIDTH
     for name, path in exports.items():
         table = fhd.stored_table(path)
@@ -84,14 +91,323 @@ def test_validation_split_never_contains_test_rows(exports: dict[str, Path]) -> 
         assert set(validation[SPLIT_COLUMN]) == {"train", "test"}
 
 
+def test_split_seed_moves_records_deterministically_and_keeps_the_sizes() -> None:
+    """--split-seed is train_test_split's random_state: the same seed gives the same split,
+    another seed another split of the same sizes (sizes depend only on each hospital's n)."""
+    for name in ("cleveland", "switzerland"):
+        default = fhd.protocol_frame(fhd.DEFAULT_DATA, name)
+        again = fhd.protocol_frame(fhd.DEFAULT_DATA, name, 43)
+        other = fhd.protocol_frame(fhd.DEFAULT_DATA, name, 44)
+        assert default["split"].tolist() == again["split"].tolist()
+        assert default["split"].tolist() != other["split"].tolist()
+        assert other["split"].tolist() == fhd.protocol_frame(fhd.DEFAULT_DATA, name, 44)["split"].tolist()
+        assert (other["split"] == "train").sum() == fhd.EXPECTED_SIZES[name][0]
+        assert default.drop(columns="split").equals(other.drop(columns="split"))  # same records, other subsets
+
+
+def test_main_passes_split_seed_to_the_exports(tmp_path: Path) -> None:
+    """`--split-seed 44` writes exports split with random_state 44 (checked on the exports a
+    --select-only run would search; the search itself is not run here)."""
+    exported = fhd.write_exports(fhd.DEFAULT_DATA, tmp_path / "x", 44)
+    for name, path in exported.items():
+        written = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert written["split"].tolist() == fhd.protocol_frame(fhd.DEFAULT_DATA, name, 44)["split"].tolist()
+
+
+def test_split_seeds_and_grid_are_fixed() -> None:
+    """The split seeds of the report and the search space were fixed before any result (grid
+    version 1), then extended by the public-range candidates (version 2, GRID_HISTORY): a
+    change to them must be a deliberate edit of this test too."""
+    assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
+    no_dp = fhd.grid("no_dp")
+    assert len(no_dp) == 24 and len(set(no_dp)) == 24
+    version_1, public = no_dp[:12], no_dp[12:]
+    # version 1 unchanged, in its order (ties in the ranking go to the earlier candidate)
+    assert [(h.standardize_indicators, h.server_optimizer, h.server_lr, h.rounds) for h in version_1] == [
+        (std, server, lr, r) for std in (True, False) for server, lr in (("sgd", 1.0), ("yogi", 0.03))
+        for r in (10, 20, 30)]
+    assert not any(h.public_ranges for h in version_1)
+    assert all(h.public_ranges for h in public)
+    assert {h.kernel_initializer for h in no_dp} == {"zeros"}
+    assert {(h.local_epochs, h.batch_size, h.client_lr, h.fedprox_mu) for h in version_1} == {(1, 16, 0.1, None)}
+    assert {(h.local_epochs, h.batch_size, h.client_lr, h.fedprox_mu) for h in public} == {
+        (1, 16, 0.1, None), (1, 16, 1.0, None)}
+    assert {(h.server_optimizer, h.server_lr) for h in no_dp} == {("sgd", 1.0), ("yogi", 0.03)}
+    assert {h.rounds for h in no_dp} == {10, 20, 30}
+    assert all(h.personalization_epochs is None for h in no_dp)  # chosen after the global model
+    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2]
+    assert "AFTER the test figures" in fhd.GRID_NOTE
+    assert fhd.PERSONALIZATION_EPOCHS == (1, 3, 10, 30)
+    assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_1")] == [(64, 3), (64, 5), (256, 3), (256, 5)]
+    assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_0.1")] == [(32, 1), (32, 2), (256, 1), (256, 2)]
+
+
+def test_public_range_candidates_never_standardise_indicators() -> None:
+    public = [h for h in fhd.grid("no_dp") if h.public_ranges]
+    assert len(public) == 12
+    assert {(h.client_lr, h.server_optimizer, h.server_lr, h.rounds) for h in public} == {
+        (client_lr, server, lr, r) for client_lr in (0.1, 1.0) for server, lr in (("sgd", 1.0), ("yogi", 0.03))
+        for r in (10, 20, 30)}
+    assert not any(h.standardize_indicators for h in public)
+    assert all("public_ranges=True" in h.label() for h in public)
+    assert not any(h.public_ranges for s in ("eps_1", "eps_0.1") for h in fhd.grid(s))
+
+
+def test_public_range_plan_document_asks_for_public_bounds() -> None:
+    """Only a non-DP public-range plan carries `preprocessing`; every other plan leaves the key
+    out (so plans of the earlier runs keep their hashes). Standardised indicators cannot go with
+    public ranges."""
+    public = next(h for h in fhd.grid("no_dp") if h.public_ranges)
+    document = fhd.plan_document("no_dp", public, 0)
+    assert document["preprocessing"] == "public_bounds"
+    assert not any(f.get("standardize_indicators") for f in document["features"])
+    assert document["dp"] is None
+    for hyper in fhd.grid("no_dp")[:12]:
+        assert "preprocessing" not in fhd.plan_document("no_dp", hyper, 0)
+    for setting in ("eps_1", "eps_0.1"):  # DP: public ranges anyway, key left out
+        assert "preprocessing" not in fhd.plan_document(setting, public, 0)
+    with pytest.raises(ValueError, match="standardize_indicators"):
+        fhd.plan_document("no_dp", fhd.Hyper(rounds=1, local_epochs=1, batch_size=16, client_lr=0.1,
+                                             standardize_indicators=True, public_ranges=True), 0)
+
+
+def test_public_range_plan_parses_and_its_view_is_the_dp_view(exports: dict[str, Path]) -> None:
+    """Needs the plan schema's `preprocessing` field: the non-DP public-range plan parses, its
+    hash differs from the train-statistics plan's, and the silo's view of it (what select()
+    and the silos train on) is exactly the DP plans' view: clamp to PUBLIC_BOUNDS, scale to
+    [-1, 1], 0/1 indicators."""
+    from healthfed_common.plan import parse_plan
+
+    public = next(h for h in fhd.grid("no_dp") if h.public_ranges and h.server_optimizer == "sgd")
+    plan = parse_plan(fhd.plan_document("no_dp", public, 0))
+    assert plan.dp is None and plan.preprocessing == "public_bounds"
+    plain = parse_plan(fhd.plan_document("no_dp", replace(public, public_ranges=False), 0))
+    assert plain.preprocessing is None and plain.plan_hash != plan.plan_hash
+    dp = parse_plan(fhd.plan_document("eps_1", fhd.grid("eps_1")[0], 0))
+    for path in exports.values():
+        table = fhd.stored_table(path)
+        for subset in ("train", "test"):
+            x_public, y_public = fhd.silo_arrays(table, plan, subset)
+            x_dp, y_dp = fhd.silo_arrays(table, dp, subset)
+            np.testing.assert_array_equal(x_public, x_dp)
+            np.testing.assert_array_equal(y_public, y_dp)
+            assert x_public.min() >= -1.0 and x_public.max() <= 1.0
+            x_plain, _ = fhd.silo_arrays(table, plain, subset)
+            assert not np.allclose(x_plain, x_public)
+
+
+def test_plan_documents_carry_the_searched_options() -> None:
+    """Indicator standardisation, FedProx and personalisation reach the plan; a DP plan never
+    gets standardised indicators or personalisation (both would use the records outside DP)."""
+    from healthfed_common.plan import parse_plan
+
+    hyper = fhd.Hyper(rounds=2, local_epochs=1, batch_size=16, client_lr=0.1, server_optimizer="yogi",
+                      server_lr=0.03, standardize_indicators=True, fedprox_mu=0.1, personalization_epochs=3)
+    plan = parse_plan(fhd.plan_document("no_dp", hyper, 1))
+    assert plan.personalization is not None and plan.personalization.local_epochs == 3
+    assert plan.algorithm.proximal_strength == 0.1 and plan.server_optimizer.name == "yogi"
+    assert all(f.standardize_indicators for f in plan.features if f.transform == "one_hot")
+    dp = parse_plan(fhd.plan_document("eps_1", hyper, 1))
+    assert dp.personalization is None and dp.dp is not None
+    assert not any(f.standardize_indicators for f in dp.features)
+    plain = parse_plan(fhd.plan_document("no_dp", fhd.Hyper(rounds=2, local_epochs=1, batch_size=16, client_lr=0.1), 1))
+    assert plain.personalization is None and plain.algorithm.name == "fedavg"
+    assert not any(f.standardize_indicators for f in plain.features)
+
+
+def test_acceptance_compares_with_the_pooled_reference_of_the_same_run() -> None:
+    def entry(mean: float) -> dict[str, float]:
+        return {"mean_per_hospital_accuracy": mean}
+
+    results = {"no_dp": {**entry(0.74), "personalized": entry(0.81)}, "eps_1": entry(0.70), "eps_0.1": entry(0.69)}
+    pooled = {"train_set_standardisation": entry(0.73), "public_clinical_ranges": entry(0.72)}
+    checks = fhd.acceptance(43, results, pooled)
+    assert checks["split_43_no_dp_ge_0.75"]["met"] is False
+    assert checks["split_43_eps_1_ge_0.72"]["met"] is False and checks["split_43_eps_0.1_ge_0.68"]["met"] is True
+    assert checks["split_43_personalized_ge_0.8"]["met"] is True
+    assert checks["no_dp_ge_pooled_reference"]["met"] is True
+    assert checks["eps_1_within_0.03_of_pooled_reference_same_preprocessing"]["met"] is True
+    assert checks["personalized_ge_global"]["met"] is True
+    other = fhd.acceptance(44, {**results, "eps_1": entry(0.68)}, pooled)
+    assert not any(name.startswith("split_43") for name in other)
+    assert other["eps_1_within_0.03_of_pooled_reference_same_preprocessing"]["met"] is False
+
+
+def test_acceptance_uses_the_pooled_reference_with_the_no_dp_plans_preprocessing() -> None:
+    def entry(mean: float, **more: object) -> dict[str, object]:
+        return {"mean_per_hospital_accuracy": mean, **more}
+
+    pooled = {"train_set_standardisation": entry(0.77), "public_clinical_ranges": entry(0.80)}
+    public_hyper = {"public_ranges": True, "standardize_indicators": False}
+    public = fhd.acceptance(44, {"no_dp": entry(0.79, hyper_parameters=public_hyper)}, pooled)
+    assert public["no_dp_ge_pooled_reference"]["pooled_reference"] == "public_clinical_ranges"
+    assert public["no_dp_ge_pooled_reference"]["bound"] == 0.80 and public["no_dp_ge_pooled_reference"]["met"] is False
+    other = public["no_dp_vs_pooled_reference_train_set_standardisation"]
+    assert other["bound"] == 0.77 and other["met"] is True and other["why"].startswith("reported only")
+    for hyper in ({"public_ranges": False}, {}):  # entries written before the option: train-standardised
+        plain = fhd.acceptance(44, {"no_dp": entry(0.79, hyper_parameters=hyper)}, pooled)
+        assert plain["no_dp_ge_pooled_reference"]["pooled_reference"] == "train_set_standardisation"
+        assert plain["no_dp_ge_pooled_reference"]["met"] is True
+        assert plain["no_dp_vs_pooled_reference_public_clinical_ranges"]["met"] is False
+
+
+def _result(mean: float, hyper: fhd.Hyper, personalised: float | None = None) -> dict[str, object]:
+    out: dict[str, object] = {"mean_per_hospital_accuracy": mean, "std_over_seeds": 0.0,
+                              "per_hospital_mean_over_seeds": {h: mean for h in fhd.HOSPITALS},
+                              "hyper_parameters": hyper.__dict__, "runs": []}
+    if personalised is not None:
+        out["personalized"] = {"mean_per_hospital_accuracy": personalised, "std_over_seeds": 0.0,
+                               "per_hospital_mean_over_seeds": {h: personalised for h in fhd.HOSPITALS}}
+    return out
+
+
+def _references(standardised: float, public: float) -> dict[str, Any]:
+    def figure(value: float) -> dict[str, object]:
+        return {"mean_per_hospital_accuracy": value, "per_hospital_mean_over_seeds": {h: value for h in fhd.HOSPITALS}}
+
+    return {"pooled_reference": {"train_set_standardisation": figure(standardised),
+                                 "public_clinical_ranges": figure(public)},
+            "local_only": figure(0.81)}
+
+
+def test_no_dp_only_run_keeps_the_dp_results_of_the_split_entry(tmp_path: Path) -> None:
+    """A `--settings no_dp` run merged into the split's existing entry (written by the earlier
+    code, without settings_measured_by): the DP results, their chosen hyper-parameters and the
+    earlier run's ledger are kept and labelled with their run; no_dp is replaced; the table and
+    the acceptance are recomputed from the merged results against this run's references."""
+    out = tmp_path / "fhd.json"
+    old_no_dp, new_no_dp = fhd.grid("no_dp")[4], fhd.grid("no_dp")[16]
+    dp_1, dp_01 = fhd.grid("eps_1")[2], fhd.grid("eps_0.1")[2]
+    earlier_command = ".venv/bin/python -m pipelines.fed_heart_disease --split-seed 43"
+    earlier = {
+        "split_seed": 43,
+        "hyper_parameter_selection": {"how": "read from the selection file", "chosen": {
+            "eps_1": dp_1.__dict__, "eps_0.1": dp_01.__dict__, "no_dp": old_no_dp.__dict__}},
+        "results": {"eps_1": _result(0.775, dp_1), "eps_0.1": _result(0.713, dp_01),
+                    "no_dp": _result(0.732, old_no_dp, 0.810)},
+        **_references(0.771, 0.806),
+        "acceptance": {"stale": True}, "silo_restarts_between_plans": [],
+        "privacy": {"ledger": {"va": {"dataset_epsilon_spent": "inf", "per_plan": {"dp-plan": {"epsilon": 1.0}}}}},
+        "command": earlier_command, "machine": {"cpu": "old"}, "wall_time_s": 900.0,
+        "date": "2026-11-26T01:00:00Z", "flamby_reference": fhd.FLAMBY,
+    }
+    head = {"benchmark": "fed_heart_disease"}
+    out.write_text(json.dumps(fhd._merge_split(out, 43, earlier, head)))
+    other_split = {**earlier, "split_seed": 44}
+    out.write_text(json.dumps(fhd._merge_split(out, 44, other_split, head)))
+
+    command = ".venv/bin/python -m pipelines.fed_heart_disease --settings no_dp --split-seed 43"
+    results = {"no_dp": _result(0.80, new_no_dp, 0.83)}
+    references = _references(0.771, 0.806)
+    entry = {
+        "split_seed": 43,
+        "hyper_parameter_selection": {"how": "read from the selection file", "chosen": {"no_dp": new_no_dp.__dict__}},
+        "results": results, **references,
+        "acceptance": fhd.acceptance(43, results, references["pooled_reference"]),
+        "silo_restarts_between_plans": [], "privacy": {"ledger": {"va": {"per_plan": {}}}},
+        "command": command, "machine": {"cpu": "new"}, "wall_time_s": 300.0, "date": "2026-11-27T01:00:00Z",
+    }
+    merged = fhd.merge_entry(fhd._read_splits(out).get("43"), entry)
+    out.write_text(json.dumps(fhd._merge_split(out, 43, merged, head)))
+
+    written = json.loads(out.read_text())["splits"]
+    split = written["43"]
+    assert written["44"] == json.loads(json.dumps(other_split))  # other splits untouched
+    assert list(split["results"]) == ["eps_1", "eps_0.1", "no_dp"]
+    assert split["results"]["eps_1"] == json.loads(json.dumps(earlier["results"]["eps_1"]))
+    assert split["results"]["eps_0.1"]["mean_per_hospital_accuracy"] == 0.713
+    assert split["results"]["no_dp"]["mean_per_hospital_accuracy"] == 0.80
+    assert split["hyper_parameter_selection"]["chosen"]["eps_1"] == dp_1.__dict__
+    assert split["hyper_parameter_selection"]["chosen"]["no_dp"]["public_ranges"] is True
+    assert split["hyper_parameter_selection"]["searched_by"]["eps_1"].startswith("not recorded")
+    assert split["settings_measured_by"]["eps_1"] == {"date": "2026-11-26T01:00:00Z", "command": earlier_command}
+    assert split["settings_measured_by"]["no_dp"] == {"date": "2026-11-27T01:00:00Z", "command": command}
+    [run] = split["earlier_runs"]
+    assert run["settings"] == ["eps_1", "eps_0.1"] and run["command"] == earlier_command
+    assert run["privacy_ledger"]["va"]["per_plan"]["dp-plan"]["epsilon"] == 1.0
+    assert run["machine"] == {"cpu": "old"}
+    assert "mixes runs" in split["mixes_runs"] and earlier_command in split["mixes_runs"]
+    checks = split["acceptance"]
+    assert "stale" not in checks
+    assert checks["split_43_eps_1_ge_0.72"]["value"] == 0.775  # kept DP result in the recomputed acceptance
+    assert checks["split_43_no_dp_ge_0.75"]["met"] is True
+    assert checks["no_dp_ge_pooled_reference"]["pooled_reference"] == "public_clinical_ranges"
+    assert checks["no_dp_ge_pooled_reference"]["bound"] == 0.806
+    assert split["per_hospital_accuracy_side_by_side"]["va"]["eps_1"] == 0.775
+    assert split["per_hospital_accuracy_side_by_side"]["va"]["no_dp"] == 0.80
+    assert split["per_hospital_accuracy_side_by_side"]["va"]["personalized"] == 0.83
+
+    # a second no-DP run on top: the DP settings still name the first run, which stays listed once
+    again = {**entry, "results": {"no_dp": _result(0.79, new_no_dp, 0.82)}, "date": "2026-11-28T01:00:00Z",
+             "hyper_parameter_selection": {"how": "x", "chosen": {"no_dp": new_no_dp.__dict__}}}
+    twice = fhd.merge_entry(fhd._read_splits(out)["43"], again)
+    assert [r["command"] for r in twice["earlier_runs"]] == [earlier_command]
+    assert twice["settings_measured_by"]["eps_0.1"]["date"] == "2026-11-26T01:00:00Z"
+    assert twice["results"]["no_dp"]["mean_per_hospital_accuracy"] == 0.79
+
+
+def test_full_run_replaces_the_split_entry() -> None:
+    hyper = fhd.grid("no_dp")[0]
+    previous = {"results": {"no_dp": _result(0.7, hyper)}, "date": "a", "command": "c"}
+    entry = {"split_seed": 44, "results": {"no_dp": _result(0.8, hyper)}, "date": "b", "command": "d",
+             "hyper_parameter_selection": {"how": "h", "chosen": {"no_dp": hyper.__dict__}}}
+    merged = fhd.merge_entry(previous, dict(entry))
+    assert "earlier_runs" not in merged and "mixes_runs" not in merged
+    assert merged["settings_measured_by"] == {"no_dp": {"date": "b", "command": "d"}}
+
+
+def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
+    """`--select-only --settings no_dp` replaces only the no_dp scores of the split's selection
+    entry; the kept scores name the search that produced them (grid version 1 for a record
+    written before produced_by existed) and load_selection still reads every setting."""
+    path = tmp_path / "selection.json"
+    old_command = ".venv/bin/python -m pipelines.fed_heart_disease --select-only --split-seed 43"
+    scores = {s: {"selected": fhd.grid(s)[0].__dict__, "validation_accuracy": 0.7, "grid": []}
+              for s in ("eps_1", "eps_0.1", "no_dp")}
+    old = {"split_seed": 43, "how": "doc", "scores": scores, "command": old_command, "machine": {"cpu": "old"},
+           "wall_time_s": 600.0, "date": "2026-11-26T00:34:02Z"}
+    path.write_text(json.dumps({"benchmark": "x", "splits": {"43": old, "44": {**old, "split_seed": 44}}}))
+    public = fhd.grid("no_dp")[15]
+    command = ".venv/bin/python -m pipelines.fed_heart_disease --select-only --settings no_dp --split-seed 43"
+    produced = {"date": "2026-11-27T00:00:00Z", "command": command, "grid_version": 2}
+    record = {"split_seed": 43, "how": "doc", "command": command, "machine": {"cpu": "new"}, "wall_time_s": 200.0,
+              "date": "2026-11-27T00:00:00Z",
+              "scores": {"no_dp": {"selected": public.__dict__, "validation_accuracy": 0.8, "grid": [],
+                                   "produced_by": produced}}}
+    path.write_text(json.dumps(fhd.merge_selection(path, 43, record)))
+    document = json.loads(path.read_text())
+    split = document["splits"]["43"]
+    assert list(split["scores"]) == ["eps_1", "eps_0.1", "no_dp"]
+    assert split["scores"]["eps_1"]["selected"] == scores["eps_1"]["selected"]
+    assert split["scores"]["eps_1"]["produced_by"] == {"date": "2026-11-26T00:34:02Z", "command": old_command,
+                                                       "grid_version": 1}
+    assert split["scores"]["no_dp"]["produced_by"] == produced
+    assert split["settings_searched_by_this_run"] == ["no_dp"]
+    assert split["earlier_searches"][0]["settings"] == ["eps_1", "eps_0.1"]
+    assert split["earlier_searches"][0]["command"] == old_command
+    assert document["splits"]["44"]["scores"]["no_dp"]["selected"] == scores["no_dp"]["selected"]
+    assert [g["version"] for g in document["grid_history"]] == [1, 2]
+    provenance = fhd.searched_by(path, 43, ["eps_1", "no_dp"])
+    assert provenance["eps_1"]["grid_version"] == 1 and provenance["no_dp"] == produced
+    chosen = fhd.load_selection(path, 43)
+    assert chosen["no_dp"] == public and chosen["eps_1"] == fhd.grid("eps_1")[0]
+    assert fhd.load_selection(path, 44)["no_dp"].public_ranges is False
+
+
 @pytest.mark.slow
 def test_one_real_federation_run(tmp_path: Path) -> None:
-    """One seed of the non-private setting through 4 silo processes and an aggregator."""
+    """One seed of the non-private setting (with its personalisation) through 4 silo processes
+    and an aggregator, with split 43's committed hyper-parameters, beside the pooled reference
+    and the local-only models."""
     out = tmp_path / "fhd.json"
     assert fhd.main(["--seeds", "1", "--settings", "no_dp", "--work", str(tmp_path / "work"),
                      "--out", str(out)]) == 0
-    result = json.loads(out.read_text())["results"]["no_dp"]
+    split = json.loads(out.read_text())["splits"]["43"]
+    result = split["results"]["no_dp"]
     run = result["runs"][0]
     assert set(run["per_hospital_accuracy"]) == set(fhd.HOSPITALS)
+    assert set(run["personalized_per_hospital_accuracy"]) == set(fhd.HOSPITALS)
     assert run["test_examples"] == {h: n for h, (_, n) in fhd.EXPECTED_SIZES.items()}
     assert 0.5 < result["mean_per_hospital_accuracy"] <= 1.0
+    assert set(split["pooled_reference"]) == {"train_set_standardisation", "public_clinical_ranges"}
+    assert set(split["local_only"]["per_hospital_mean_over_seeds"]) == set(fhd.HOSPITALS)
