@@ -97,13 +97,19 @@ def check_demo_summary(summary: dict[str, Any]) -> None:
     assert set(reference["local_only_models"]) == set(summary["silos"])
     fed = reference["federated_model"]
     assert fed["num_examples"] == reference["held_out_union"]["num_examples"] > 200
-    assert fed["auc"] >= 0.75, fed
-    assert fed["balanced_accuracy"] >= 0.62, fed
-    assert fed["accuracy"] >= fed["all_negative_baseline_accuracy"] + 0.03, fed
+    assert fed["auc"] >= 0.80, fed
+    assert fed["balanced_accuracy"] >= 0.70, fed
+    assert fed["accuracy"] >= fed["all_negative_baseline_accuracy"] + 0.10, fed
     for silo, local in reference["local_only_models"].items():
         assert local["num_examples"] == fed["num_examples"]
-        assert fed["auc"] >= local["auc"] + 0.02, (silo, local, fed)
-        assert fed["balanced_accuracy"] >= local["balanced_accuracy"] + 0.02, (silo, local, fed)
+        # The README's claim, no more: ahead of every local-only model on all three measures,
+        # clearly on AUC. Over four runs of the redesigned demo the leads over the best local
+        # model were AUC +0.058 to +0.062, balanced accuracy +0.025 to +0.053 and accuracy
+        # +0.033 to +0.049 (the federated figures move with the DP noise, drawn from OS entropy);
+        # the margins below leave room for that spread and no more.
+        assert fed["auc"] >= local["auc"] + 0.04, (silo, local, fed)
+        assert fed["balanced_accuracy"] >= local["balanced_accuracy"] + 0.01, (silo, local, fed)
+        assert fed["accuracy"] >= local["accuracy"] + 0.01, (silo, local, fed)
     # the federation's own evaluation (released by the silos) agrees that the model learnt
     assert summary["final_metrics"]["aggregate"]["auc"] >= 0.7
 
