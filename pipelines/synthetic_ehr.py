@@ -12,8 +12,8 @@ The generative model (why the demo's model can learn something, and why federati
 2. One risk model for every patient in every hospital (no hospital effect): the label
    `cardiac_event_1y` is Bernoulli(sigmoid(logit)) with `RISK_MODEL`'s logistic coefficients,
    logit = intercept + sum(coefficient * (feature - reference)). The effect sizes are
-   stylised (larger than the epidemiology's odds ratios) so that a few rounds on a few hundred
-   records per hospital can learn them; the directions are the textbook ones.
+   stylised (larger than the epidemiology's odds ratios) so that a few rounds on several hundred
+   to about 1,250 training records per hospital can learn them; the directions are the textbook ones.
 3. The demo hospitals see different corners of that model: referral pathways leave St
    Mary's (the largest) without diabetics, Riverside (an older population) without current
    smokers and Hillcrest (a small community clinic, younger) without typical angina. So each hospital alone cannot learn one strong risk factor the others

@@ -3,22 +3,25 @@ its gradients, its DP-SGD step and its record of what was chosen must be what th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipelines import demo, synthetic_ehr
+from pipelines import demo, demo_reference, synthetic_ehr
 from pipelines.demo_design_search import (
     CHOSEN_DESIGN,
     DESIGNS,
     SEARCH_LOG,
     dp_sgd_round,
+    federated,
     hospitals,
     initial_weights,
     per_example_gradients,
     predict,
+    round_weight,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,19 +70,55 @@ def test_clipping_bounds_what_one_record_can_move() -> None:
     assert change <= 2 * 0.5 / 30 + 1e-12  # replace-one: the old record's and the new one's clipped terms
 
 
+def test_noise_is_sigma_c_over_the_expected_batch_whatever_the_sample() -> None:
+    """With the gradients clipped to nothing, a step moves each weight by rate * N(0, (sigma C)^2) / (q n):
+    the expected batch q n, not the realised one (which would leak who was sampled)."""
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(200, 40)), (rng.random(200) < 0.5).astype(float)
+    weights = initial_weights(40, seed=1)
+    clip, sigma, q = 1e-9, 1e9, 0.05  # sigma * clip = 1
+    moved = dp_sgd_round(weights, x, y, rate=2.0, sigma=sigma, q=q, steps=1, rng=rng, clip=clip)
+    step = np.concatenate([(a - b).ravel() for a, b in zip(moved, weights)])
+    assert np.std(step) == pytest.approx(2.0 * sigma * clip / (q * 200), rel=0.1)
+
+
+def test_the_server_weights_each_hospital_by_its_update_weight_not_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The silo's update_weight is the sum of expected batches over its steps (client_work);
+    with ceil(n / batch) steps that is not proportional to n, and the simulation must use it."""
+    from healthfed_common.dp.accounting import silo_dp_parameters
+    from healthfed_common.plan import parse_plan
+
+    plan = parse_plan(demo.demo_plan())
+    small, large = silo_dp_parameters(plan, 300), silo_dp_parameters(plan, 1300)
+    assert round_weight(small) == pytest.approx(small.steps_per_round * small.expected_batch_size)
+    assert round_weight(small) / round_weight(large) != pytest.approx(300 / 1300, rel=0.05)
+    # and federated() averages with it, for every hospital in every round
+    import pipelines.demo_design_search as search
+
+    rng = np.random.default_rng(3)
+    silos = {name: demo_reference.SiloArrays(rng.normal(size=(n, 3)), (rng.random(n) < 0.5).astype(int),
+                                             rng.normal(size=(5, 3)), np.zeros(5, dtype=int))
+             for name, n in (("a", 300), ("b", 70))}
+    asked: list[int] = []
+    monkeypatch.setattr(search, "round_weight", lambda p: asked.append(p.steps_per_round) or round_weight(p))
+    document = demo.demo_plan(rounds=2) | {"batch_size": 64}
+    federated(silos, document, np.random.default_rng(0))
+    small_steps, large_steps = (silo_dp_parameters(parse_plan(document), n).steps_per_round for n in (70, 300))
+    assert sorted(asked) == sorted([large_steps, small_steps] * 2)
+
+
 def test_the_shipped_demo_is_the_searchs_choice() -> None:
-    """Changing the demo's hospitals or plan without redoing the search fails here."""
+    """Changing the demo's hospitals (case mix included) or plan without redoing the search fails here."""
+    recorded = json.loads((REPO / "bench-results" / "demo_design_search.json").read_text())
     design = DESIGNS[CHOSEN_DESIGN]
-    shipped = hospitals(design)
-    assert [h.patients for h in shipped] == [h.patients for h in synthetic_ehr.DEMO_HOSPITALS]
-    assert [dict(vars(h), patients=0) for h in shipped] == [dict(vars(h), patients=0) for h in synthetic_ehr.DEMO_HOSPITALS]
+    assert recorded["designs"][CHOSEN_DESIGN]["hospitals"] == [
+        dataclasses.asdict(h) | {"chest_pain_mix": list(h.chest_pain_mix)} for h in synthetic_ehr.DEMO_HOSPITALS]
     assert design["intercept"] == synthetic_ehr.RISK_INTERCEPT
     plan = demo.demo_plan()
     candidate = {"batch_size": plan["batch_size"], "learning_rate": plan["client_optimizer"]["learning_rate"],
                  "rounds": plan["rounds"]}
     assert any(CHOSEN_DESIGN in names and candidate in plans for names, plans in SEARCH_LOG)
     # and the committed search result chose exactly this design and plan
-    recorded = json.loads((REPO / "bench-results" / "demo_design_search.json").read_text())
     assert recorded["chosen"]["design"] == CHOSEN_DESIGN
     assert {k: recorded["chosen"][k] for k in candidate} == candidate
     assert recorded["shipped_plan_matches_choice"] is True
@@ -89,6 +128,12 @@ def test_the_shipped_demo_is_the_searchs_choice() -> None:
 
 @pytest.mark.parametrize("name", sorted(DESIGNS))
 def test_every_design_keeps_each_hospital_without_a_strong_factor(name: str) -> None:
-    for profile in hospitals(DESIGNS[name]):
+    """Each hospital lacks one of the three strong factors (two in the "one strong factor" designs),
+    and each factor is present at some hospital."""
+    profiles = hospitals(DESIGNS[name])
+    expected = 2 if DESIGNS[name]["one_factor_each"] else 1
+    for profile in profiles:
         lacking = [profile.smoker_rate == 0, profile.diabetes_rate == 0, profile.chest_pain_mix[0] == 0]
-        assert sum(lacking) >= 1, profile
+        assert sum(lacking) == expected, profile
+    assert all(p.smoker_rate > 0 for p in profiles) is False and any(p.smoker_rate > 0 for p in profiles)
+    assert any(p.diabetes_rate > 0 for p in profiles) and any(p.chest_pain_mix[0] > 0 for p in profiles)
