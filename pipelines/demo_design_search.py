@@ -64,7 +64,7 @@ from numpy.typing import NDArray
 from pipelines import demo, demo_reference, synthetic_ehr
 from pipelines.machine_info import cpu_model
 
-SEARCH_SEED = 11  # the exports the search sees; the demo draws its own with seed 7
+SEARCH_SEED = 11  # the exports the search sees; the demo draws its own with synthetic_ehr.DEMO_EXPORT_SEED
 NOISE_DRAWS = 4
 HIDDEN_UNITS = 16
 
@@ -103,9 +103,8 @@ CHOSEN_DESIGN = "double size, intercept -2.6"  # what the shipped demo is; the s
 
 def hospitals(design: dict[str, Any]) -> list[synthetic_ehr.HospitalProfile]:
     """The three demo hospitals under `design` (the base profiles are the demo's own)."""
-    base = [dataclasses.replace(h, patients=0) for h in synthetic_ehr.DEMO_HOSPITALS]
     sizes = [800 * design["size"], 600 * design["size"], 400 * design["size"]]
-    profiles = [dataclasses.replace(h, patients=n) for h, n in zip(base, sizes)]
+    profiles = [dataclasses.replace(h, patients=n) for h, n in zip(synthetic_ehr.DEMO_HOSPITALS, sizes)]
     if design["one_factor_each"]:  # St Mary's: typical angina only; Riverside: diabetes; Hillcrest: smoking
         profiles = [
             dataclasses.replace(profiles[0], smoker_rate=0.0, diabetes_rate=0.0, chest_pain_mix=(0.5, 0.2, 0.15, 0.15)),
@@ -148,16 +147,21 @@ def initial_weights(inputs: int, seed: int) -> Weights:
             rng.uniform(-second, second, (HIDDEN_UNITS, 1)), np.zeros(1)]
 
 
+def _forward(weights: Weights, x: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.float64]]:
+    """The MLP's hidden pre-activations, hidden activations and output probabilities."""
+    pre = x @ weights[0] + weights[1]
+    hidden = np.maximum(pre, 0)
+    return pre, hidden, np.asarray(1 / (1 + np.exp(-(hidden @ weights[2] + weights[3])[:, 0])), dtype=np.float64)
+
+
 def predict(weights: Weights, x: NDArray[Any]) -> NDArray[np.float64]:
-    hidden = np.maximum(x @ weights[0] + weights[1], 0)
-    return np.asarray(1 / (1 + np.exp(-(hidden @ weights[2] + weights[3])[:, 0])), dtype=np.float64)
+    return _forward(weights, x)[2]
 
 
 def per_example_gradients(weights: Weights, x: NDArray[Any], y: NDArray[Any]) -> Weights:
     """Binary cross-entropy gradients, one slice per example along axis 0."""
-    pre = x @ weights[0] + weights[1]
-    hidden = np.maximum(pre, 0)
-    out = (1 / (1 + np.exp(-(hidden @ weights[2] + weights[3])[:, 0])) - y)[:, None]
+    pre, hidden, probability = _forward(weights, x)
+    out = (probability - y)[:, None]
     back = out @ weights[2].T * (pre > 0)
     return [x[:, :, None] * back[:, None, :], back, hidden[:, :, None] * out[:, None, :], out]
 
@@ -222,6 +226,13 @@ def local_only(arrays: demo_reference.SiloArrays, plan_document: dict[str, Any])
     return weights
 
 
+def shipped_candidate() -> dict[str, Any]:
+    """The demo plan's searched settings, in a candidate's form."""
+    document = demo.demo_plan()
+    return {"batch_size": document["batch_size"], "learning_rate": document["client_optimizer"]["learning_rate"],
+            "rounds": document["rounds"]}
+
+
 def plan_for(candidate: dict[str, Any]) -> dict[str, Any]:
     document = demo.demo_plan(candidate["rounds"])
     document["batch_size"] = candidate["batch_size"]
@@ -276,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    demo_plan = demo.demo_plan()
-    shipped = {"batch_size": demo_plan["batch_size"], "learning_rate": demo_plan["client_optimizer"]["learning_rate"],
-               "rounds": demo_plan["rounds"]}
+    shipped = shipped_candidate()
     log = (((CHOSEN_DESIGN,), [shipped]),) if args.quick else SEARCH_LOG
     found = search(log)
     for label in ("chosen", "best_overall"):

@@ -22,6 +22,7 @@ from pipelines.demo_design_search import (
     per_example_gradients,
     predict,
     round_weight,
+    shipped_candidate,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,8 +116,7 @@ def test_the_shipped_demo_is_the_searchs_choice() -> None:
         dataclasses.asdict(h) | {"chest_pain_mix": list(h.chest_pain_mix)} for h in synthetic_ehr.DEMO_HOSPITALS]
     assert design["intercept"] == synthetic_ehr.RISK_INTERCEPT
     plan = demo.demo_plan()
-    candidate = {"batch_size": plan["batch_size"], "learning_rate": plan["client_optimizer"]["learning_rate"],
-                 "rounds": plan["rounds"]}
+    candidate = shipped_candidate()
     assert any(CHOSEN_DESIGN in names and candidate in plans for names, plans in SEARCH_LOG)
     # and the committed search result chose exactly this design and plan
     assert recorded["chosen"]["design"] == CHOSEN_DESIGN
