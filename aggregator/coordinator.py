@@ -450,7 +450,7 @@ class Coordinator:
         self._progress("evaluation on held-out data: " + json.dumps({"aggregate": aggregate}, default=float))
         evaluation: dict[str, Any] = {"per_silo": per_silo, "aggregate": aggregate}
         if self.plan.personalization is not None:
-            evaluation["personalization"] = personalization_summary(self.plan.personalization.model_dump(), per_silo)
+            evaluation["personalization"] = personalization_summary(self.plan.personalization.canonical(), per_silo)
         return evaluation
 
     def _export(self, state: list[NDArray[Any]], export_dir: Path) -> Path:

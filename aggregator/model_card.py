@@ -211,13 +211,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                  else f"- all-negative baseline accuracy: unknown ({evaluation['baseline_note']})")
     personal = evaluation.get("personalization")
     if personal:
-        lines += ["", f"Per hospital, the global model beside its own copy fine-tuned locally for "
-                  f"{personal['local_epochs']} epoch(s) (the fine-tuned models stayed in the hospitals):", "",
-                  "| hospital | held-out records | global accuracy | personalised accuracy | global AUC | personalised AUC |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {silo} | {row['num_examples']} | {_number(row['global'].get('accuracy'))} | "
-                  f"{_number(row['personalized'].get('accuracy'))} | {_number(row['global'].get('auc'))} | "
-                  f"{_number(row['personalized'].get('auc'))} |" for silo, row in personal["per_silo"].items()]
+        lines += ["", *_personalization_table(personal)]
     lines += ["", "## Input", ""]
     if card["input"]["kind"] != "tabular":
         lines.append(f"Images of {card['input']['image_size']}x{card['input']['image_size']}, one channel, in [0, 1].")
@@ -401,3 +395,25 @@ def public_bounds_from_policy(document: object) -> dict[str, PublicBounds]:
             bounds = (float(raw[0]), float(raw[1]))
         result[str(name)] = PublicBounds(bounds, float(impute) if isinstance(impute, (int, float)) else None)
     return result
+
+
+def _personalization_table(personal: dict[str, Any]) -> list[str]:
+    """Each hospital's global-model metrics beside its fine-tuned copy's; under a local choice
+    of epochs, also the count each hospital chose (released with its metrics)."""
+    choices = personal.get("local_epochs_choices")
+    how = (f"for the number of epochs it chose from {list(choices)} on a held-out part of its own training records "
+           "(0 = kept the global model)" if choices is not None else f"for {personal['local_epochs']} epoch(s)")
+    chosen_column = choices is not None
+    lines = [f"Per hospital, the global model beside its own copy fine-tuned locally {how} "
+             "(the fine-tuned models stayed in the hospitals):", "",
+             "| hospital | held-out records | global accuracy | personalised accuracy | global AUC | personalised AUC |"
+             + (" epochs chosen |" if chosen_column else ""),
+             "|---|---|---|---|---|---|" + ("---|" if chosen_column else "")]
+    for silo, row in personal["per_silo"].items():
+        tuned = row["personalized"]
+        chosen = tuned.get("fine_tuning_epochs")
+        lines.append(f"| {silo} | {row['num_examples']} | {_number(row['global'].get('accuracy'))} | "
+                     f"{_number(tuned.get('accuracy'))} | {_number(row['global'].get('auc'))} | "
+                     f"{_number(tuned.get('auc'))} |"
+                     + (f" {'?' if chosen is None else int(chosen)} |" if chosen_column else ""))
+    return lines

@@ -158,14 +158,60 @@ class PersonalizationSpec(StrictModel):
     """Per-hospital personalisation measured at the final evaluation.
 
     `local_fine_tuning`: each silo fine-tunes the final global model on its own training
-    records for `local_epochs` epochs (the plan's client optimizer, batch size and data-order
-    seed) and evaluates the fine-tuned model on its own held-out records. Only the metrics leave
-    the silo, beside the global model's; the fine-tuned weights never do. Allowed only for plans
-    without DP: fine-tuning on the training records after the plan's last DP round would be a
-    release the plan's epsilon does not cover."""
+    records (the plan's client optimizer, batch size and data-order seed) and evaluates the
+    fine-tuned model on its own held-out records. Only the metrics leave the silo, beside the
+    global model's; the fine-tuned weights never do. Allowed only for plans without DP:
+    fine-tuning on the training records after the plan's last DP round would be a release the
+    plan's epsilon does not cover.
+
+    How long to fine-tune is either fixed for every hospital (`local_epochs`) or each silo's own
+    choice (`local_epochs_choices`): the silo holds out `holdout_fraction` of its training
+    records, fine-tunes on the rest for each listed number of epochs (0 = keep the global
+    model), keeps the one with the best held-out accuracy (ties: lower held-out loss, then fewer
+    epochs) and fine-tunes on all its training records for that many. Why a local choice: one
+    epoch count cannot fit hospitals of 30 and 200 records alike, and whether fine-tuning helps
+    at all is a question only a hospital's own records can answer. The chosen count is released
+    with the metrics (`personalized_fine_tuning_epochs`), in the same disclosure."""
 
     method: Literal["local_fine_tuning"] = "local_fine_tuning"
-    local_epochs: int = Field(ge=1, le=1000)
+    local_epochs: int | None = Field(default=None, ge=1, le=1000)
+    local_epochs_choices: tuple[Annotated[int, Field(ge=0, le=1000)], ...] | None = Field(
+        default=None, min_length=2, max_length=8)
+    holdout_fraction: float = Field(default=0.25, gt=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _one_way_to_pick_the_epochs(self) -> "PersonalizationSpec":
+        if (self.local_epochs is None) == (self.local_epochs_choices is None):
+            raise ValueError("give exactly one of local_epochs (every hospital alike) and "
+                             "local_epochs_choices (each silo picks on a holdout of its training records)")
+        if self.local_epochs_choices is not None:
+            if len(set(self.local_epochs_choices)) != len(self.local_epochs_choices):
+                raise ValueError(f"local_epochs_choices lists an epoch count twice: {list(self.local_epochs_choices)}")
+        elif self.holdout_fraction != 0.25:
+            raise ValueError("holdout_fraction is only for local_epochs_choices")
+        return self
+
+    @property
+    def chosen_locally(self) -> bool:
+        return self.local_epochs_choices is not None
+
+    def describe(self) -> str:
+        """How long each silo fine-tunes, in words a data steward reads before approving."""
+        if self.local_epochs_choices is None:
+            return f"{self.local_epochs} pass(es)"
+        return (f"as many passes as it chooses from {list(self.local_epochs_choices)} (0 = keep the shared model) "
+                f"on a held-out {self.holdout_fraction:.0%} of its training records; the count it chose is released "
+                "with the metrics")
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as hashed: the keys added with local choice are left out of a fixed-epochs
+        spec, so such plans keep the hash they had before the keys existed."""
+        document = self.model_dump(mode="json")
+        if self.local_epochs_choices is None:
+            del document["local_epochs_choices"], document["holdout_fraction"]
+        else:
+            del document["local_epochs"]
+        return document
 
 
 SiloId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{1,62}$")]
@@ -412,6 +458,8 @@ class Plan(StrictModel):
         that does not use them keeps the hash (and approvals, ledger entries, traced-plan cache
         entries) it had before they existed; parsing the bytes back restores the defaults."""
         document = self.model_dump(mode="json")
+        if self.personalization is not None:
+            document["personalization"] = self.personalization.canonical()
         for name in _OMITTED_WHEN_DEFAULT:
             if document.get(name) == _DEFAULT_DUMPS[name]:
                 del document[name]

@@ -374,7 +374,7 @@ def explain(
         f"and rounded to integers), {protection};",
         "  - allow-listed aggregate metrics (training loss, accuracy, number of examples).",
         *([f"At the final evaluation this silo also fine-tunes the shared model on its own training records "
-           f"({plan.personalization.local_epochs} pass(es)) and releases that model's metrics on its held-out "
+           f"({plan.personalization.describe()}) and releases that model's metrics on its held-out "
            "records beside the shared model's; the fine-tuned weights never leave."]
           if plan.personalization is not None else []),
         "No records, identifiers or free text leave the silo. Every release is listed by `silo-node egress`.",

@@ -26,23 +26,30 @@ from healthfed_common.plan import Plan
 PREFIX = "personalized_"
 
 
-def fine_tune(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any]) -> Any:
-    """The plan's model started from `weights` and trained on (features, labels) for the
-    plan's `personalization.local_epochs`: the plan's client optimizer, batch size, loss and
-    data-order seed (a round number past the plan's last, so the order differs from every
-    training round's). Returns the Keras model; deterministic for the same inputs."""
+def fine_tune(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any],
+              epochs: int | None = None) -> Any:
+    """The plan's model started from `weights` and trained on (features, labels) for `epochs`
+    (default: the plan's fixed `personalization.local_epochs`; 0 returns the model unchanged):
+    the plan's client optimizer, batch size, loss and data-order seed (a round number past the
+    plan's last, so the order differs from every training round's). Returns the Keras model;
+    deterministic for the same inputs."""
     import tensorflow as tf
 
     spec = plan.personalization
     if spec is None:
         raise ValueError("the plan asks for no personalization")
+    epochs = spec.local_epochs if epochs is None else epochs
+    if epochs is None:
+        raise ValueError("the plan lets each silo choose the epochs; pass the chosen count")
     model = build_keras_model(plan)
     model.set_weights(weights)
+    if epochs == 0:
+        return model
     trainable = list(model.trainable_variables)
     optimizer = tff_optimizer(plan.client_optimizer)
     state = optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
     loss_fn = tf.keras.losses.BinaryCrossentropy()
-    epochs_plan = plan.model_copy(update={"local_epochs": spec.local_epochs})
+    epochs_plan = plan.model_copy(update={"local_epochs": epochs})
     dataset = training_dataset_factory(features, labels, epochs_plan, plan.rounds + 1)()
 
     def one_step(state: Any, x: Any, y: Any) -> Any:
@@ -60,6 +67,44 @@ def fine_tune(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], l
     return model
 
 
+def holdout_split(labels: NDArray[Any], fraction: float, seed: int) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Indices (fit, holdout) of a split of this silo's training records, stratified by label:
+    `fraction` of each class (rounded, at least one record of every class with two or more, so
+    the holdout sees both classes where the records have them) goes to the holdout. Seeded by
+    the plan's data-order seed, so a retried evaluation makes the same choice."""
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    fit: list[int] = []
+    holdout: list[int] = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        take = int(round(fraction * len(members)))
+        take = min(max(take, 1 if len(members) >= 2 else 0), len(members) - 1) if len(members) else 0
+        holdout += members[:take].tolist()
+        fit += members[take:].tolist()
+    return np.sort(np.asarray(fit, dtype=np.int64)), np.sort(np.asarray(holdout, dtype=np.int64))
+
+
+def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any],
+                  evaluate: Any) -> tuple[int, dict[int, dict[str, float]]]:
+    """This silo's own choice among the plan's `local_epochs_choices`: each count fine-tunes
+    the global model on the fit part of the training records and is scored on the held-out
+    part (`holdout_split`); the best held-out accuracy wins, ties go to the lower held-out loss
+    and then to fewer epochs (0, the global model itself, wins a full tie). Returns the count
+    and every candidate's held-out metrics (which stay in the silo)."""
+    spec = plan.personalization
+    if spec is None or spec.local_epochs_choices is None:
+        raise ValueError("the plan fixes the fine-tuning epochs; there is nothing to choose")
+    fit, holdout = holdout_split(labels, spec.holdout_fraction, plan.seeds.data_order)
+    if len(holdout) == 0 or len(fit) == 0:  # too few records to hold any out: keep the global model
+        return min(spec.local_epochs_choices), {}
+    scores: dict[int, dict[str, float]] = {}
+    for epochs in sorted(spec.local_epochs_choices):
+        model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
+        scores[epochs] = evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout])
+    best = min(scores, key=lambda e: (-scores[e]["accuracy"], scores[e]["loss"], e))
+    return best, scores
+
+
 def personalized_metrics(
     plan: Plan,
     weights: list[NDArray[Any]],
@@ -68,9 +113,20 @@ def personalized_metrics(
     evaluate: Any,
 ) -> dict[str, float]:
     """`evaluate(plan, weights, features, labels)` (the silo's own evaluation) of the model
-    fine-tuned on `train`, scored on `test`, each metric renamed `personalized_<name>`. The
-    fine-tuned weights go out of scope here."""
-    model = fine_tune(plan, weights, *train)
+    fine-tuned on `train`, scored on `test`, each metric renamed `personalized_<name>`. Under
+    `local_epochs_choices` the silo first picks the epochs on a holdout of `train`
+    (`choose_epochs`), then fine-tunes on all of `train` for that many, and the count joins the
+    release as `personalized_fine_tuning_epochs`. The fine-tuned weights go out of scope here."""
+    spec = plan.personalization
+    if spec is None:
+        raise ValueError("the plan asks for no personalization")
+    epochs = spec.local_epochs
+    if epochs is None:
+        epochs, _ = choose_epochs(plan, weights, *train, evaluate)
+    model = fine_tune(plan, weights, *train, epochs)
     tuned = [np.asarray(w) for w in model.get_weights()]
     metrics = evaluate(plan, tuned, *test)
-    return {PREFIX + name: float(value) for name, value in metrics.items()}
+    released = {PREFIX + name: float(value) for name, value in metrics.items()}
+    if spec.chosen_locally:
+        released[PREFIX + "fine_tuning_epochs"] = float(epochs)
+    return released

@@ -12,7 +12,11 @@ What is checked, and against what attack or mistake:
   aggregator run, with and without DP);
 - personalisation: a real silo (tests.adversary.harness) fine-tunes and releases only
   metrics; nothing weight-shaped leaves (the egress record and the released payload are
-  checked); DP plans cannot ask for it.
+  checked); DP plans cannot ask for it;
+- personalisation with a local choice of epochs: the silo picks on a stratified holdout of
+  its own training records (never its test records), 0 keeps the global model, the count it
+  picked is released and every candidate's weights stay in the silo; a fixed-epochs plan keeps
+  its hash.
 """
 
 from __future__ import annotations
@@ -89,6 +93,18 @@ def test_fedprox_and_personalization_are_bound_into_the_hash_and_round_trip() ->
     assert prox.algorithm.proximal_strength == 0.1 and fedavg.algorithm.proximal_strength is None
 
 
+def test_a_local_choice_of_fine_tuning_epochs_is_bound_into_the_hash_and_fixed_epochs_keep_theirs() -> None:
+    fixed = _plan(personalization={"local_epochs": 5})
+    assert json.loads(fixed.canonical_bytes())["personalization"] == {"method": "local_fine_tuning", "local_epochs": 5}
+    chosen = _plan(personalization={"local_epochs_choices": [0, 1, 3]})
+    other = _plan(personalization={"local_epochs_choices": [0, 1, 3], "holdout_fraction": 0.3})
+    assert json.loads(chosen.canonical_bytes())["personalization"] == {
+        "method": "local_fine_tuning", "local_epochs_choices": [0, 1, 3], "holdout_fraction": 0.25}
+    assert len({fixed.plan_hash, chosen.plan_hash, other.plan_hash}) == 3
+    for plan in (fixed, chosen, other):
+        assert parse_plan(plan.canonical_bytes()) == plan
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
@@ -98,6 +114,14 @@ def test_fedprox_and_personalization_are_bound_into_the_hash_and_round_trip() ->
         ({"algorithm": {"name": "scaffold"}}, "algorithm.name"),
         ({"personalization": {"local_epochs": 0}}, "personalization.local_epochs"),
         ({"personalization": {"local_epochs": 2}, "dp": DP}, "personalization is only for plans without dp"),
+        ({"personalization": {}}, "give exactly one of local_epochs"),
+        ({"personalization": {"local_epochs": 2, "local_epochs_choices": [0, 2]}}, "give exactly one of local_epochs"),
+        ({"personalization": {"local_epochs_choices": [0, 3, 3]}}, "lists an epoch count twice"),
+        ({"personalization": {"local_epochs_choices": [3]}}, "personalization.local_epochs_choices"),
+        ({"personalization": {"local_epochs_choices": [0, -1]}}, "personalization.local_epochs_choices"),
+        ({"personalization": {"local_epochs_choices": [0, 3], "holdout_fraction": 0.9}}, "holdout_fraction"),
+        ({"personalization": {"local_epochs": 2, "holdout_fraction": 0.3}}, "holdout_fraction is only for"),
+        ({"personalization": {"local_epochs_choices": [0, 2]}, "dp": DP}, "personalization is only for plans without dp"),
     ],
 )
 def test_bad_algorithm_or_personalization_is_refused_with_a_coded_error(changes: dict[str, Any], says: str) -> None:
@@ -347,25 +371,29 @@ non_private_plans_on_budgeted_datasets: charge_infinity
 """
 
 
-def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path: Any) -> None:
+@pytest.mark.parametrize("spec", [{"local_epochs": 5}, {"local_epochs_choices": [0, 2, 5]}],
+                         ids=["fixed_epochs", "epochs_chosen_by_the_silo"])
+def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path: Any, spec: dict[str, Any]) -> None:
     """A real SiloRunner trains one round of a non-DP plan with personalization, then is asked
     to evaluate the resulting global model. Its answer carries the global model's metrics and
     the metrics of its own fine-tuned copy (the same numbers the test gets by fine-tuning the
-    silo's training view itself), recorded in the ledger's evaluation disclosure; the egress
-    record shows exactly one train result and one evaluation, the evaluation's recorded bytes
-    are this answer, and no released number is a fine-tuned weight."""
+    silo's training view itself, for the epochs the test's own replay of the silo's choice
+    gives), recorded in the ledger's evaluation disclosure; the egress record shows exactly
+    one train result and one evaluation, the evaluation's recorded bytes are this answer, and
+    no released number is a fine-tuned weight -- of the released model or of any candidate
+    the silo tried while choosing."""
     import hashlib
 
     from aggregator.aggregation import aggregate_round
     from healthfed_common.learning_process import build_federated_computations
     from healthfed_common.wire import codec
     from healthfed_common.wire.messages import EvaluateResult, EvaluateTask, TrainResult, TrainTask
-    from silo_node.personalization import fine_tune
+    from silo_node.personalization import choose_epochs, fine_tune, holdout_split
     from silo_node.runner import evaluate_weights
     from tests.adversary.harness import VICTIM, VictimSilo, adversary_plan
 
     base = adversary_plan([VICTIM, "peer"], protocol="none", dp=False, min_silos=1, rounds=1)
-    plan = Plan.model_validate({**base.model_dump(mode="json"), "personalization": {"local_epochs": 5}})
+    plan = Plan.model_validate({**base.model_dump(mode="json"), "personalization": spec})
     victim = VictimSilo.open(tmp_path, rows=80, approval_policy=PERSONALIZATION_POLICY)
     try:
         computations = build_federated_computations(plan, victim.services.plan_cache_dir)
@@ -380,34 +408,100 @@ def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path
         assert isinstance(answer, EvaluateResult), answer
 
         # the global model's metrics and the fine-tuned model's, side by side
+        chosen_locally = "local_epochs_choices" in spec
         assert set(answer.metrics) == {"loss", "accuracy", "auc",
-                                       "personalized_loss", "personalized_accuracy", "personalized_auc"}
+                                       "personalized_loss", "personalized_accuracy", "personalized_auc",
+                                       *(["personalized_fine_tuning_epochs"] if chosen_locally else [])}
         train = victim.services.registry.training_view(plan.dataset, plan, "train")
         test = victim.services.registry.training_view(plan.dataset, plan, "test")
-        tuned = [np.asarray(w) for w in fine_tune(plan, list(global_weights), train.features, train.labels).get_weights()]
+        candidates: list[list[np.ndarray]] = []
+        epochs = spec.get("local_epochs")
+        if chosen_locally:
+            epochs, scores = choose_epochs(plan, list(global_weights), train.features, train.labels, evaluate_weights)
+            assert answer.metrics["personalized_fine_tuning_epochs"] == epochs
+            assert set(scores) == {0, 2, 5}
+            fit, _ = holdout_split(train.labels, 0.25, plan.seeds.data_order)
+            candidates = [[np.asarray(w) for w in fine_tune(plan, list(global_weights), train.features[fit],
+                                                            train.labels[fit], e).get_weights()] for e in (2, 5)]
+        tuned = [np.asarray(w) for w in
+                 fine_tune(plan, list(global_weights), train.features, train.labels, epochs).get_weights()]
         expected = evaluate_weights(plan, tuned, test.features, test.labels)
         for name, value in expected.items():
             assert answer.metrics["personalized_" + name] == pytest.approx(value, rel=1e-4, abs=1e-5)
-        assert answer.metrics["personalized_loss"] != pytest.approx(answer.metrics["loss"], abs=1e-4)
+        if epochs:
+            assert answer.metrics["personalized_loss"] != pytest.approx(answer.metrics["loss"], abs=1e-4)
         assert answer.num_examples == len(test.labels)
         disclosures = victim.services.ledger.disclosures(plan.dataset)
         assert any("personalized_accuracy" in json.dumps(d.released) for d in disclosures)
 
-        # what left: the egress record is exactly these two payloads, and neither holds a tuned weight
+        # what left: the egress record is exactly these two payloads, and none holds a tuned weight
         egress = victim.services.egress.list(plan.plan_hash)
         assert [e.kind for e in egress] == ["TrainResult", "EvaluateResult"]
         payload = codec.encode(answer)
         assert (egress[1].bytes, egress[1].sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
         released = [float(answer.num_examples), *answer.metrics.values()]
-        weights = np.concatenate([w.reshape(-1) for w in tuned])
-        assert weights.size == plan.input_width + 1  # the whole logistic regression
-        assert not np.isclose(np.asarray(released)[:, None], weights[None, :], rtol=1e-6, atol=0).any()
-        for weight in weights:  # nor any tuned weight's bytes, in either float width
-            assert np.float32(weight).tobytes() not in payload and np.float64(weight).tobytes() not in payload
+        for model in ([tuned] if epochs else []) + candidates:
+            weights = np.concatenate([w.reshape(-1) for w in model])
+            assert weights.size == plan.input_width + 1  # the whole logistic regression
+            assert not np.isclose(np.asarray(released)[:, None], weights[None, :], rtol=1e-6, atol=0).any()
+            for weight in weights:  # nor any tuned weight's bytes, in either float width
+                assert np.float32(weight).tobytes() not in payload and np.float64(weight).tobytes() not in payload
         victim.assert_alive()
     finally:
         victim.close()
 
+
+def test_the_holdout_a_silo_chooses_on_is_stratified_disjoint_and_repeatable() -> None:
+    """The local choice is made on part of the TRAINING records only (the caller passes the
+    training view); every class with two or more records is on both sides, a lone record of a
+    class stays in the fit part, and the same seed gives the same split (a retried
+    evaluation makes the same choice)."""
+    from silo_node.personalization import holdout_split
+
+    labels = np.array([1.0] * 29 + [0.0])  # Switzerland's shape: one negative
+    fit, holdout = holdout_split(labels, 0.25, seed=4)
+    assert sorted([*fit, *holdout]) == list(range(30)) and not set(fit) & set(holdout)
+    assert len(holdout) == 7 and labels[holdout].min() == 1.0 and 29 in fit
+    balanced = np.array([0.0, 1.0] * 40)
+    fit, holdout = holdout_split(balanced, 0.25, seed=4)
+    assert (balanced[holdout] == 1).sum() == (balanced[holdout] == 0).sum() == 10
+    again, _ = holdout_split(balanced, 0.25, seed=4)
+    other, _ = holdout_split(balanced, 0.25, seed=5)
+    assert list(again) == list(fit) and list(other) != list(fit)
+    two = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    _, holdout = holdout_split(two, 0.25, seed=1)
+    assert set(two[holdout]) == {0.0, 1.0}
+
+
+def test_a_silo_keeps_the_global_model_when_fine_tuning_does_not_help_on_its_holdout() -> None:
+    """The choice is the argmax of the held-out accuracy, ties to the lower held-out loss then
+    fewer epochs; 0 epochs is the global model itself. Fine-tuning that can only hurt -- the
+    fit part's inputs negated, so every step moves away from the relation the holdout keeps --
+    leaves this hospital with the global model, and the replayed scores show why."""
+    from silo_node.personalization import choose_epochs, fine_tune, holdout_split
+    from silo_node.runner import evaluate_weights
+
+    plan = _plan(personalization={"local_epochs_choices": [0, 1, 10]},
+                 client_optimizer={"name": "sgd", "learning_rate": 1.0})
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(120, 4)).astype(np.float32)
+    truth = (features @ np.array([2.0, -1.0, 1.0, 0.5]) > 0).astype(np.float32)
+    good = [np.array([[2.0], [-1.0], [1.0], [0.5]], dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    assert [w.shape for w in good] == [w.shape for w in fine_tune(plan, good, features, truth, 0).get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(fine_tune(plan, good, features, truth, 0).get_weights(), good))
+
+    assert plan.personalization is not None
+    fit, _ = holdout_split(truth, plan.personalization.holdout_fraction, plan.seeds.data_order)
+    poisoned = features.copy()
+    poisoned[fit] = -poisoned[fit]  # what the fit part teaches is the opposite of the holdout's relation
+    epochs, scores = choose_epochs(plan, good, poisoned, truth, evaluate_weights)
+    assert epochs == 0, scores
+    assert scores[0]["accuracy"] == 1.0 and scores[10]["accuracy"] < 0.5
+
+    # and with clean records the silo does fine-tune a model that starts from nothing
+    blank = [np.zeros((4, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    epochs, scores = choose_epochs(plan, blank, features, truth, evaluate_weights)
+    assert epochs > 0 and scores[epochs]["accuracy"] > scores[0]["accuracy"]
 
 
 def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approving() -> None:
@@ -420,6 +514,9 @@ def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approvin
     assert "the fine-tuned weights never leave" in text
     plain = explain(_plan(), "pending", None, None, None, None)
     assert "FedProx" not in plain and "fine-tunes" not in plain
+    chosen = explain(_plan(personalization={"local_epochs_choices": [0, 1, 10]}), "pending", None, None, None, None)
+    assert ("as many passes as it chooses from [0, 1, 10] (0 = keep the shared model) on a held-out 25% of its "
+            "training records; the count it chose is released with the metrics") in chosen
 
 
 def test_the_steward_reads_which_scaling_a_non_dp_plan_uses_before_approving() -> None:
@@ -454,3 +551,25 @@ def test_evaluation_summary_and_model_card_show_global_and_personalised_metrics_
     markdown = card_markdown(build_card(plan, rounds_completed=2, evaluation=evaluation, dp_declarations={}))
     assert "| riverside | 40 | 0.7000 | 0.8000 | 0.7500 | 0.8500 |" in markdown
     assert "| st-marys | 30 | 0.6000 | 0.6200 | 0.6500 | 0.6600 |" in markdown
+
+
+def test_the_model_card_shows_the_epochs_each_hospital_chose() -> None:
+    from aggregator.coordinator import personalization_summary
+    from aggregator.model_card import build_card, card_markdown
+
+    plan = _plan(personalization={"local_epochs_choices": [0, 3, 10]})
+    assert plan.personalization is not None
+    per_silo = {
+        "riverside": {"loss": 0.6, "accuracy": 0.70, "auc": 0.75, "personalized_loss": 0.6,
+                      "personalized_accuracy": 0.70, "personalized_auc": 0.75, "personalized_fine_tuning_epochs": 0.0,
+                      "num_examples": 40},
+        "st-marys": {"loss": 0.7, "accuracy": 0.60, "auc": 0.65, "personalized_loss": 0.65,
+                     "personalized_accuracy": 0.62, "personalized_auc": 0.66, "personalized_fine_tuning_epochs": 10.0,
+                     "num_examples": 30},
+    }
+    summary = personalization_summary(plan.personalization.canonical(), per_silo)
+    evaluation = {"per_silo": per_silo, "aggregate": {"accuracy": 0.657}, "personalization": summary}
+    markdown = card_markdown(build_card(plan, rounds_completed=2, evaluation=evaluation, dp_declarations={}))
+    assert "for the number of epochs it chose from [0, 3, 10] on a held-out part of its own training records" in markdown
+    assert "| riverside | 40 | 0.7000 | 0.7000 | 0.7500 | 0.7500 | 0 |" in markdown
+    assert "| st-marys | 30 | 0.6000 | 0.6200 | 0.6500 | 0.6600 | 10 |" in markdown

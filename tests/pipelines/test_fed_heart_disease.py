@@ -116,9 +116,11 @@ def test_main_passes_split_seed_to_the_exports(tmp_path: Path) -> None:
 
 def test_split_seeds_and_grid_are_fixed() -> None:
     """The split seeds of the report and the search space were fixed before any result (grid
-    version 1), then extended by the public-range candidates (version 2, GRID_HISTORY): a
-    change to them must be a deliberate edit of this test too."""
+    version 1), then extended by the public-range candidates (version 2, GRID_HISTORY), and
+    personalisation became each silo's choice (version 3) when two fresh split seeds were
+    fixed: a change to them must be a deliberate edit of this test too."""
     assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
+    assert fhd.FRESH_SPLIT_SEEDS == (47, 48) and fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48)
     no_dp = fhd.grid("no_dp")
     assert len(no_dp) == 24 and len(set(no_dp)) == 24
     version_1, public = no_dp[:12], no_dp[12:]
@@ -134,10 +136,9 @@ def test_split_seeds_and_grid_are_fixed() -> None:
         (1, 16, 0.1, None), (1, 16, 1.0, None)}
     assert {(h.server_optimizer, h.server_lr) for h in no_dp} == {("sgd", 1.0), ("yogi", 0.03)}
     assert {h.rounds for h in no_dp} == {10, 20, 30}
-    assert all(h.personalization_epochs is None for h in no_dp)  # chosen after the global model
-    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2]
-    assert "AFTER the test figures" in fhd.GRID_NOTE
-    assert fhd.PERSONALIZATION_EPOCHS == (1, 3, 10, 30)
+    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3]
+    assert "AFTER test figures had been seen" in fhd.GRID_NOTE
+    assert fhd.PERSONALIZATION_CHOICES == (0, 1, 3, 10, 30) and fhd.PERSONALIZATION_HOLDOUT == 0.25
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_1")] == [(64, 3), (64, 5), (256, 3), (256, 5)]
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_0.1")] == [(32, 1), (32, 2), (256, 1), (256, 2)]
 
@@ -197,21 +198,24 @@ def test_public_range_plan_parses_and_its_view_is_the_dp_view(exports: dict[str,
 
 
 def test_plan_documents_carry_the_searched_options() -> None:
-    """Indicator standardisation, FedProx and personalisation reach the plan; a DP plan never
-    gets standardised indicators or personalisation (both would use the records outside DP)."""
+    """Indicator standardisation, FedProx and personalisation reach the plan; every no-DP plan
+    lets each silo choose its fine-tuning epochs; a DP plan never gets standardised indicators
+    or personalisation (both would use the records outside DP)."""
     from healthfed_common.plan import parse_plan
 
     hyper = fhd.Hyper(rounds=2, local_epochs=1, batch_size=16, client_lr=0.1, server_optimizer="yogi",
-                      server_lr=0.03, standardize_indicators=True, fedprox_mu=0.1, personalization_epochs=3)
+                      server_lr=0.03, standardize_indicators=True, fedprox_mu=0.1)
     plan = parse_plan(fhd.plan_document("no_dp", hyper, 1))
-    assert plan.personalization is not None and plan.personalization.local_epochs == 3
+    assert plan.personalization is not None and plan.personalization.local_epochs is None
+    assert plan.personalization.local_epochs_choices == (0, 1, 3, 10, 30)
+    assert plan.personalization.holdout_fraction == 0.25
     assert plan.algorithm.proximal_strength == 0.1 and plan.server_optimizer.name == "yogi"
     assert all(f.standardize_indicators for f in plan.features if f.transform == "one_hot")
     dp = parse_plan(fhd.plan_document("eps_1", hyper, 1))
     assert dp.personalization is None and dp.dp is not None
     assert not any(f.standardize_indicators for f in dp.features)
     plain = parse_plan(fhd.plan_document("no_dp", fhd.Hyper(rounds=2, local_epochs=1, batch_size=16, client_lr=0.1), 1))
-    assert plain.personalization is None and plain.algorithm.name == "fedavg"
+    assert plain.personalization == plan.personalization and plain.algorithm.name == "fedavg"
     assert not any(f.standardize_indicators for f in plain.features)
 
 
@@ -362,8 +366,10 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     written before produced_by existed) and load_selection still reads every setting."""
     path = tmp_path / "selection.json"
     old_command = ".venv/bin/python -m pipelines.fed_heart_disease --select-only --split-seed 43"
-    scores = {s: {"selected": fhd.grid(s)[0].__dict__, "validation_accuracy": 0.7, "grid": []}
-              for s in ("eps_1", "eps_0.1", "no_dp")}
+    scores: dict[str, dict[str, Any]] = {s: {"selected": fhd.grid(s)[0].__dict__, "validation_accuracy": 0.7,
+                                             "grid": []} for s in ("eps_1", "eps_0.1", "no_dp")}
+    # a version-2 search also recorded the fine-tuning epochs it chose; version 3 leaves them to each silo
+    scores["no_dp"]["selected"] = {**scores["no_dp"]["selected"], "personalization_epochs": 10}
     old = {"split_seed": 43, "how": "doc", "scores": scores, "command": old_command, "machine": {"cpu": "old"},
            "wall_time_s": 600.0, "date": "2026-11-26T00:34:02Z"}
     path.write_text(json.dumps({"benchmark": "x", "splits": {"43": old, "44": {**old, "split_seed": 44}}}))
@@ -386,7 +392,8 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     assert split["earlier_searches"][0]["settings"] == ["eps_1", "eps_0.1"]
     assert split["earlier_searches"][0]["command"] == old_command
     assert document["splits"]["44"]["scores"]["no_dp"]["selected"] == scores["no_dp"]["selected"]
-    assert [g["version"] for g in document["grid_history"]] == [1, 2]
+    assert fhd.load_selection(path, 44)["no_dp"] == fhd.grid("no_dp")[0]
+    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3]
     provenance = fhd.searched_by(path, 43, ["eps_1", "no_dp"])
     assert provenance["eps_1"]["grid_version"] == 1 and provenance["no_dp"] == produced
     chosen = fhd.load_selection(path, 43)
@@ -407,6 +414,9 @@ def test_one_real_federation_run(tmp_path: Path) -> None:
     run = result["runs"][0]
     assert set(run["per_hospital_accuracy"]) == set(fhd.HOSPITALS)
     assert set(run["personalized_per_hospital_accuracy"]) == set(fhd.HOSPITALS)
+    chosen = run["fine_tuning_epochs_chosen_by_each_silo"]
+    assert set(chosen) == set(fhd.HOSPITALS) and set(chosen.values()) <= set(fhd.PERSONALIZATION_CHOICES)
+    assert result["personalized"]["fine_tuning_epochs_chosen_per_hospital"] == {h: [chosen[h]] for h in fhd.HOSPITALS}
     assert run["test_examples"] == {h: n for h, (_, n) in fhd.EXPECTED_SIZES.items()}
     assert 0.5 < result["mean_per_hospital_accuracy"] <= 1.0
     assert set(split["pooled_reference"]) == {"train_set_standardisation", "public_clinical_ranges"}
