@@ -174,10 +174,16 @@ class PersonalizationSpec(StrictModel):
     with the metrics (`personalized_fine_tuning_epochs`), in the same disclosure."""
 
     method: Literal["local_fine_tuning"] = "local_fine_tuning"
-    local_epochs: int | None = Field(default=None, ge=1, le=1000)
+    local_epochs: int | None = Field(default=None, ge=1, le=1000,
+                                     description="Every hospital fine-tunes for this many epochs. Give this or "
+                                     "local_epochs_choices.")
     local_epochs_choices: tuple[Annotated[int, Field(ge=0, le=1000)], ...] | None = Field(
-        default=None, min_length=2, max_length=8)
-    holdout_fraction: float = Field(default=0.25, gt=0.0, le=0.5)
+        default=None, min_length=2, max_length=8,
+        description="Each hospital picks its own count from these (0 = keep the global model) on a held-out part "
+        "of its training records; the count it picked is released as personalized_fine_tuning_epochs.")
+    holdout_fraction: float = Field(default=0.25, gt=0.0, le=0.5,
+                                    description="With local_epochs_choices: the share of each hospital's training "
+                                    "records held out to choose on (stratified by label).")
 
     @model_validator(mode="after")
     def _one_way_to_pick_the_epochs(self) -> "PersonalizationSpec":
