@@ -86,6 +86,31 @@ ProgressHook = Callable[[str], None]
 RoundHook = Callable[[int, dict[str, Any], dict[str, dict[str, float]]], None]
 
 
+# Released per-silo values that are counts, not metrics of a model on records: averaging them
+# across hospitals weighted by test size would print a number nobody chose.
+NOT_AVERAGED = ("num_examples", "personalized_fine_tuning_epochs")
+
+
+def evaluation_aggregate(per_silo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The federation's evaluation over the silos' released metrics: each metric's mean
+    weighted by held-out records, the plain mean of the per-silo accuracies (global and, under
+    personalisation, fine-tuned), and the record count. The epochs each silo chose for its
+    fine-tuning stay per silo (personalization_summary)."""
+    total = sum(m["num_examples"] for m in per_silo.values())
+    names = sorted({k for m in per_silo.values() for k in m if k not in NOT_AVERAGED})
+    aggregate: dict[str, Any] = {
+        name: sum(m[name] * m["num_examples"] for m in per_silo.values()) / total for name in names
+    } if total else {}
+    if per_silo:
+        aggregate["mean_per_silo_accuracy"] = float(np.mean([m.get("accuracy", np.nan) for m in per_silo.values()]))
+        if any("personalized_accuracy" in m for m in per_silo.values()):
+            # the plan's personalisation: each hospital's fine-tuned copy, beside the global model
+            aggregate["mean_per_silo_personalized_accuracy"] = float(
+                np.mean([m.get("personalized_accuracy", np.nan) for m in per_silo.values()]))
+    aggregate["num_examples"] = total
+    return aggregate
+
+
 def personalization_summary(spec: dict[str, Any], per_silo: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each hospital's global-model metrics beside those of its own fine-tuned copy (which
     never left the silo; only these metrics did), from the silos' released evaluation."""
@@ -435,18 +460,7 @@ class Coordinator:
         answers = self._collect(task, lambda a: None, self.plan.min_silos_per_round).answers
         per_silo = {s: {**a.metrics, "num_examples": a.num_examples}
                     for s, a in answers.items() if isinstance(a, EvaluateResult)}
-        total = sum(m["num_examples"] for m in per_silo.values())
-        names = sorted({k for m in per_silo.values() for k in m if k != "num_examples"})
-        aggregate = {
-            name: sum(m[name] * m["num_examples"] for m in per_silo.values()) / total for name in names
-        } if total else {}
-        if per_silo:
-            aggregate["mean_per_silo_accuracy"] = float(np.mean([m.get("accuracy", np.nan) for m in per_silo.values()]))
-            if any("personalized_accuracy" in m for m in per_silo.values()):
-                # the plan's personalisation: each hospital's fine-tuned copy, beside the global model
-                aggregate["mean_per_silo_personalized_accuracy"] = float(
-                    np.mean([m.get("personalized_accuracy", np.nan) for m in per_silo.values()]))
-        aggregate["num_examples"] = total
+        aggregate = evaluation_aggregate(per_silo)
         self._progress("evaluation on held-out data: " + json.dumps({"aggregate": aggregate}, default=float))
         evaluation: dict[str, Any] = {"per_silo": per_silo, "aggregate": aggregate}
         if self.plan.personalization is not None:

@@ -168,10 +168,11 @@ class PersonalizationSpec(StrictModel):
     choice (`local_epochs_choices`): the silo holds out `holdout_fraction` of its training
     records, fine-tunes on the rest for each listed number of epochs (0 = keep the global
     model), keeps the one with the best held-out accuracy (ties: lower held-out loss, then fewer
-    epochs) and fine-tunes on all its training records for that many. Why a local choice: one
-    epoch count cannot fit hospitals of 30 and 200 records alike, and whether fine-tuning helps
-    at all is a question only a hospital's own records can answer. The chosen count is released
-    with the metrics (`personalized_fine_tuning_epochs`), in the same disclosure."""
+    epochs; a silo with too few records to hold any out takes the fewest listed) and fine-tunes
+    on all its training records for that many. Why a local choice: one epoch count cannot fit
+    hospitals of 30 and 199 training records alike, and whether fine-tuning helps at all is a
+    question only a hospital's own records can answer. The chosen count is released with the
+    metrics (`personalized_fine_tuning_epochs`), in the same disclosure."""
 
     method: Literal["local_fine_tuning"] = "local_fine_tuning"
     local_epochs: int | None = Field(default=None, ge=1, le=1000,
@@ -193,6 +194,9 @@ class PersonalizationSpec(StrictModel):
         if self.local_epochs_choices is not None:
             if len(set(self.local_epochs_choices)) != len(self.local_epochs_choices):
                 raise ValueError(f"local_epochs_choices lists an epoch count twice: {list(self.local_epochs_choices)}")
+            if list(self.local_epochs_choices) != sorted(self.local_epochs_choices):
+                # one order, so the same choice has one hash and reads the same to every steward
+                raise ValueError(f"list local_epochs_choices in increasing order: {list(self.local_epochs_choices)}")
         elif self.holdout_fraction != 0.25:
             raise ValueError("holdout_fraction is only for local_epochs_choices")
         return self

@@ -89,20 +89,34 @@ def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any
     """This silo's own choice among the plan's `local_epochs_choices`: each count fine-tunes
     the global model on the fit part of the training records and is scored on the held-out
     part (`holdout_split`); the best held-out accuracy wins, ties go to the lower held-out loss
-    and then to fewer epochs (0, the global model itself, wins a full tie). Returns the count
-    and every candidate's held-out metrics (which stay in the silo)."""
+    and then to fewer epochs (0, the global model itself, wins a full tie). A holdout of one
+    class (Switzerland's: one negative record in all, which stays in the fit part) scores every
+    count alike on accuracy, so the loss decides, which favours longer fine-tuning towards that
+    class. Returns the count and every candidate's held-out metrics (which stay in the silo)."""
     spec = plan.personalization
     if spec is None or spec.local_epochs_choices is None:
         raise ValueError("the plan fixes the fine-tuning epochs; there is nothing to choose")
     fit, holdout = holdout_split(labels, spec.holdout_fraction, plan.seeds.data_order)
-    if len(holdout) == 0 or len(fit) == 0:  # too few records to hold any out: keep the global model
+    if len(holdout) == 0 or len(fit) == 0:
+        # too few records to hold any out: the fewest listed epochs (the global model when 0 is listed)
         return min(spec.local_epochs_choices), {}
     scores: dict[int, dict[str, float]] = {}
     for epochs in sorted(spec.local_epochs_choices):
         model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
         scores[epochs] = evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout])
-    best = min(scores, key=lambda e: (-scores[e]["accuracy"], scores[e]["loss"], e))
-    return best, scores
+    return best_epochs(scores), scores
+
+
+def best_epochs(scores: dict[int, dict[str, float]]) -> int:
+    """The count with the best held-out accuracy; ties to the lower held-out loss, then to
+    fewer epochs."""
+    return min(scores, key=lambda e: (-scores[e]["accuracy"], _finite_or_inf(scores[e]["loss"]), e))
+
+
+def _finite_or_inf(value: float) -> float:
+    """A diverged candidate's NaN loss ranks last (NaN compares false both ways and would
+    otherwise keep whatever came first)."""
+    return value if np.isfinite(value) else float("inf")
 
 
 def personalized_metrics(

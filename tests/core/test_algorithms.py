@@ -117,6 +117,7 @@ def test_a_local_choice_of_fine_tuning_epochs_is_bound_into_the_hash_and_fixed_e
         ({"personalization": {}}, "give exactly one of local_epochs"),
         ({"personalization": {"local_epochs": 2, "local_epochs_choices": [0, 2]}}, "give exactly one of local_epochs"),
         ({"personalization": {"local_epochs_choices": [0, 3, 3]}}, "lists an epoch count twice"),
+        ({"personalization": {"local_epochs_choices": [3, 1, 0]}}, "in increasing order"),
         ({"personalization": {"local_epochs_choices": [3]}}, "personalization.local_epochs_choices"),
         ({"personalization": {"local_epochs_choices": [0, -1]}}, "personalization.local_epochs_choices"),
         ({"personalization": {"local_epochs_choices": [0, 3], "holdout_fraction": 0.9}}, "holdout_fraction"),
@@ -502,6 +503,68 @@ def test_a_silo_keeps_the_global_model_when_fine_tuning_does_not_help_on_its_hol
     blank = [np.zeros((4, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)]
     epochs, scores = choose_epochs(plan, blank, features, truth, evaluate_weights)
     assert epochs > 0 and scores[epochs]["accuracy"] > scores[0]["accuracy"]
+
+
+def test_the_choice_rule_breaks_ties_by_loss_then_fewer_epochs_and_ranks_a_diverged_candidate_last() -> None:
+    from silo_node.personalization import best_epochs
+
+    assert best_epochs({0: {"accuracy": 0.8, "loss": 0.5}, 3: {"accuracy": 0.9, "loss": 0.9}}) == 3
+    # Switzerland's case: a one-class holdout ties every count on accuracy, the loss decides
+    assert best_epochs({0: {"accuracy": 1.0, "loss": 0.4}, 3: {"accuracy": 1.0, "loss": 0.2},
+                        10: {"accuracy": 1.0, "loss": 0.3}}) == 3
+    assert best_epochs({0: {"accuracy": 0.7, "loss": 0.5}, 1: {"accuracy": 0.7, "loss": 0.5}}) == 0
+    nan = float("nan")
+    assert best_epochs({1: {"accuracy": 0.7, "loss": nan}, 3: {"accuracy": 0.7, "loss": 0.6}}) == 3
+
+
+def test_a_silo_with_too_few_records_to_hold_out_keeps_the_fewest_listed_epochs() -> None:
+    from silo_node.personalization import choose_epochs
+    from silo_node.runner import evaluate_weights
+
+    plan = _plan(personalization={"local_epochs_choices": [0, 5]})
+    blank = [np.zeros((4, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    one = np.ones((1, 4), dtype=np.float32)
+    assert choose_epochs(plan, blank, one, np.ones(1, dtype=np.float32), evaluate_weights) == (0, {})
+
+
+def test_the_choice_never_reads_the_test_records() -> None:
+    """Every evaluation before the last one scores part of the training records the silo
+    passed; only the released copy's final evaluation sees the test records."""
+    from silo_node.personalization import personalized_metrics
+    from silo_node.runner import evaluate_weights
+
+    plan = _plan(personalization={"local_epochs_choices": [0, 1, 3]})
+    rng = np.random.default_rng(3)
+    train_x = rng.normal(size=(60, 4)).astype(np.float32)
+    train_y = (train_x[:, 0] > 0).astype(np.float32)
+    test_x = rng.normal(loc=10.0, size=(20, 4)).astype(np.float32)  # no test row equals a training row
+    test_y = (test_x[:, 1] > 10).astype(np.float32)
+    seen: list[np.ndarray] = []
+
+    def recording(plan: Plan, weights: list[Any], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        seen.append(np.asarray(features))
+        return evaluate_weights(plan, weights, features, labels)
+
+    blank = [np.zeros((4, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    released = personalized_metrics(plan, blank, (train_x, train_y), (test_x, test_y), recording)
+    assert len(seen) == 4 and np.array_equal(seen[-1], test_x)
+    training_rows = {row.tobytes() for row in train_x}
+    for features in seen[:-1]:
+        assert 0 < len(features) < len(train_x) and all(row.tobytes() in training_rows for row in features)
+    assert released["personalized_fine_tuning_epochs"] in (0.0, 1.0, 3.0)
+
+
+def test_the_federations_aggregate_does_not_average_the_epochs_each_silo_chose() -> None:
+    from aggregator.coordinator import evaluation_aggregate
+
+    per_silo = {"a": {"accuracy": 0.8, "personalized_accuracy": 0.9, "personalized_fine_tuning_epochs": 30.0,
+                      "num_examples": 10},
+                "b": {"accuracy": 0.6, "personalized_accuracy": 0.6, "personalized_fine_tuning_epochs": 0.0,
+                      "num_examples": 30}}
+    aggregate = evaluation_aggregate(per_silo)
+    assert "personalized_fine_tuning_epochs" not in aggregate
+    assert aggregate["accuracy"] == pytest.approx(0.65) and aggregate["num_examples"] == 40
+    assert aggregate["mean_per_silo_personalized_accuracy"] == pytest.approx(0.75)
 
 
 def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approving() -> None:
