@@ -17,7 +17,7 @@ target (epsilon=1, delta=1e-3); target (epsilon=0.1, delta=1e-3). Seed s sets
 `seeds.model_init = seeds.data_order = s` (DP noise and Poisson sampling use OS entropy
 anyway). Each silo evaluates the final model on its own `test` subset (EvaluateTask); the
 figure is the plain mean of the four per-silo accuracies of the run report, then the mean over
-seeds. The no-DP plan's `personalization` (PERSONALIZATION) makes each silo also fine-tune
+seeds. The no-DP plan's `personalization` makes each silo also fine-tune
 the final global model on its own training records, for the number of epochs among
 PERSONALIZATION_CHOICES (0 keeps the global model) that scores best on a held-out quarter of
 those records, and release the fine-tuned copy's metrics and that count beside the global
@@ -265,8 +265,6 @@ SELECTION_FILE = Path("bench-results/fed_heart_disease_selection.json")
 # so the benchmark no longer searches the epochs. The counts are version 2's searched ones plus 0.
 PERSONALIZATION_CHOICES = (0, 1, 3, 10, 30)
 PERSONALIZATION_HOLDOUT = 0.25
-PERSONALIZATION: dict[str, Any] = {"method": "local_fine_tuning", "local_epochs_choices": list(PERSONALIZATION_CHOICES),
-                                   "holdout_fraction": PERSONALIZATION_HOLDOUT}
 # How grid() came to be, in order; a selection record names the version its scores were
 # searched under ("grid_version" in each setting's "produced_by"; a record without one predates
 # the list and was searched under version 1).
@@ -429,7 +427,9 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
         "seeds": {"model_init": seed, "data_order": seed},
         "algorithm": ({"name": "fedavg"} if hyper.fedprox_mu is None else {"name": "fedprox", "mu": hyper.fedprox_mu}),
         # each silo picks its own fine-tuning epochs (grid version 3); DP plans cannot personalise
-        "personalization": None if epsilon is not None else dict(PERSONALIZATION),
+        "personalization": None if epsilon is not None else {
+            "method": "local_fine_tuning", "local_epochs_choices": list(PERSONALIZATION_CHOICES),
+            "holdout_fraction": PERSONALIZATION_HOLDOUT},
     }
     if public_ranges:
         document["preprocessing"] = "public_bounds"

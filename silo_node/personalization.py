@@ -78,7 +78,7 @@ def holdout_split(labels: NDArray[Any], fraction: float, seed: int) -> tuple[NDA
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         take = int(round(fraction * len(members)))
-        take = min(max(take, 1 if len(members) >= 2 else 0), len(members) - 1) if len(members) else 0
+        take = min(max(take, 1 if len(members) >= 2 else 0), len(members) - 1)
         holdout += members[:take].tolist()
         fit += members[take:].tolist()
     return np.sort(np.asarray(fit, dtype=np.int64)), np.sort(np.asarray(holdout, dtype=np.int64))
@@ -101,7 +101,7 @@ def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any
         # too few records to hold any out: the fewest listed epochs (the global model when 0 is listed)
         return min(spec.local_epochs_choices), {}
     scores: dict[int, dict[str, float]] = {}
-    for epochs in sorted(spec.local_epochs_choices):
+    for epochs in spec.local_epochs_choices:  # increasing (the plan refuses any other order)
         model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
         scores[epochs] = evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout])
     return best_epochs(scores), scores
