@@ -255,6 +255,60 @@ def test_acceptance_uses_the_pooled_reference_with_the_no_dp_plans_preprocessing
         assert plain["no_dp_vs_pooled_reference_public_clinical_ranges"]["met"] is False
 
 
+def _runs(per_seed: list[float]) -> list[dict[str, object]]:
+    return [{"seed": seed, "mean_per_hospital_accuracy": value} for seed, value in enumerate(per_seed)]
+
+
+def test_the_spread_over_seeds_is_reported_beside_the_pooled_bars_and_never_decides_them() -> None:
+    """Split 47's shape: the global model misses the pooled reference by under 0.001 while the
+    per-seed differences run from -0.012 to +0.020. The paired interval must hold 0 and say so;
+    the bar keeps `met: false`; a seed-by-seed steady lead is read as one."""
+    public = {"public_ranges": True}
+    pooled_seeds = [0.794, 0.799, 0.770, 0.765, 0.784]
+    global_seeds = [0.782, 0.787, 0.790, 0.776, 0.773]
+    pooled = {"train_set_standardisation": {"mean_per_hospital_accuracy": 0.755},
+              "public_clinical_ranges": {"mean_per_hospital_accuracy": float(np.mean(pooled_seeds)),
+                                         "per_seed_mean_per_hospital_accuracy": pooled_seeds}}
+    results = {"no_dp": {"mean_per_hospital_accuracy": float(np.mean(global_seeds)), "hyper_parameters": public,
+                         "runs": _runs(global_seeds)},
+               "eps_1": {"mean_per_hospital_accuracy": 0.736, "runs": _runs([0.758, 0.724, 0.724, 0.798, 0.674])}}
+    checks = fhd.acceptance(47, results, pooled)
+    assert checks["no_dp_ge_pooled_reference"]["met"] is False
+    spread = checks["no_dp_ge_pooled_reference_over_seeds"]
+    assert "met" not in spread and spread["why"].startswith("reported only")
+    assert spread["difference"] == pytest.approx(-0.0008, abs=1e-4) and spread["seeds_left_ge_right"] == 2
+    assert spread["interval"][0] < 0 < spread["interval"][1] and spread["reads"].startswith("no difference shown")
+    assert checks["eps_1_within_0.03_of_pooled_reference_same_preprocessing"]["met"] is False
+    eps = checks["eps_1_within_0.03_of_pooled_reference_same_preprocessing_over_seeds"]
+    assert "unpaired" in eps["method"] and eps["interval"][0] < 0 < eps["interval"][1]
+    ahead = fhd.acceptance(47, {"no_dp": {**results["no_dp"], "runs": _runs([p + 0.01 for p in pooled_seeds])}},
+                           pooled)
+    assert ahead["no_dp_ge_pooled_reference_over_seeds"]["reads"] == "left above right at this confidence"
+    # entries without per-seed figures (written before they were kept) get no such line
+    assert not any(name.endswith("_over_seeds") for name in fhd.acceptance(
+        47, {"no_dp": {"mean_per_hospital_accuracy": 0.78, "hyper_parameters": public}}, pooled))
+
+
+def test_recomputing_the_acceptance_touches_no_figure(tmp_path: Path) -> None:
+    """`--recompute-acceptance` rewrites each split's acceptance from the entry's own results
+    and pooled references, stamps the entry, and leaves every measured figure as it was."""
+    pooled_seeds = [0.80, 0.81, 0.79]
+    entry = {"split_seed": 44, "acceptance": {"stale": True},
+             "results": {"no_dp": {"mean_per_hospital_accuracy": 0.805, "hyper_parameters": {"public_ranges": True},
+                                   "runs": _runs([0.80, 0.82, 0.795])}},
+             "pooled_reference": {"train_set_standardisation": {"mean_per_hospital_accuracy": 0.75},
+                                  "public_clinical_ranges": {"mean_per_hospital_accuracy": 0.80,
+                                                             "per_seed_mean_per_hospital_accuracy": pooled_seeds}}}
+    out = tmp_path / "fhd.json"
+    out.write_text(json.dumps({"benchmark": "fed_heart_disease", "splits": {"44": entry}}))
+    assert fhd.main(["--recompute-acceptance", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())["splits"]["44"]
+    assert written["results"] == entry["results"] and written["pooled_reference"] == entry["pooled_reference"]
+    assert "stale" not in written["acceptance"] and written["acceptance"]["no_dp_ge_pooled_reference"]["met"] is True
+    assert written["acceptance"]["no_dp_ge_pooled_reference_over_seeds"]["per_seed_differences"] == [0.0, 0.01, 0.005]
+    assert written["acceptance_recomputed"]["command"].endswith("--recompute-acceptance --out " + str(out))
+
+
 def _result(mean: float, hyper: fhd.Hyper, personalised: float | None = None) -> dict[str, object]:
     out: dict[str, object] = {"mean_per_hospital_accuracy": mean, "std_over_seeds": 0.0,
                               "per_hospital_mean_over_seeds": {h: mean for h in fhd.HOSPITALS},
