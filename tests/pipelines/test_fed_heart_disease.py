@@ -118,9 +118,10 @@ def test_split_seeds_and_grid_are_fixed() -> None:
     """The split seeds of the report and the search space were fixed before any result (grid
     version 1), then extended by the public-range candidates (version 2, GRID_HISTORY), and
     personalisation became each silo's choice (version 3) when two fresh split seeds were
-    fixed: a change to them must be a deliberate edit of this test too."""
+    fixed, and two more fresh ones were added with the grid unchanged: a change to them must be
+    a deliberate edit of this test too."""
     assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
-    assert fhd.FRESH_SPLIT_SEEDS == (47, 48) and fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48)
+    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50) and fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50)
     no_dp = fhd.grid("no_dp")
     assert len(no_dp) == 24 and len(set(no_dp)) == 24
     version_1, public = no_dp[:12], no_dp[12:]
