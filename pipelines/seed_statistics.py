@@ -6,9 +6,10 @@ decided by which seeds were drawn, and a reader of `met: false` cannot tell a re
 from a tie. The figures here are reported BESIDE such a bar, never instead of it: the bar keeps
 its own `met`.
 
-- Paired (the same seed on both sides, e.g. a federated run and the pooled reference trained
-  with the same initialisation and data-order seed): the interval of the mean per-seed
-  difference, Student t with n - 1 degrees of freedom.
+- Paired (the same seed value on both sides, e.g. a federated run and the pooled reference
+  given the same plan seed): the interval of the mean per-seed difference, Student t with n - 1
+  degrees of freedom. Pairing is valid whether or not the two sides are correlated through the
+  seed; it narrows the interval only when they are.
 - Unpaired (e.g. a DP run, whose noise comes from OS entropy, against the pooled reference):
   Welch's interval for the difference of the two means (Welch-Satterthwaite degrees of freedom).
 """
@@ -30,6 +31,8 @@ def difference_interval(left: ArrayLike, right: ArrayLike, *, paired: bool,
     docstring). Needs at least two values per side (and as many on both sides when paired)."""
     a = np.asarray(left, dtype=float)
     b = np.asarray(right, dtype=float)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError(f"an interval needs finite figures, got {a.tolist()} and {b.tolist()}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"an interval needs at least two seeds per side, got {len(a)} and {len(b)}")
     if paired and len(a) != len(b):
@@ -43,11 +46,13 @@ def difference_interval(left: ArrayLike, right: ArrayLike, *, paired: bool,
         centre = float(a.mean() - b.mean())
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         standard_error = float(np.sqrt(va + vb))
+        # Welch-Satterthwaite; with no spread on either side the width is 0 whatever the degrees
         degrees = float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))) if va + vb > 0 else 1.0
     half = float(stats.t.ppf(0.5 + confidence / 2, degrees)) * standard_error
+    low, high = round(centre - half, 4) + 0.0, round(centre + half, 4) + 0.0  # + 0.0: never -0.0
     out: dict[str, Any] = {
         "difference": round(centre, 4),
-        "interval": [round(centre - half, 4), round(centre + half, 4)],
+        "interval": [low, high],
         "confidence": confidence,
         "method": ("paired: Student t over the per-seed differences" if paired
                    else "unpaired: Welch's t interval for the difference of the means"),
@@ -56,6 +61,12 @@ def difference_interval(left: ArrayLike, right: ArrayLike, *, paired: bool,
     if paired:
         out["per_seed_differences"] = [round(float(d), 4) for d in a - b]
         out["seeds_left_ge_right"] = int(np.sum(a >= b))
-    out["reads"] = ("no difference shown at this confidence: the interval holds 0" if centre - half <= 0 <= centre + half
-                    else ("left above right" if centre > 0 else "left below right") + " at this confidence")
+    # Read off the rounded bounds a reader sees, so float noise never reads as a finding; with no
+    # spread at all there is no interval to read.
+    if round(standard_error, 6) == 0:
+        out["reads"] = "no spread over the seeds: no interval can be drawn, only the difference"
+    elif low <= 0 <= high:
+        out["reads"] = "no difference shown at this confidence: the interval holds 0"
+    else:
+        out["reads"] = ("left above right" if low > 0 else "left below right") + " at this confidence"
     return out

@@ -30,9 +30,9 @@ def test_the_validation_arrays_hold_the_training_records_only(tmp_path: Path) ->
 
 def test_every_candidate_is_reported_against_the_pooled_logistic_regression(tmp_path: Path) -> None:
     out = tmp_path / "ceiling.json"
-    assert ceiling.main(["--split-seeds", "43", "--repeats", "2", "--out", str(out)]) == 0
+    assert ceiling.main(["--split-seeds", "43,44", "--repeats", "2", "--out", str(out)]) == 0
     document = json.loads(out.read_text())
-    assert document["validation_splits"] == 2 and document["split_seeds"] == [43]
+    assert document["validation_splits"] == 4 and document["split_seeds"] == [43, 44]
     candidates = document["candidates"]
     assert set(candidates) == set(ceiling.CANDIDATES)
     assert "minus_reference" not in candidates[ceiling.REFERENCE]
@@ -41,11 +41,12 @@ def test_every_candidate_is_reported_against_the_pooled_logistic_regression(tmp_
         if name != ceiling.REFERENCE:
             versus = entry["minus_reference"]
             assert versus["method"].startswith("paired") and len(versus["per_seed_differences"]) == 2
+            assert versus["units"].startswith("split seeds")
     assert candidates["per_hospital_intercept"]["what"].startswith("NOT a global model")
-    assert document["command"].endswith("--split-seeds 43 --repeats 2 --out " + str(out))
+    assert document["command"].endswith("--split-seeds 43,44 --repeats 2 --out " + str(out))
 
 
-def test_one_validation_split_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_split_seed_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        ceiling.main(["--repeats", "1", "--out", str(tmp_path / "x.json")])
-    assert "at least 2" in capsys.readouterr().err
+        ceiling.main(["--split-seeds", "43,43", "--out", str(tmp_path / "x.json")])
+    assert "at least two different seeds" in capsys.readouterr().err
