@@ -920,11 +920,12 @@ def seed_spread(results: dict[str, Any], pooled: dict[str, Any]) -> dict[str, An
            "interval over the seeds, so a miss or a pass smaller than the seed-to-seed spread reads as such")
     out: dict[str, Any] = {}
     no_dp, eps_1 = _per_seed(results.get("no_dp")), _per_seed(results.get("eps_1"))
-    same = pooled.get(no_dp_pooled_kind(results), {}).get("per_seed_mean_per_hospital_accuracy") or []
+    kind = no_dp_pooled_kind(results)
+    same = pooled.get(kind, {}).get("per_seed_mean_per_hospital_accuracy") or []
     if len(no_dp) >= 2 and len(no_dp) == len(same):
         out["no_dp_ge_pooled_reference_over_seeds"] = {
             **difference_interval(no_dp, same, paired=True), "left": "global no-DP model",
-            "right": f"pooled reference ({no_dp_pooled_kind(results)})", "why": why}
+            "right": f"pooled reference ({kind})", "why": why}
     public = pooled.get("public_clinical_ranges", {}).get("per_seed_mean_per_hospital_accuracy") or []
     if len(eps_1) >= 2 and len(public) >= 2:
         out["eps_1_within_0.03_of_pooled_reference_same_preprocessing_over_seeds"] = {
@@ -1152,6 +1153,8 @@ def recompute_acceptance(path: Path, command: str) -> int:
     """Recomputes each split entry's `acceptance` from the entry's own stored results and pooled
     references (acceptance() reads nothing else), leaving every figure as its run measured it,
     and records when and by what command in `acceptance_recomputed`."""
+    from pipelines.seed_statistics import shown
+
     if not path.is_file():
         raise SystemExit(f"no result file {path}: run the benchmark first")
     document = json.loads(path.read_text())
@@ -1165,8 +1168,7 @@ def recompute_acceptance(path: Path, command: str) -> int:
                                            for name, check in entry["acceptance"].items() if "met" in check))
         for name, check in entry["acceptance"].items():
             if "interval" in check:
-                print(f"  {name}: {check['difference']:+.4f} [{check['interval'][0]:+.4f}, "
-                      f"{check['interval'][1]:+.4f}] -- {check['reads']}")
+                print(f"  {name}: {shown(check)} -- {check['reads']}")
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"wrote {path}")
     return 0
@@ -1211,9 +1213,9 @@ def main(argv: list[str] | None = None) -> int:
                         "results and pooled references (after the acceptance gained a reported figure); the "
                         "figures are untouched and each entry records the recomputation")
     args = parser.parse_args(argv)
+    command = " ".join([".venv/bin/python -m pipelines.fed_heart_disease", *(argv if argv is not None else sys.argv[1:])])
     if args.recompute_acceptance:
-        return recompute_acceptance(args.out, " ".join([".venv/bin/python -m pipelines.fed_heart_disease",
-                                                        *(argv if argv is not None else sys.argv[1:])]))
+        return recompute_acceptance(args.out, command)
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     # DP plans first: a non-private plan charges the shared ledger epsilon = infinity
     settings.sort(key=lambda s: SETTINGS.get(s) is None)
@@ -1222,7 +1224,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     if not args.data.is_dir():
         parser.error(f"no data folder {args.data}")
-    command = " ".join([".venv/bin/python -m pipelines.fed_heart_disease", *(argv if argv is not None else sys.argv[1:])])
     started = time.time()
     import shutil
 

@@ -55,6 +55,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipelines import fed_heart_disease as fhd
+from pipelines.fed_heart_disease_reference import accuracy
+from pipelines.seed_statistics import difference_interval, shown
 
 REFERENCE = "pooled_logistic_regression"
 GLOBAL_MODEL = "a single model for every hospital"
@@ -145,27 +147,24 @@ def validation_arrays(exports: Mapping[str, Path], repeat: int) -> tuple[Arrays,
 
 
 def mean_per_hospital_accuracy(predict: Callable[[str, NDArray[Any]], NDArray[Any]], validation: Arrays) -> float:
-    return float(np.mean([np.mean((predict(name, x) >= 0.5) == (y.ravel() > 0.5)) for name, (x, y) in validation.items()]))
+    return float(np.mean([accuracy(y, predict(name, x)) for name, (x, y) in validation.items()]))
 
 
 def measure(data_dir: Path, split_seeds: list[int], repeats: int, printer: Any = print) -> dict[str, Any]:
     """Every candidate's mean per-hospital validation accuracy on `repeats` validation splits of
     each split seed's training records, and its difference from the reference paired over the
     split seeds (see the module docstring for why not over the validation splits)."""
-    from pipelines.seed_statistics import difference_interval
-
     scores: dict[str, list[float]] = {name: [] for name in CANDIDATES}
     per_split: dict[str, dict[str, float]] = {}
     for split_seed in split_seeds:
         with tempfile.TemporaryDirectory() as work:
             exports = fhd.write_exports(data_dir, Path(work), split_seed)
             folds = [validation_arrays(exports, repeat) for repeat in range(repeats)]
-        before = {name: len(values) for name, values in scores.items()}
-        for train, validation in folds:
-            for name, (_, fit) in CANDIDATES.items():
-                scores[name].append(mean_per_hospital_accuracy(fit(train), validation))
-        per_split[str(split_seed)] = {name: round(float(np.mean(values[before[name]:])), 4)
-                                      for name, values in scores.items()}
+        this_split = {name: [mean_per_hospital_accuracy(fit(train), validation) for train, validation in folds]
+                      for name, (_, fit) in CANDIDATES.items()}
+        for name, values in this_split.items():
+            scores[name].extend(values)
+        per_split[str(split_seed)] = {name: round(float(np.mean(values)), 4) for name, values in this_split.items()}
         printer(f"[split {split_seed}] " + ", ".join(f"{name} {value:.3f}"
                                                       for name, value in per_split[str(split_seed)].items()))
     candidates = {
@@ -229,10 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"{'candidate':<28}{'validation':>11}{'+-':>7}{'minus pooled LR [95% interval]':>40}")
     for name, entry in figures["candidates"].items():
-        versus = entry.get("minus_reference")
-        shown = f"{versus['difference']:+.4f} [{versus['interval'][0]:+.4f}, {versus['interval'][1]:+.4f}]" if versus else ""
+        versus = shown(entry["minus_reference"]) if "minus_reference" in entry else ""
         print(f"{name:<28}{entry['mean_per_hospital_validation_accuracy']:>11.3f}"
-              f"{entry['std_over_validation_splits']:>7.3f}{shown:>40}")
+              f"{entry['std_over_validation_splits']:>7.3f}{versus:>40}")
     print(f"wall time {document['wall_time_s']:.0f}s; wrote {args.out}")
     return 0
 

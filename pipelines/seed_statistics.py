@@ -70,3 +70,9 @@ def difference_interval(left: ArrayLike, right: ArrayLike, *, paired: bool,
     else:
         out["reads"] = ("left above right" if low > 0 else "left below right") + " at this confidence"
     return out
+
+
+def shown(interval: dict[str, Any]) -> str:
+    """`difference_interval`'s result as one reads it in a table: `+0.0046 [-0.0113, +0.0205]`."""
+    low, high = interval["interval"]
+    return f"{interval['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
