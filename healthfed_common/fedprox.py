@@ -21,6 +21,8 @@ import collections
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from healthfed_common.client_weighting import client_weight
+
 
 def add_proximal_gradient(gradient: list[Any], trainable: list[Any], global_weights: list[Any],
                           proximal_strength: float | None) -> list[Any]:
@@ -45,7 +47,8 @@ def _zero_all_if_any_non_finite(structure: Any) -> tuple[Any, Any]:
     return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
 
 
-def _build_client_update(model_fn: Callable[[], Any], proximal_strength: float | None) -> Callable[..., Any]:
+def _build_client_update(model_fn: Callable[[], Any], proximal_strength: float | None,
+                         client_weighting: str = "examples") -> Callable[..., Any]:
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -77,7 +80,7 @@ def _build_client_update(model_fn: Callable[[], Any], proximal_strength: float |
         examples, _ = data.reduce(initial, reduce_fn)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
         delta, non_finite = _zero_all_if_any_non_finite(delta)
-        weight = tf.where(non_finite, tf.constant(0.0), tf.cast(examples, tf.float32))
+        weight = tf.where(non_finite, tf.constant(0.0), client_weight(examples, client_weighting))
         return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
                 model.report_local_unfinalized_metrics())
 
@@ -85,9 +88,11 @@ def _build_client_update(model_fn: Callable[[], Any], proximal_strength: float |
     return traced
 
 
-def build_proximal_client_work(model_fn: Callable[[], Any], optimizer: Any, proximal_strength: float | None) -> Any:
+def build_proximal_client_work(model_fn: Callable[[], Any], optimizer: Any, proximal_strength: float | None,
+                               client_weighting: str = "examples") -> Any:
     """A `tff.learning.templates.ClientWorkProcess`: model-delta client work whose every local
-    step adds the proximal gradient (see the module docstring); example-weighted."""
+    step adds the proximal gradient (see the module docstring); its update weight is
+    `client_weighting` of the examples processed (`healthfed_common.client_weighting`)."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -101,7 +106,7 @@ def build_proximal_client_work(model_fn: Callable[[], Any], optimizer: Any, prox
 
     @tff.tensorflow.computation(weights_type, data_type)
     def client_update_computation(initial_weights: Any, dataset: Any) -> Any:
-        return _build_client_update(model_fn, proximal_strength)(optimizer, initial_weights, dataset)
+        return _build_client_update(model_fn, proximal_strength, client_weighting)(optimizer, initial_weights, dataset)
 
     @tff.federated_computation
     def init_fn() -> Any:
@@ -121,13 +126,14 @@ def build_proximal_client_work(model_fn: Callable[[], Any], optimizer: Any, prox
 
 
 def build_weighted_fed_prox(model_fn: Callable[[], Any], *, proximal_strength: float | None, client_optimizer: Any,
-                            server_optimizer: Any, model_aggregator: Any | None = None) -> Any:
+                            server_optimizer: Any, model_aggregator: Any | None = None,
+                            client_weighting: str = "examples") -> Any:
     """`compose_learning_process(initial weights, broadcast, proximal client work, weighted
     mean, server optimizer)`: example-weighted FedProx, the same shape as TFF's FedAvg process
     (so the MapReduceForm split, the secure sum and the aggregator's round are unchanged)."""
     import tensorflow_federated as tff
 
-    client_work = build_proximal_client_work(model_fn, client_optimizer, proximal_strength)
+    client_work = build_proximal_client_work(model_fn, client_optimizer, proximal_strength, client_weighting)
     weights_type = client_work.next.type_signature.parameter[1].member
 
     @tff.tensorflow.computation

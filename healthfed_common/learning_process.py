@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from healthfed_common.client_weighting import DEFAULT_CLIENT_WEIGHTING, max_client_weight
 from healthfed_common.models import model_entry
 from healthfed_common.plan import OptimizerSpec, Plan
 from healthfed_common.plan_cache import PlanCache, frame, traced_sources, unframe
@@ -80,7 +81,8 @@ def build_learning_process(plan: Plan) -> Any:
     With `plan.algorithm` fedprox the client work adds the proximal gradient
     mu * (w - w_global) to every local step (`healthfed_common.fedprox`; under DP-SGD after
     clipping and noise, `dp.client_work.dp_sgd_step_gradient`); aggregation, secure sum and
-    server step are the same."""
+    server step are the same. `plan.algorithm.client_weighting` sets each silo's update weight
+    (healthfed_common.client_weighting); the weight's secure-sum bound follows it."""
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -94,9 +96,11 @@ def build_learning_process(plan: Plan) -> Any:
             metrics=[tf.keras.metrics.BinaryAccuracy()],
         )
 
-    # Under DP-SGD a silo's weight is its summed expected batch sizes, which can exceed
-    # examples x epochs by up to one batch per epoch.
-    max_weight = plan.local_epochs * (plan.max_examples_per_silo + (plan.batch_size if plan.dp else 0))
+    # Under DP-SGD a silo's weight is a function of its summed expected batch sizes, which can
+    # exceed examples x epochs by up to one batch per epoch.
+    weighting = plan.algorithm.client_weighting
+    max_examples = plan.local_epochs * (plan.max_examples_per_silo + (plan.batch_size if plan.dp else 0))
+    max_weight = max_client_weight(max_examples, weighting)
     aggregator = tff.aggregators.MeanFactory(
         value_sum_factory=tff.aggregators.SecureSumFactory(
             upper_bound_threshold=float(plan.update_bound),
@@ -117,18 +121,22 @@ def build_learning_process(plan: Plan) -> Any:
             l2_norm_clip=plan.dp.l2_norm_clip,
             model_aggregator=aggregator,
             proximal_strength=plan.algorithm.proximal_strength,
+            client_weighting=weighting,
         )
-    if plan.algorithm.proximal_strength is not None:
+    if plan.algorithm.proximal_strength is not None or weighting != DEFAULT_CLIENT_WEIGHTING:
         from healthfed_common.fedprox import build_weighted_fed_prox
 
         # not tff.learning.algorithms.build_weighted_fed_prox: TFF 0.87's proximal term has the
-        # wrong sign (healthfed_common.fedprox says how that was found)
+        # wrong sign (healthfed_common.fedprox says how that was found). FedAvg with another
+        # weighting runs here too, with no proximal term (TFF 0.87's FedAvg over a Keras model
+        # takes only its two built-in weightings, and "uniform" there counts an empty silo).
         return build_weighted_fed_prox(
             model_fn,
             proximal_strength=plan.algorithm.proximal_strength,
             client_optimizer=tff_optimizer(plan.client_optimizer),
             server_optimizer=tff_optimizer(plan.server_optimizer),
             model_aggregator=aggregator,
+            client_weighting=weighting,
         )
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from healthfed_common import __version__
 from healthfed_common.canonical_json import canonical_json, sha256_hex
+from healthfed_common.client_weighting import DEFAULT_CLIENT_WEIGHTING, ClientWeighting
 from healthfed_common.errors import PlanInvalid
 
 if TYPE_CHECKING:
@@ -134,11 +135,19 @@ class AlgorithmSpec(StrictModel):
     (Li et al. 2020). Its gradient mu * (w - w_global) depends on no record, so under DP-SGD it
     is added after per-example clipping and noise: it costs no privacy and changes neither the
     noise nor the accounting. mu = 0 is FedAvg. With plain SGD keep client learning_rate * mu
-    below 2: beyond it each local step overshoots the global model and the local model diverges."""
+    below 2: beyond it each local step overshoots the global model and the local model diverges.
+    `client_weighting` (either algorithm): the weight of each silo's update in the server's mean
+    (healthfed_common.client_weighting)."""
 
     name: Literal["fedavg", "fedprox"] = "fedavg"
     mu: float | None = Field(default=None, ge=0, le=1000,
                              description="Proximal strength (fedprox only, required there).")
+    client_weighting: ClientWeighting = Field(
+        default=DEFAULT_CLIENT_WEIGHTING,
+        description="How the server's mean weighs each silo's update: `examples` (the examples it processed this "
+        "round; under DP-SGD the expected number: the pooled objective), `sqrt_examples` (their square root: a small "
+        "hospital counts for more than its size, a large one for less), `uniform` (every silo alike). Each is a "
+        "function of the record count every plan releases as metadata, so none reveals more than the count.")
 
     @model_validator(mode="after")
     def _mu_only_for_fedprox(self) -> "AlgorithmSpec":
@@ -147,6 +156,14 @@ class AlgorithmSpec(StrictModel):
         if self.name != "fedprox" and self.mu is not None:
             raise ValueError("mu is only for fedprox")
         return self
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as hashed: `client_weighting` is left out while it is the default, so plans
+        written before the option existed keep their hashes."""
+        document = self.model_dump(mode="json")
+        if self.client_weighting == DEFAULT_CLIENT_WEIGHTING:
+            del document["client_weighting"]
+        return document
 
     @property
     def proximal_strength(self) -> float | None:
@@ -327,7 +344,8 @@ class Plan(StrictModel):
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     algorithm: AlgorithmSpec = Field(
         default=AlgorithmSpec(),
-        description="fedavg (default) or fedprox with its proximal strength mu.",
+        description="fedavg (default) or fedprox with its proximal strength mu, and how the server weighs each "
+        "silo's update.",
     )
     personalization: PersonalizationSpec | None = Field(
         default=None,
@@ -468,6 +486,7 @@ class Plan(StrictModel):
         that does not use them keeps the hash (and approvals, ledger entries, traced-plan cache
         entries) it had before they existed; parsing the bytes back restores the defaults."""
         document = self.model_dump(mode="json")
+        document["algorithm"] = self.algorithm.canonical()
         if self.personalization is not None:
             document["personalization"] = self.personalization.canonical()
         for name in _OMITTED_WHEN_DEFAULT:
@@ -482,7 +501,7 @@ class Plan(StrictModel):
 
 
 _OMITTED_WHEN_DEFAULT = ("algorithm", "personalization", "preprocessing")
-_DEFAULT_DUMPS: dict[str, Any] = {"algorithm": AlgorithmSpec().model_dump(mode="json"), "personalization": None,
+_DEFAULT_DUMPS: dict[str, Any] = {"algorithm": AlgorithmSpec().canonical(), "personalization": None,
                                   "preprocessing": None}
 
 

@@ -319,6 +319,16 @@ _TRANSFORM_WORDS = {
 }
 
 
+# How the shared model weighs this silo's update, where a plan departs from the default (by the
+# examples it processed, which the steward already reads as the record count).
+_WEIGHTING_WORDS = {
+    "sqrt_examples": " The shared model counts this silo's update by the square root of the number of records it "
+                     "trained on (not the number itself), so small hospitals count for more than their size; the "
+                     "weight reveals nothing beyond the record count.",
+    "uniform": " The shared model counts every silo's update alike, whatever its number of records.",
+}
+
+
 def explain(
     plan: Plan, status: str, decided_by: str | None, expires_at: str | None, reason: str | None,
     violation: tuple[str, str] | None,
@@ -340,7 +350,8 @@ def explain(
         f"{plan.local_epochs} pass(es) over its training records of dataset {plan.dataset!r} in batches of "
         f"{plan.batch_size}, using at most {plan.max_examples_per_silo} records."
         + (f" Algorithm: FedProx (each local step is also pulled towards the round's shared model, strength "
-           f"mu = {plan.algorithm.mu:g}; this reads no further data)." if plan.algorithm.name == "fedprox" else ""),
+           f"mu = {plan.algorithm.mu:g}; this reads no further data)." if plan.algorithm.name == "fedprox" else "")
+        + _WEIGHTING_WORDS.get(plan.algorithm.client_weighting, ""),
         "",
         "Which data it reads (only these columns; everything else stays unseen):",
     ]

@@ -37,7 +37,9 @@ chose every other input of `work`.
 
 `update_weight` is the sum of the expected batch sizes over the round's steps (about
 local_epochs * n): example weighting without releasing the realised sample counts, so a
-small silo's (larger) noise is down-weighted in the federated mean.
+small silo's (larger) noise is down-weighted in the federated mean. A plan's
+`algorithm.client_weighting` may take its square root or weigh every silo alike instead
+(`healthfed_common.client_weighting`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_privacy.privacy.dp_query.gaussian_query import GaussianSumQuery
 
+from healthfed_common.client_weighting import client_weight
 from healthfed_common.dp import ghost_clipping
 from healthfed_common.fedprox import add_proximal_gradient
 
@@ -273,6 +276,7 @@ def _build_client_update(
     per_example_loss: PerExampleLoss,
     clipping: Clipping,
     proximal_strength: float | None = None,
+    client_weighting: str = "examples",
 ) -> Callable[..., Any]:
     model = model_fn()
 
@@ -306,7 +310,7 @@ def _build_client_update(
         steps, expected_examples, _ = data.reduce(initial, reduce_fn)
         delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
         delta, non_finite = _zero_all_if_any_non_finite(delta)
-        weight = tf.where(non_finite > 0, tf.constant(0.0), expected_examples)
+        weight = tf.where(non_finite > 0, tf.constant(0.0), client_weight(expected_examples, client_weighting))
         stats = collections.OrderedDict(
             dp_steps=steps,
             expected_examples=expected_examples,
@@ -335,6 +339,7 @@ def build_dp_sgd_client_work(
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
     clipping: Clipping = "auto",
     proximal_strength: float | None = None,
+    client_weighting: str = "examples",
 ) -> Any:
     """A `tff.learning.templates.ClientWorkProcess` doing record-level DP-SGD (FedProx's
     DP-SGD with `proximal_strength` mu: see `add_proximal_gradient`).
@@ -382,7 +387,8 @@ def build_dp_sgd_client_work(
 
     @tff.tensorflow.computation(state_type, weights_type, data_type)
     def client_update_computation(hparams: Any, initial_weights: Any, dataset: Any) -> Any:
-        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss, clipping, proximal_strength)
+        update = _build_client_update(model_fn, l2_norm_clip, per_example_loss, clipping, proximal_strength,
+                                      client_weighting)
         return update(optimizer, initial_weights, dataset, hparams)
 
     @tff.federated_computation(

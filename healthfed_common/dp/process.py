@@ -31,14 +31,16 @@ def build_dp_fed_avg(
     per_example_loss: PerExampleLoss = binary_crossentropy_per_example,
     clipping: Clipping = "auto",
     proximal_strength: float | None = None,
+    client_weighting: str = "examples",
 ) -> Any:
     """`compose_learning_process(initial weights, broadcast, DP-SGD client work, weighted
     mean, server optimizer)`. `model_aggregator` must be a weighted aggregation factory
     (default `tff.aggregators.MeanFactory()`). `clipping`: see `client_work.clipped_sum`.
-    `proximal_strength`: FedProx's mu (None: FedAvg), see `client_work.add_proximal_gradient`."""
+    `proximal_strength`: FedProx's mu (None: FedAvg), see `client_work.add_proximal_gradient`.
+    `client_weighting`: each silo's update weight (`healthfed_common.client_weighting`)."""
     client_work = build_dp_sgd_client_work(
         model_fn, client_optimizer, l2_norm_clip=l2_norm_clip, per_example_loss=per_example_loss,
-        clipping=clipping, proximal_strength=proximal_strength,
+        clipping=clipping, proximal_strength=proximal_strength, client_weighting=client_weighting,
     )
     weights_type = client_work.next.type_signature.parameter[1].member
     model_weights_fn = _initial_weights_computation(model_fn)

@@ -363,6 +363,88 @@ def test_plan_built_fedprox_keeps_the_round_nearer_the_global_model(dp: bool) ->
     assert fedprox < 0.5 * fedavg
 
 
+def _round_step(plan: Plan, silos: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The global model's movement (all weights, flattened) in one round where each of
+    `silos` runs the plan's `work` on its records (under DP noise-free Poisson batches, drawn
+    from a generator keyed by the silo's size, so a silo samples alike alone and with others) and the aggregator's `aggregate_round` combines them (the real quantized
+    integer sums and the plan's server step)."""
+    from aggregator.aggregation import aggregate_round
+    from healthfed_common.client_data import training_dataset_factory
+    from healthfed_common.dp.accounting import SamplingSchedule
+    from healthfed_common.dp.sampling import poisson_dataset_factory
+    from healthfed_common.learning_process import build_federated_computations
+    from healthfed_common.wire.messages import TrainResult
+
+    computations = build_federated_computations(plan)
+    state = computations.initialize()
+    client_input = list(computations.prepare(state))
+    metrics_count, secure_count = computations.work_parts[:2]
+    results = []
+    for index, (x, y) in enumerate(silos):
+        if plan.dp is not None:
+            factory = poisson_dataset_factory(
+                x, y, schedule=SamplingSchedule(len(x), plan.batch_size, plan.local_epochs),
+                noise_multiplier=0.0, rng=np.random.default_rng(len(x)))  # one draw per silo, alone or not
+        else:
+            factory = training_dataset_factory(x, y, plan, 1)
+        outputs = computations.work(client_input, [factory])
+        results.append(TrainResult(f"silo-{index}", f"t-{index}", plan.plan_hash, 1, tuple(outputs[:metrics_count]),
+                                   tuple(outputs[metrics_count: metrics_count + secure_count])))
+    new_state = aggregate_round(computations, state, results).state
+    before, after = computations.model_weights(state), computations.model_weights(new_state)
+    return np.concatenate([(np.asarray(b) - np.asarray(a)).ravel() for a, b in zip(before, after)])
+
+
+@pytest.mark.parametrize("dp", [False, True], ids=["no-dp", "dp"])
+@pytest.mark.parametrize("weighting", ["examples", "sqrt_examples", "uniform"])
+def test_plan_built_client_weighting_weighs_each_silos_update_as_specified(dp: bool, weighting: str) -> None:
+    """Two silos of 16 and 144 records whose labels pull the model in opposite directions.
+    With server SGD at rate 1, the round's movement with both is the weighted mean of each
+    one's movement alone, with weights n, sqrt(n) or 1 (under DP-SGD: the expected examples,
+    their root, or 1). The weightings' predictions differ by far more than the secure sum's
+    quantization error, so a plan whose `client_weighting` were ignored (or mapped to another)
+    fails here; it runs through the computations silo and aggregator build from the plan."""
+    rng = np.random.default_rng(21)
+    small_x = rng.normal(size=(16, 4)).astype(np.float32)
+    large_x = rng.normal(size=(144, 4)).astype(np.float32)
+    direction = np.array([1.5, -1.0, 0.5, 0.0])
+    small = (small_x, (small_x @ direction > 0).astype(np.float32).reshape(-1, 1))
+    large = (large_x, (large_x @ -direction > 0).astype(np.float32).reshape(-1, 1))
+    extra: dict[str, Any] = {"dp": DP} if dp else {}
+    plan = _plan(**extra, server_optimizer={"name": "sgd", "learning_rate": 1.0}, local_epochs=1,
+                 algorithm={"name": "fedavg", "client_weighting": weighting})
+    if weighting == "examples":
+        assert plan.plan_hash == _plan(**extra, server_optimizer={"name": "sgd", "learning_rate": 1.0},
+                                       local_epochs=1).plan_hash  # the default, left out of the hash
+    alone = [_round_step(plan, [silo]) for silo in (small, large)]
+    both = _round_step(plan, [small, large])
+
+    def predicted(w_small: float, w_large: float) -> np.ndarray:
+        return (w_small * alone[0] + w_large * alone[1]) / (w_small + w_large)
+
+    predictions = {"examples": predicted(16, 144), "sqrt_examples": predicted(4, 12), "uniform": predicted(1, 1)}
+    errors = {name: float(np.abs(both - p).max()) for name, p in predictions.items()}
+    assert errors[weighting] < 2e-3, errors
+    for other, error in errors.items():
+        if other != weighting:
+            assert error > 20 * max(errors[weighting], 1e-4), errors
+
+
+def test_client_weighting_is_bound_into_the_hash_and_refused_when_unknown() -> None:
+    default = _plan()
+    root = _plan(algorithm={"name": "fedavg", "client_weighting": "sqrt_examples"})
+    prox_root = _plan(algorithm={"name": "fedprox", "mu": 0.1, "client_weighting": "sqrt_examples"})
+    prox = _plan(algorithm={"name": "fedprox", "mu": 0.1})
+    assert len({default.plan_hash, root.plan_hash, prox_root.plan_hash, prox.plan_hash}) == 4
+    assert json.loads(prox.canonical_bytes())["algorithm"] == {"name": "fedprox", "mu": 0.1}  # hash kept
+    assert json.loads(root.canonical_bytes())["algorithm"]["client_weighting"] == "sqrt_examples"
+    for plan in (root, prox_root):
+        assert parse_plan(plan.canonical_bytes()) == plan
+    with pytest.raises(PlanInvalid) as refused:
+        _plan(algorithm={"name": "fedavg", "client_weighting": "by_accuracy"})
+    assert refused.value.code == "PLAN_INVALID" and "algorithm.client_weighting" in str(refused.value)
+
+
 # -- personalisation: a real silo fine-tunes, and only metrics leave ----------------------------
 PERSONALIZATION_POLICY = """\
 auto_approve: true
@@ -577,6 +659,13 @@ def test_the_steward_reads_the_algorithm_and_the_personalisation_before_approvin
     assert "the fine-tuned weights never leave" in text
     plain = explain(_plan(), "pending", None, None, None, None)
     assert "FedProx" not in plain and "fine-tunes" not in plain
+    assert "square root" not in plain and "alike" not in plain
+    root = explain(_plan(algorithm={"name": "fedavg", "client_weighting": "sqrt_examples"}),
+                   "pending", None, None, None, None)
+    assert "by the square root of the number of records it trained on" in root
+    uniform = explain(_plan(algorithm={"name": "fedavg", "client_weighting": "uniform"}),
+                      "pending", None, None, None, None)
+    assert "counts every silo's update alike" in uniform
     chosen = explain(_plan(personalization={"local_epochs_choices": [0, 1, 10]}), "pending", None, None, None, None)
     assert ("as many passes as it chooses from [0, 1, 10] (0 = keep the shared model) on a held-out 25% of its "
             "training records; the count it chose is released with the metrics") in chosen
