@@ -116,40 +116,57 @@ def test_main_passes_split_seed_to_the_exports(tmp_path: Path) -> None:
 
 def test_split_seeds_and_grid_are_fixed() -> None:
     """The split seeds of the report and the search space were fixed before any result (grid
-    version 1), then extended by the public-range candidates (version 2, GRID_HISTORY), and
-    personalisation became each silo's choice (version 3) when two fresh split seeds were
-    fixed, and two more fresh ones were added with the grid unchanged: a change to them must be
-    a deliberate edit of this test too."""
+    version 1), then extended by the public-range candidates (version 2, GRID_HISTORY),
+    personalisation became each silo's choice (version 3) when two fresh split seeds were fixed
+    (two more followed with the grid unchanged), and version 4 (square-root client weighting,
+    version 1's candidates dropped, a third no-DP validation split) came with two more fresh
+    split seeds: a change to them must be a deliberate edit of this test too."""
     assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
-    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50) and fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50)
+    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50, 51, 52)
+    assert fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50, 51, 52)
     no_dp = fhd.grid("no_dp")
     assert len(no_dp) == 24 and len(set(no_dp)) == 24
-    version_1, public = no_dp[:12], no_dp[12:]
-    # version 1 unchanged, in its order (ties in the ranking go to the earlier candidate)
-    assert [(h.standardize_indicators, h.server_optimizer, h.server_lr, h.rounds) for h in version_1] == [
-        (std, server, lr, r) for std in (True, False) for server, lr in (("sgd", 1.0), ("yogi", 0.03))
+    by_examples, by_root = no_dp[:12], no_dp[12:]
+    # version 2's public-range candidates first, in their order (ties go to the earlier candidate)
+    assert [(h.client_lr, h.server_optimizer, h.server_lr, h.rounds) for h in by_examples] == [
+        (lr, server, server_lr, r) for lr in (0.1, 1.0) for server, server_lr in (("sgd", 1.0), ("yogi", 0.03))
         for r in (10, 20, 30)]
-    assert not any(h.public_ranges for h in version_1)
-    assert all(h.public_ranges for h in public)
+    assert {h.client_weighting for h in by_examples} == {"examples"}
+    assert [replace(h, client_weighting="examples") for h in by_root] == by_examples
+    assert {h.client_weighting for h in by_root} == {"sqrt_examples"}
+    assert all(h.public_ranges and not h.standardize_indicators for h in no_dp)
     assert {h.kernel_initializer for h in no_dp} == {"zeros"}
-    assert {(h.local_epochs, h.batch_size, h.client_lr, h.fedprox_mu) for h in version_1} == {(1, 16, 0.1, None)}
-    assert {(h.local_epochs, h.batch_size, h.client_lr, h.fedprox_mu) for h in public} == {
-        (1, 16, 0.1, None), (1, 16, 1.0, None)}
-    assert {(h.server_optimizer, h.server_lr) for h in no_dp} == {("sgd", 1.0), ("yogi", 0.03)}
-    assert {h.rounds for h in no_dp} == {10, 20, 30}
-    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3]
+    assert {(h.local_epochs, h.batch_size, h.fedprox_mu) for h in no_dp} == {(1, 16, None)}
+    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3, 4]
     assert "AFTER test figures had been seen" in fhd.GRID_NOTE
+    assert fhd.VALIDATION_SPLITS == {"no_dp": 3, "eps_1": 2, "eps_0.1": 2}
     assert fhd.PERSONALIZATION_CHOICES == (0, 1, 3, 10, 30) and fhd.PERSONALIZATION_HOLDOUT == 0.25
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_1")] == [(64, 3), (64, 5), (256, 3), (256, 5)]
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_0.1")] == [(32, 1), (32, 2), (256, 1), (256, 2)]
+    assert not any(h.client_weighting != "examples" for s in ("eps_1", "eps_0.1") for h in fhd.grid(s))
+
+
+def test_a_square_root_weighted_candidate_asks_the_plan_for_it_and_the_others_keep_their_hashes() -> None:
+    """Only a candidate with client_weighting other than examples writes the plan key, so the
+    plans of earlier runs (and version 3's candidates) keep their hashes."""
+    from healthfed_common.plan import parse_plan
+
+    by_examples, by_root = fhd.grid("no_dp")[0], fhd.grid("no_dp")[12]
+    assert fhd.plan_document("no_dp", by_examples, 0)["algorithm"] == {"name": "fedavg"}
+    assert fhd.plan_document("no_dp", by_root, 0)["algorithm"] == {"name": "fedavg",
+                                                                   "client_weighting": "sqrt_examples"}
+    plan = parse_plan(fhd.plan_document("no_dp", by_root, 0))
+    assert plan.algorithm.client_weighting == "sqrt_examples"
+    assert plan.plan_hash != parse_plan(fhd.plan_document("no_dp", by_examples, 0)).plan_hash
+    assert "weighting=sqrt_examples" in by_root.label() and "weighting" not in by_examples.label()
 
 
 def test_public_range_candidates_never_standardise_indicators() -> None:
     public = [h for h in fhd.grid("no_dp") if h.public_ranges]
-    assert len(public) == 12
-    assert {(h.client_lr, h.server_optimizer, h.server_lr, h.rounds) for h in public} == {
-        (client_lr, server, lr, r) for client_lr in (0.1, 1.0) for server, lr in (("sgd", 1.0), ("yogi", 0.03))
-        for r in (10, 20, 30)}
+    assert len(public) == 24
+    assert {(h.client_lr, h.server_optimizer, h.server_lr, h.rounds, h.client_weighting) for h in public} == {
+        (client_lr, server, lr, r, w) for client_lr in (0.1, 1.0) for server, lr in (("sgd", 1.0), ("yogi", 0.03))
+        for r in (10, 20, 30) for w in ("examples", "sqrt_examples")}
     assert not any(h.standardize_indicators for h in public)
     assert all("public_ranges=True" in h.label() for h in public)
     assert not any(h.public_ranges for s in ("eps_1", "eps_0.1") for h in fhd.grid(s))
@@ -164,8 +181,8 @@ def test_public_range_plan_document_asks_for_public_bounds() -> None:
     assert document["preprocessing"] == "public_bounds"
     assert not any(f.get("standardize_indicators") for f in document["features"])
     assert document["dp"] is None
-    for hyper in fhd.grid("no_dp")[:12]:
-        assert "preprocessing" not in fhd.plan_document("no_dp", hyper, 0)
+    for hyper in fhd.grid("no_dp"):
+        assert "preprocessing" not in fhd.plan_document("no_dp", replace(hyper, public_ranges=False), 0)
     for setting in ("eps_1", "eps_0.1"):  # DP: public ranges anyway, key left out
         assert "preprocessing" not in fhd.plan_document(setting, public, 0)
     with pytest.raises(ValueError, match="standardize_indicators"):
@@ -426,8 +443,13 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     old_command = ".venv/bin/python -m pipelines.fed_heart_disease --select-only --split-seed 43"
     scores: dict[str, dict[str, Any]] = {s: {"selected": fhd.grid(s)[0].__dict__, "validation_accuracy": 0.7,
                                              "grid": []} for s in ("eps_1", "eps_0.1", "no_dp")}
-    # a version-2 search also recorded the fine-tuning epochs it chose; version 3 leaves them to each silo
-    scores["no_dp"]["selected"] = {**scores["no_dp"]["selected"], "personalization_epochs": 10}
+    # a version-1 candidate (per-hospital standardised inputs, dropped from the grid in version 4), as an
+    # earlier search recorded it: without client_weighting, and (version 2) with the fine-tuning epochs it
+    # chose; version 3 leaves those to each silo
+    version_1 = fhd.Hyper(rounds=10, local_epochs=1, batch_size=16, client_lr=0.1, kernel_initializer="zeros",
+                          standardize_indicators=True)
+    recorded = {k: v for k, v in version_1.__dict__.items() if k != "client_weighting"}
+    scores["no_dp"]["selected"] = {**recorded, "personalization_epochs": 10}
     old = {"split_seed": 43, "how": "doc", "scores": scores, "command": old_command, "machine": {"cpu": "old"},
            "wall_time_s": 600.0, "date": "2026-11-26T00:34:02Z"}
     path.write_text(json.dumps({"benchmark": "x", "splits": {"43": old, "44": {**old, "split_seed": 44}}}))
@@ -450,8 +472,8 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     assert split["earlier_searches"][0]["settings"] == ["eps_1", "eps_0.1"]
     assert split["earlier_searches"][0]["command"] == old_command
     assert document["splits"]["44"]["scores"]["no_dp"]["selected"] == scores["no_dp"]["selected"]
-    assert fhd.load_selection(path, 44)["no_dp"] == fhd.grid("no_dp")[0]
-    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3]
+    assert fhd.load_selection(path, 44)["no_dp"] == version_1
+    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3, 4]
     provenance = fhd.searched_by(path, 43, ["eps_1", "no_dp"])
     assert provenance["eps_1"]["grid_version"] == 1 and provenance["no_dp"] == produced
     chosen = fhd.load_selection(path, 43)
