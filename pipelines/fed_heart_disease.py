@@ -456,6 +456,10 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
                              "standardize_indicators": epsilon is None and hyper.standardize_indicators})
         else:
             features.append({"name": name, "transform": "standardize"})
+    algorithm: dict[str, Any] = ({"name": "fedavg"} if hyper.fedprox_mu is None
+                                 else {"name": "fedprox", "mu": hyper.fedprox_mu})
+    if hyper.client_weighting != "examples":  # the default stays out of the plan, so older plans keep their hashes
+        algorithm["client_weighting"] = hyper.client_weighting
     document: dict[str, Any] = {
         "name": f"fhd-{setting.replace('_', '-')}-seed{seed}",
         "description": "Fed-Heart-Disease benchmark (FLamby protocol): heart disease (num > 0) from 13 inputs.",
@@ -474,8 +478,7 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
         "dp": None if epsilon is None else {"target_epsilon": epsilon, "target_delta": DELTA,
                                              "l2_norm_clip": hyper.l2_norm_clip, "accountant": "pld"},
         "seeds": {"model_init": seed, "data_order": seed},
-        "algorithm": ({"name": "fedavg"} if hyper.fedprox_mu is None else {"name": "fedprox", "mu": hyper.fedprox_mu})
-        | ({} if hyper.client_weighting == "examples" else {"client_weighting": hyper.client_weighting}),
+        "algorithm": algorithm,
         # each silo picks its own fine-tuning epochs (grid version 3); DP plans cannot personalise
         "personalization": None if epsilon is not None else {
             "method": "local_fine_tuning", "local_epochs_choices": list(PERSONALIZATION_CHOICES),
