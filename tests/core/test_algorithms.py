@@ -321,53 +321,12 @@ def test_fedprox_with_mu_zero_is_fedavg_and_large_mu_shrinks_the_update(plain_wo
 
 
 # -- the real plan-built computations (what silo and aggregator run) ----------------------------
-def _round_movement(plan: Plan, x: np.ndarray, y: np.ndarray) -> float:
-    """How far one round moves the global model with one silo holding (x, y): the silo's
-    `work` on the plan's data (noise-free Poisson batches under DP), then the aggregator's
-    `aggregate_round` (plain integer sum, the plan's server step)."""
-    from aggregator.aggregation import aggregate_round
-    from healthfed_common.client_data import training_dataset_factory
-    from healthfed_common.dp.accounting import SamplingSchedule
-    from healthfed_common.dp.sampling import poisson_dataset_factory
-    from healthfed_common.learning_process import build_federated_computations
-    from healthfed_common.wire.messages import TrainResult
-
-    computations = build_federated_computations(plan)
-    state = computations.initialize()
-    client_input = computations.prepare(state)
-    if plan.dp is not None:
-        factory = poisson_dataset_factory(x, y, schedule=SamplingSchedule(len(x), plan.batch_size, plan.local_epochs),
-                                          noise_multiplier=0.0, rng=np.random.default_rng(12))
-    else:
-        factory = training_dataset_factory(x, y, plan, 1)
-    outputs = computations.work(list(client_input), [factory])
-    metrics_count, secure_count = computations.work_parts[:2]
-    result = TrainResult("solo", "t-1", plan.plan_hash, 1, tuple(outputs[:metrics_count]),
-                         tuple(outputs[metrics_count : metrics_count + secure_count]))
-    new_state = aggregate_round(computations, state, [result]).state
-    before, after = computations.model_weights(state), computations.model_weights(new_state)
-    return float(np.sqrt(sum(((np.asarray(a) - np.asarray(b)) ** 2).sum() for a, b in zip(before, after))))
-
-
-@pytest.mark.parametrize("dp", [False, True], ids=["no-dp", "dp"])
-def test_plan_built_fedprox_keeps_the_round_nearer_the_global_model(dp: bool) -> None:
-    """`build_learning_process` wires `plan.algorithm` into the computations every node builds:
-    with mu = 1.5 one round (24 local steps) moves the global model far less than FedAvg's."""
-    rng = np.random.default_rng(13)
-    x = rng.normal(size=(64, 4)).astype(np.float32)
-    y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) > 0).astype(np.float32).reshape(-1, 1)
-    extra: dict[str, Any] = {"dp": DP} if dp else {}
-    fedavg = _round_movement(_plan(**extra), x, y)
-    fedprox = _round_movement(_plan(**extra, algorithm={"name": "fedprox", "mu": 1.5}), x, y)
-    assert fedavg > 0.1
-    assert fedprox < 0.5 * fedavg
-
-
 def _round_step(plan: Plan, silos: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """The global model's movement (all weights, flattened) in one round where each of
-    `silos` runs the plan's `work` on its records (under DP noise-free Poisson batches, drawn
-    from a generator keyed by the silo's size, so a silo samples alike alone and with others) and the aggregator's `aggregate_round` combines them (the real quantized
-    integer sums and the plan's server step)."""
+    `silos` runs the plan's `work` on its records (under DP, noise-free Poisson batches drawn
+    from a generator keyed by the silo's size, so a silo samples alike alone and with others)
+    and the aggregator's `aggregate_round` combines them (the real quantized integer sums and
+    the plan's server step)."""
     from aggregator.aggregation import aggregate_round
     from healthfed_common.client_data import training_dataset_factory
     from healthfed_common.dp.accounting import SamplingSchedule
@@ -393,6 +352,25 @@ def _round_step(plan: Plan, silos: list[tuple[np.ndarray, np.ndarray]]) -> np.nd
     new_state = aggregate_round(computations, state, results).state
     before, after = computations.model_weights(state), computations.model_weights(new_state)
     return np.concatenate([(np.asarray(b) - np.asarray(a)).ravel() for a, b in zip(before, after)])
+
+
+def _round_movement(plan: Plan, x: np.ndarray, y: np.ndarray) -> float:
+    """How far one round moves the global model with one silo holding (x, y) (`_round_step`)."""
+    return float(np.linalg.norm(_round_step(plan, [(x, y)])))
+
+
+@pytest.mark.parametrize("dp", [False, True], ids=["no-dp", "dp"])
+def test_plan_built_fedprox_keeps_the_round_nearer_the_global_model(dp: bool) -> None:
+    """`build_learning_process` wires `plan.algorithm` into the computations every node builds:
+    with mu = 1.5 one round (24 local steps) moves the global model far less than FedAvg's."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x @ np.array([1.5, -1.0, 0.5, 0.0]) > 0).astype(np.float32).reshape(-1, 1)
+    extra: dict[str, Any] = {"dp": DP} if dp else {}
+    fedavg = _round_movement(_plan(**extra), x, y)
+    fedprox = _round_movement(_plan(**extra, algorithm={"name": "fedprox", "mu": 1.5}), x, y)
+    assert fedavg > 0.1
+    assert fedprox < 0.5 * fedavg
 
 
 @pytest.mark.parametrize(("dp", "weighting"), [(False, "examples"), (False, "sqrt_examples"), (False, "uniform"),
