@@ -26,7 +26,13 @@ the connection is reset (not closed cleanly), bytes written in the last `unconfi
 seconds may have been discarded unread by the peer, so those rows are sent again. In both
 cases the receiver sees the same `origin`/`index` twice and can drop the second. A graceful
 repository stop closes the connection cleanly; the sender notices that before its next write
-and neither loses nor repeats anything.
+and repeats nothing. What the sender cannot see, for the same lack of acknowledgements: a
+message the repository has read and then drops itself (an in-memory queue discarded at its
+shutdown) is marked delivered and never resent. The repository's own queue must survive its
+restart (rsyslog: disk-assisted, `queue.saveOnShutdown="on"`); a gap shows against the signed
+log by `origin`/`index`. `test_outage_mid_run_every_event_exactly_once` (whose test repository
+keeps rsyslog's default in-memory queue) once missed one event under heavy load, most likely
+this way (not confirmed).
 """
 
 from __future__ import annotations
