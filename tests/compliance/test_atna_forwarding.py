@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -29,7 +30,7 @@ from pathlib import Path
 import pytest
 from compliance_support import open_log
 
-from compliance.atna import Forwarder, OutboxDestinationChanged, SyslogTarget
+from compliance.atna import OUTBOX_FILE, Forwarder, OutboxDestinationChanged, SyslogTarget
 from compliance.log_store import read_raw_log
 from compliance.merkle import leaf_hash
 from compliance.node_dir import NodePaths
@@ -211,10 +212,15 @@ def _record(log, n: int, start: int) -> None:  # type: ignore[no-untyped-def]
             log.record("round.joined", actor="silo:st-marys", detail={"plan_hash": plan, "round": i})
 
 
-def test_outage_mid_run_every_event_exactly_once(tmp_path: Path, pki: dict[str, Path],
-                                                   repository: Rsyslog) -> None:
+def test_outage_mid_run_delivers_every_event_once_but_one_in_flight_at_the_stop(
+        tmp_path: Path, pki: dict[str, Path], repository: Rsyslog) -> None:
     """The node records an event every 20 ms throughout; the repository is stopped (SIGTERM)
-    while events flow, stays down for a second, and comes back."""
+    while events flow, stays down for a second, and comes back. Every event arrives exactly
+    once and in order, except that an event written to the connection as the repository
+    stopped may be dropped by the repository itself (RFC 5425 has no acknowledgements; seen
+    in about one run in three of `make test` on two cores, never more than one event): the
+    test allows at most two such events, and only ones the outbox marked sent in the second
+    around the stop."""
     node = tmp_path / "node"
     open_log(node).close()
     produced = [0]
@@ -238,7 +244,9 @@ def test_outage_mid_run_every_event_exactly_once(tmp_path: Path, pki: dict[str, 
     producer.start()
     try:
         assert _wait(lambda: len(repository.indices()) >= 20), repository.indices()
+        stop_began = time.time()
         repository.stop()                         # the repository goes down mid-run ...
+        stop_ended = time.time()
         at_stop = produced[0]
         assert _wait(lambda: produced[0] >= at_stop + 30)   # ... the node keeps recording
         queued, delivered = forwarder.outbox.counts()
@@ -248,7 +256,8 @@ def test_outage_mid_run_every_event_exactly_once(tmp_path: Path, pki: dict[str, 
         producing.clear()
         producer.join(10)
         total = produced[0]
-        assert _wait(lambda: sum(repository.indices().values()) >= total), (
+        # delivered strictly in order, so the last one arriving means every one was sent
+        assert _wait(lambda: total - 1 in repository.indices()), (
             sorted(set(range(total)) - set(repository.indices())), lines)
         time.sleep(1.0)                           # anything extra would arrive now
     finally:
@@ -256,7 +265,19 @@ def test_outage_mid_run_every_event_exactly_once(tmp_path: Path, pki: dict[str, 
         stop.set()
         sender.join(10)
     counts = repository.indices()
-    assert sorted(counts) == list(range(total))
+    missing = sorted(set(range(total)) - set(counts))
+    # RFC 5425 has no acknowledgements: an event written to the connection as the repository
+    # stopped may be read and then dropped by the repository itself (README, compliance.atna
+    # say so). Only such an event may be missing; anything else missing is the forwarder's loss.
+    outbox = sqlite3.connect(f"file:{NodePaths(node).audit_db.parent / OUTBOX_FILE}?mode=ro", uri=True)
+    try:
+        sent_at = dict(outbox.execute("SELECT idx, delivered_at FROM outbox").fetchall())
+    finally:
+        outbox.close()
+    in_flight_at_stop = {i for i, at in sent_at.items()
+                         if at is not None and stop_began - 1.0 <= at <= stop_ended + 0.5}
+    assert set(missing) <= in_flight_at_stop and len(missing) <= 2, (missing, sorted(in_flight_at_stop), lines)
+    assert sorted(counts) == [i for i in range(total) if i not in missing]
     assert set(counts.values()) == {1}, {i: n for i, n in counts.items() if n != 1}
     assert any("closed the connection" in line or "reset" in line for line in lines), lines
 
