@@ -182,6 +182,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from healthfed_common.client_weighting import DEFAULT_CLIENT_WEIGHTING  # noqa: E402
+
 HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
 COLUMNS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang",
            "oldpeak", "slope", "ca", "thal", "num")
@@ -280,14 +282,14 @@ class Hyper:
     standardize_indicators: bool = False
     fedprox_mu: float | None = None
     public_ranges: bool = False
-    client_weighting: str = "examples"
+    client_weighting: str = DEFAULT_CLIENT_WEIGHTING
 
     def label(self) -> str:
         return (f"R={self.rounds} E={self.local_epochs} B={self.batch_size} lr={self.client_lr} "
                 f"server={self.server_optimizer}:{self.server_lr} C={self.l2_norm_clip} init={self.kernel_initializer}"
                 f" std_ind={self.standardize_indicators} mu={self.fedprox_mu}"
                 f" public_ranges={self.public_ranges}"
-                + ("" if self.client_weighting == "examples" else f" weighting={self.client_weighting}"))
+                + ("" if self.client_weighting == DEFAULT_CLIENT_WEIGHTING else f" weighting={self.client_weighting}"))
 
 
 SELECTION_FILE = Path("bench-results/fed_heart_disease_selection.json")
@@ -404,7 +406,7 @@ def grid(setting: str) -> list[Hyper]:
         return [Hyper(rounds=r, local_epochs=1, batch_size=16, client_lr=lr, server_optimizer=server,
                       server_lr=server_lr, kernel_initializer="zeros", standardize_indicators=False,
                       public_ranges=True, client_weighting=weighting)
-                for weighting in ("examples", "sqrt_examples")
+                for weighting in (DEFAULT_CLIENT_WEIGHTING, "sqrt_examples")
                 for lr in (0.1, 1.0) for server, server_lr in (("sgd", 1.0), ("yogi", 0.03)) for r in (10, 20, 30)]
     # Under DP each extra round or epoch costs noise: few rounds. From a zero start a single
     # full-batch step's predictions do not depend on the learning rate (the sign of
@@ -467,7 +469,7 @@ def plan_document(setting: str, hyper: Hyper, seed: int) -> dict[str, Any]:
             features.append({"name": name, "transform": "standardize"})
     algorithm: dict[str, Any] = ({"name": "fedavg"} if hyper.fedprox_mu is None
                                  else {"name": "fedprox", "mu": hyper.fedprox_mu})
-    if hyper.client_weighting != "examples":  # the default stays out of the plan, so older plans keep their hashes
+    if hyper.client_weighting != DEFAULT_CLIENT_WEIGHTING:  # the default stays out of the plan, so older plans keep their hashes
         algorithm["client_weighting"] = hyper.client_weighting
     document: dict[str, Any] = {
         "name": f"fhd-{setting.replace('_', '-')}-seed{seed}",
