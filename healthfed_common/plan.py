@@ -189,7 +189,15 @@ class PersonalizationSpec(StrictModel):
     on all its training records for that many. Why a local choice: one epoch count cannot fit
     hospitals of 30 and 199 training records alike, and whether fine-tuning helps at all is a
     question only a hospital's own records can answer. The chosen count is released with the
-    metrics (`personalized_fine_tuning_epochs`), in the same disclosure."""
+    metrics (`personalized_fine_tuning_epochs`), in the same disclosure.
+
+    `choice_folds` (default 1, the single holdout above) of k >= 2 makes the choice by
+    stratified k-fold cross-validation over all of the silo's training records instead, and
+    keeps the FEWEST listed epochs whose mean held-out accuracy is within one standard error of
+    the best count's (the one-standard-error rule). Why: one holdout of a quarter of 30 to 200
+    records scores each count on 8 to 50 records, so the best count often wins by noise, and a
+    hospital then gets a fine-tuned copy worse than the shared model; the rule asks fine-tuning
+    to beat keeping the shared model by more than the folds disagree."""
 
     method: Literal["local_fine_tuning"] = "local_fine_tuning"
     local_epochs: int | None = Field(default=None, ge=1, le=1000,
@@ -202,6 +210,10 @@ class PersonalizationSpec(StrictModel):
     holdout_fraction: float = Field(default=0.25, gt=0.0, le=0.5,
                                     description="With local_epochs_choices: the share of each hospital's training "
                                     "records held out to choose on (stratified by label).")
+    choice_folds: int = Field(default=1, ge=1, le=10,
+                              description="With local_epochs_choices: 1 = choose on one held-out holdout_fraction; "
+                              "k >= 2 = stratified k-fold cross-validation over all the training records, keeping "
+                              "the fewest epochs within one standard error of the best mean held-out accuracy.")
 
     @model_validator(mode="after")
     def _one_way_to_pick_the_epochs(self) -> "PersonalizationSpec":
@@ -216,6 +228,12 @@ class PersonalizationSpec(StrictModel):
                 raise ValueError(f"list local_epochs_choices in increasing order: {list(self.local_epochs_choices)}")
         elif self.holdout_fraction != 0.25:
             raise ValueError("holdout_fraction is only for local_epochs_choices")
+        elif self.choice_folds != 1:
+            raise ValueError("choice_folds is only for local_epochs_choices")
+        if self.choice_folds > 1 and self.holdout_fraction != 0.25:
+            # each of k folds holds out 1/k of the records: another share would be a second meaning
+            # (the default is accepted, as every full dump of a plan carries it)
+            raise ValueError("give holdout_fraction (one holdout) or choice_folds (cross-validation), not both")
         return self
 
     @property
@@ -226,18 +244,28 @@ class PersonalizationSpec(StrictModel):
         """How long each silo fine-tunes, in words a data steward reads before approving."""
         if self.local_epochs_choices is None:
             return f"{self.local_epochs} pass(es)"
+        if self.choice_folds > 1:
+            return (f"as many passes as it chooses from {list(self.local_epochs_choices)} (0 = keep the shared model) "
+                    f"by {self.choice_folds}-fold cross-validation on its training records, taking the fewest passes "
+                    "that score within one standard error of the best; the count it chose is released with the "
+                    "metrics")
         return (f"as many passes as it chooses from {list(self.local_epochs_choices)} (0 = keep the shared model) "
                 f"on a held-out {self.holdout_fraction:.0%} of its training records; the count it chose is released "
                 "with the metrics")
 
     def canonical(self) -> dict[str, Any]:
         """The spec as hashed: the keys added with local choice are left out of a fixed-epochs
-        spec, so such plans keep the hash they had before the keys existed."""
+        spec, so such plans keep the hash they had before the keys existed; likewise
+        `choice_folds` appears only when it is not 1 (and then replaces `holdout_fraction`)."""
         document = self.model_dump(mode="json")
         if self.local_epochs_choices is None:
             del document["local_epochs_choices"], document["holdout_fraction"]
         else:
             del document["local_epochs"]
+            if self.choice_folds > 1:
+                del document["holdout_fraction"]
+        if self.choice_folds == 1:
+            del document["choice_folds"]
         return document
 
 

@@ -84,18 +84,47 @@ def holdout_split(labels: NDArray[Any], fraction: float, seed: int) -> tuple[NDA
     return np.sort(np.asarray(fit, dtype=np.int64)), np.sort(np.asarray(holdout, dtype=np.int64))
 
 
+def cross_validation_folds(labels: NDArray[Any], folds: int, seed: int) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+    """(fit, holdout) indices of each of `folds` stratified folds of this silo's training
+    records (scikit-learn's StratifiedKFold, shuffled with the plan's data-order seed, so a
+    retried evaluation makes the same choice): every record is held out exactly once. A class
+    with fewer records than folds (Switzerland's one negative) lands in as many folds as it has
+    records; scikit-learn's warning about it is expected here and silenced. Empty when there
+    are fewer records than folds."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    if len(labels) < folds:
+        return []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return [(np.sort(fit), np.sort(holdout))
+                for fit, holdout in splitter.split(np.zeros((len(labels), 1)), np.asarray(labels).astype(int))]
+
+
 def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any],
                   evaluate: Any) -> tuple[int, dict[int, dict[str, float]]]:
-    """This silo's own choice among the plan's `local_epochs_choices`: each count fine-tunes
-    the global model on the fit part of the training records and is scored on the held-out
-    part (`holdout_split`); the best held-out accuracy wins, ties go to the lower held-out loss
-    and then to fewer epochs (0, the global model itself, wins a full tie). A holdout of one
-    class (Switzerland's: one negative record in all, which stays in the fit part) scores every
-    count alike on accuracy, so the loss decides, which favours longer fine-tuning towards that
-    class. Returns the count and every candidate's held-out metrics (which stay in the silo)."""
+    """This silo's own choice among the plan's `local_epochs_choices`, on its training records.
+
+    With `choice_folds` 1, each count fine-tunes the global model on the fit part of the
+    training records and is scored on the held-out part (`holdout_split`); the best held-out
+    accuracy wins, ties go to the lower held-out loss and then to fewer epochs (0, the global
+    model itself, wins a full tie). A holdout of one class (Switzerland's: one negative record
+    in all, which stays in the fit part) scores every count alike on accuracy, so the loss
+    decides, which favours longer fine-tuning towards that class.
+
+    With `choice_folds` k >= 2, each count is scored on every fold of `cross_validation_folds`
+    and the fewest epochs within one standard error of the best mean accuracy win
+    (`fewest_within_one_standard_error`).
+
+    Returns the count and every candidate's held-out metrics (which stay in the silo)."""
     spec = plan.personalization
     if spec is None or spec.local_epochs_choices is None:
         raise ValueError("the plan fixes the fine-tuning epochs; there is nothing to choose")
+    if spec.choice_folds > 1:
+        return _choose_by_cross_validation(plan, weights, features, labels, evaluate)
     fit, holdout = holdout_split(labels, spec.holdout_fraction, plan.seeds.data_order)
     if len(holdout) == 0 or len(fit) == 0:
         # too few records to hold any out: the fewest listed epochs (the global model when 0 is listed)
@@ -105,6 +134,43 @@ def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any
         model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
         scores[epochs] = evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout])
     return best_epochs(scores), scores
+
+
+def _choose_by_cross_validation(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any],
+                                labels: NDArray[Any], evaluate: Any) -> tuple[int, dict[int, dict[str, float]]]:
+    spec = plan.personalization
+    assert spec is not None and spec.local_epochs_choices is not None  # checked by choose_epochs
+    folds = cross_validation_folds(labels, spec.choice_folds, plan.seeds.data_order)
+    if not folds:
+        return min(spec.local_epochs_choices), {}
+    per_fold: dict[int, list[dict[str, float]]] = {e: [] for e in spec.local_epochs_choices}
+    for fit, holdout in folds:
+        for epochs in spec.local_epochs_choices:
+            model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
+            per_fold[epochs].append(
+                evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout]))
+    return fewest_within_one_standard_error(per_fold)
+
+
+def fewest_within_one_standard_error(per_fold: dict[int, list[dict[str, float]]]) -> tuple[int, dict[int, dict[str, float]]]:
+    """The one-standard-error rule over cross-validation folds: the best count is the one with
+    the best mean held-out accuracy (`best_epochs` on the means: ties to the lower mean loss,
+    then fewer epochs); the choice is the fewest epochs whose mean accuracy is at least the
+    best's minus the standard error of the best's fold accuracies (sample std / sqrt(folds)).
+    So fine-tuning is kept only where it beats the shared model (0) by more than the folds
+    disagree. Returns the count and each count's mean accuracy, mean loss and standard error."""
+    scores: dict[int, dict[str, float]] = {}
+    for epochs, folds in per_fold.items():
+        accuracy = np.asarray([f["accuracy"] for f in folds], dtype=np.float64)
+        scores[epochs] = {
+            "accuracy": float(accuracy.mean()),
+            "loss": float(np.mean([f["loss"] for f in folds])),
+            "accuracy_standard_error": float(accuracy.std(ddof=1) / np.sqrt(len(accuracy))) if len(accuracy) > 1 else 0.0,
+        }
+    best = best_epochs(scores)
+    floor = scores[best]["accuracy"] - scores[best]["accuracy_standard_error"]
+    # 1e-12: fold means are sums of a few fractions, so "equal" must survive float rounding
+    return min(e for e in scores if scores[e]["accuracy"] >= floor - 1e-12), scores
 
 
 def best_epochs(scores: dict[int, dict[str, float]]) -> int:
@@ -128,8 +194,8 @@ def personalized_metrics(
 ) -> dict[str, float]:
     """`evaluate(plan, weights, features, labels)` (the silo's own evaluation) of the model
     fine-tuned on `train`, scored on `test`, each metric renamed `personalized_<name>`. Under
-    `local_epochs_choices` the silo first picks the epochs on a holdout of `train`
-    (`choose_epochs`), then fine-tunes on all of `train` for that many, and the count joins the
+    `local_epochs_choices` the silo first picks the epochs on `train` alone (a holdout or
+    folds of it, `choose_epochs`), then fine-tunes on all of `train` for that many, and the count joins the
     release as `personalized_fine_tuning_epochs`. The fine-tuned weights go out of scope here."""
     spec = plan.personalization
     if spec is None:

@@ -105,6 +105,22 @@ def test_a_local_choice_of_fine_tuning_epochs_is_bound_into_the_hash_and_fixed_e
         assert parse_plan(plan.canonical_bytes()) == plan
 
 
+def test_a_cross_validated_choice_is_bound_into_the_hash_and_one_holdout_keeps_its_hash() -> None:
+    """`choice_folds` 1 (the default) leaves the canonical plan as it was before the key
+    existed; k folds are hashed, replace the holdout share (which then means nothing), and
+    round-trip."""
+    single = _plan(personalization={"local_epochs_choices": [0, 1, 3]})
+    assert _plan(personalization={"local_epochs_choices": [0, 1, 3], "choice_folds": 1}).plan_hash == single.plan_hash
+    four = _plan(personalization={"local_epochs_choices": [0, 1, 3], "choice_folds": 4})
+    five = _plan(personalization={"local_epochs_choices": [0, 1, 3], "choice_folds": 5})
+    assert json.loads(four.canonical_bytes())["personalization"] == {
+        "method": "local_fine_tuning", "local_epochs_choices": [0, 1, 3], "choice_folds": 4}
+    assert len({single.plan_hash, four.plan_hash, five.plan_hash}) == 3
+    for plan in (four, five):
+        assert parse_plan(plan.canonical_bytes()) == plan
+    assert four.personalization is not None and "4-fold cross-validation" in four.personalization.describe()
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
@@ -122,6 +138,11 @@ def test_a_local_choice_of_fine_tuning_epochs_is_bound_into_the_hash_and_fixed_e
         ({"personalization": {"local_epochs_choices": [0, -1]}}, "personalization.local_epochs_choices"),
         ({"personalization": {"local_epochs_choices": [0, 3], "holdout_fraction": 0.9}}, "holdout_fraction"),
         ({"personalization": {"local_epochs": 2, "holdout_fraction": 0.3}}, "holdout_fraction is only for"),
+        ({"personalization": {"local_epochs": 2, "choice_folds": 4}}, "choice_folds is only for"),
+        ({"personalization": {"local_epochs_choices": [0, 2], "choice_folds": 4, "holdout_fraction": 0.3}},
+         "not both"),
+        ({"personalization": {"local_epochs_choices": [0, 2], "choice_folds": 0}}, "personalization.choice_folds"),
+        ({"personalization": {"local_epochs_choices": [0, 2], "choice_folds": 11}}, "personalization.choice_folds"),
         ({"personalization": {"local_epochs_choices": [0, 2]}, "dp": DP}, "personalization is only for plans without dp"),
     ],
 )
@@ -436,8 +457,9 @@ non_private_plans_on_budgeted_datasets: charge_infinity
 """
 
 
-@pytest.mark.parametrize("spec", [{"local_epochs": 5}, {"local_epochs_choices": [0, 2, 5]}],
-                         ids=["fixed_epochs", "epochs_chosen_by_the_silo"])
+@pytest.mark.parametrize("spec", [{"local_epochs": 5}, {"local_epochs_choices": [0, 2, 5]},
+                                  {"local_epochs_choices": [0, 2, 5], "choice_folds": 3}],
+                         ids=["fixed_epochs", "epochs_chosen_by_the_silo", "epochs_chosen_by_cross_validation"])
 def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path: Any, spec: dict[str, Any]) -> None:
     """A real SiloRunner trains one round of a non-DP plan with personalization, then is asked
     to evaluate the resulting global model. Its answer carries the global model's metrics and
@@ -453,7 +475,7 @@ def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path
     from healthfed_common.learning_process import build_federated_computations
     from healthfed_common.wire import codec
     from healthfed_common.wire.messages import EvaluateResult, EvaluateTask, TrainResult, TrainTask
-    from silo_node.personalization import choose_epochs, fine_tune, holdout_split
+    from silo_node.personalization import choose_epochs, cross_validation_folds, fine_tune, holdout_split
     from silo_node.runner import evaluate_weights
     from tests.adversary.harness import VICTIM, VictimSilo, adversary_plan
 
@@ -485,9 +507,12 @@ def test_personalised_metrics_leave_and_the_fine_tuned_weights_never_do(tmp_path
             epochs, scores = choose_epochs(plan, list(global_weights), train.features, train.labels, evaluate_weights)
             assert answer.metrics["personalized_fine_tuning_epochs"] == epochs
             assert set(scores) == {0, 2, 5}
-            fit, _ = holdout_split(train.labels, 0.25, plan.seeds.data_order)
+            fits = ([fit for fit, _ in cross_validation_folds(train.labels, 3, plan.seeds.data_order)]
+                    if "choice_folds" in spec else [holdout_split(train.labels, 0.25, plan.seeds.data_order)[0]])
+            assert len(fits) == (3 if "choice_folds" in spec else 1)
             candidates = [[np.asarray(w) for w in fine_tune(plan, list(global_weights), train.features[fit],
-                                                            train.labels[fit], e).get_weights()] for e in (2, 5)]
+                                                            train.labels[fit], e).get_weights()]
+                          for fit in fits for e in (2, 5)]
         tuned = [np.asarray(w) for w in
                  fine_tune(plan, list(global_weights), train.features, train.labels, epochs).get_weights()]
         expected = evaluate_weights(plan, tuned, test.features, test.labels)
@@ -579,6 +604,78 @@ def test_the_choice_rule_breaks_ties_by_loss_then_fewer_epochs_and_ranks_a_diver
     assert best_epochs({0: {"accuracy": 0.7, "loss": 0.5}, 1: {"accuracy": 0.7, "loss": 0.5}}) == 0
     nan = float("nan")
     assert best_epochs({1: {"accuracy": 0.7, "loss": nan}, 3: {"accuracy": 0.7, "loss": 0.6}}) == 3
+
+
+def test_the_cross_validation_folds_hold_every_training_record_out_once_stratified_and_repeatably() -> None:
+    from silo_node.personalization import cross_validation_folds
+
+    balanced = np.array([0.0, 1.0] * 40)
+    folds = cross_validation_folds(balanced, 4, seed=3)
+    assert len(folds) == 4
+    held = np.concatenate([holdout for _, holdout in folds])
+    assert sorted(held) == list(range(80))  # each record held out exactly once
+    for fit, holdout in folds:
+        assert not set(fit) & set(holdout) and len(fit) + len(holdout) == 80
+        assert (balanced[holdout] == 1).sum() == (balanced[holdout] == 0).sum() == 10
+    again = cross_validation_folds(balanced, 4, seed=3)
+    other = cross_validation_folds(balanced, 4, seed=4)
+    assert [list(h) for _, h in again] == [list(h) for _, h in folds]
+    assert [list(h) for _, h in other] != [list(h) for _, h in folds]
+    swiss = np.array([1.0] * 29 + [0.0])  # one negative: it is held out in exactly one fold
+    folds = cross_validation_folds(swiss, 4, seed=1)
+    assert sum(29 in holdout for _, holdout in folds) == 1 and sorted(np.concatenate([h for _, h in folds])) == list(range(30))
+    assert cross_validation_folds(np.ones(3), 4, seed=1) == []
+
+
+def test_the_one_standard_error_rule_keeps_the_shared_model_unless_fine_tuning_beats_the_folds_noise() -> None:
+    """The rule a cross-validated choice applies: the best mean accuracy sets the bar, one
+    standard error of its folds below it, and the fewest epochs over the bar win. A count that
+    leads by less than the folds disagree loses to the shared model (0); a lead larger than
+    that wins."""
+    from silo_node.personalization import fewest_within_one_standard_error
+
+    def folds(*accuracies: float) -> list[dict[str, float]]:
+        return [{"accuracy": a, "loss": 0.5} for a in accuracies]
+
+    # 10 epochs lead by 0.025 on the mean, but their folds spread 0.70..0.90 (SE 0.041)
+    noisy = {0: folds(0.75, 0.80, 0.80, 0.75), 3: folds(0.75, 0.75, 0.80, 0.80), 10: folds(0.70, 0.90, 0.80, 0.80)}
+    epochs, scores = fewest_within_one_standard_error(noisy)
+    assert epochs == 0 and scores[10]["accuracy"] > scores[0]["accuracy"], scores
+    assert scores[10]["accuracy_standard_error"] == pytest.approx(np.std([0.7, 0.9, 0.8, 0.8], ddof=1) / 2)
+    # the same lead on folds that agree: fine-tuning wins, and the fewest epochs over the bar
+    steady = {0: folds(0.75, 0.75, 0.75, 0.75), 3: folds(0.80, 0.80, 0.80, 0.85), 10: folds(0.85, 0.80, 0.80, 0.80)}
+    assert fewest_within_one_standard_error(steady)[0] == 3
+    clear = {0: folds(0.60, 0.62, 0.58, 0.60), 3: folds(0.70, 0.72, 0.69, 0.71), 10: folds(0.80, 0.82, 0.79, 0.81)}
+    assert fewest_within_one_standard_error(clear)[0] == 10
+
+
+def test_a_cross_validated_choice_keeps_the_global_model_where_fine_tuning_hurts_and_tunes_where_it_helps() -> None:
+    """Through choose_epochs with real fine-tuning (lr 1.0): a hospital whose labels are the
+    global model's relation with 30% flipped at random gains nothing real from fine-tuning (it
+    can only chase the flips), and keeps the global model -- where, on one of these draws, a
+    single holdout picks 1 epoch (a tie on accuracy that the loss breaks). A blank model on
+    clean records is fine-tuned, by more than the folds' noise."""
+    from silo_node.personalization import choose_epochs
+    from silo_node.runner import evaluate_weights
+
+    plan = _plan(personalization={"local_epochs_choices": [0, 1, 10], "choice_folds": 4},
+                 client_optimizer={"name": "sgd", "learning_rate": 1.0})
+    one_holdout = _plan(personalization={"local_epochs_choices": [0, 1, 10]},
+                        client_optimizer={"name": "sgd", "learning_rate": 1.0})
+    good = [np.array([[2.0], [-1.0], [1.0], [0.5]], dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    for draw in (0, 2):
+        rng = np.random.default_rng(draw)
+        features = rng.normal(size=(120, 4)).astype(np.float32)
+        truth = (features @ np.array([2.0, -1.0, 1.0, 0.5]) > 0).astype(np.float32)
+        noisy = np.where(rng.random(120) < 0.3, 1 - truth, truth).astype(np.float32)
+        epochs, scores = choose_epochs(plan, good, features, noisy, evaluate_weights)
+        assert epochs == 0, (draw, scores)
+        if draw == 2:
+            assert choose_epochs(one_holdout, good, features, noisy, evaluate_weights)[0] == 1
+    blank = [np.zeros((4, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)]
+    epochs, scores = choose_epochs(plan, blank, features, truth, evaluate_weights)
+    assert epochs > 0 and scores[epochs]["accuracy"] > scores[0]["accuracy"] + scores[epochs]["accuracy_standard_error"]
+    assert set(scores) == {0, 1, 10} and all("accuracy_standard_error" in s for s in scores.values())
 
 
 def test_a_silo_with_too_few_records_to_hold_out_keeps_the_fewest_listed_epochs() -> None:
