@@ -120,10 +120,11 @@ def test_split_seeds_and_grid_are_fixed() -> None:
     personalisation became each silo's choice (version 3) when two fresh split seeds were fixed
     (two more followed with the grid unchanged), and version 4 (square-root client weighting,
     version 1's candidates dropped, a third no-DP validation split) came with two more fresh
-    split seeds: a change to them must be a deliberate edit of this test too."""
+    split seeds, as did version 5 (each silo's cross-validated fine-tuning choice, candidates
+    unchanged): a change to them must be a deliberate edit of this test too."""
     assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
-    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50, 51, 52)
-    assert fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50, 51, 52)
+    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50, 51, 52, 53, 54)
+    assert fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50, 51, 52, 53, 54)
     no_dp = fhd.grid("no_dp")
     assert len(no_dp) == 24 and len(set(no_dp)) == 24
     by_examples, by_root = no_dp[:12], no_dp[12:]
@@ -137,10 +138,10 @@ def test_split_seeds_and_grid_are_fixed() -> None:
     assert all(h.public_ranges and not h.standardize_indicators for h in no_dp)
     assert {h.kernel_initializer for h in no_dp} == {"zeros"}
     assert {(h.local_epochs, h.batch_size, h.fedprox_mu) for h in no_dp} == {(1, 16, None)}
-    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3, 4]
+    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3, 4, 5]
     assert "AFTER test figures had been seen" in fhd.GRID_NOTE
     assert fhd.VALIDATION_SPLITS == {"no_dp": 3, "eps_1": 2, "eps_0.1": 2}
-    assert fhd.PERSONALIZATION_CHOICES == (0, 1, 3, 10, 30) and fhd.PERSONALIZATION_HOLDOUT == 0.25
+    assert fhd.PERSONALIZATION_CHOICES == (0, 1, 3, 10, 30) and fhd.PERSONALIZATION_FOLDS == 4
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_1")] == [(64, 3), (64, 5), (256, 3), (256, 5)]
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_0.1")] == [(32, 1), (32, 2), (256, 1), (256, 2)]
     assert not any(h.client_weighting != "examples" for s in ("eps_1", "eps_0.1") for h in fhd.grid(s))
@@ -226,7 +227,7 @@ def test_plan_documents_carry_the_searched_options() -> None:
     plan = parse_plan(fhd.plan_document("no_dp", hyper, 1))
     assert plan.personalization is not None and plan.personalization.local_epochs is None
     assert plan.personalization.local_epochs_choices == (0, 1, 3, 10, 30)
-    assert plan.personalization.holdout_fraction == 0.25
+    assert plan.personalization.choice_folds == 4
     assert plan.algorithm.proximal_strength == 0.1 and plan.server_optimizer.name == "yogi"
     assert all(f.standardize_indicators for f in plan.features if f.transform == "one_hot")
     dp = parse_plan(fhd.plan_document("eps_1", hyper, 1))
@@ -473,7 +474,7 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     assert split["earlier_searches"][0]["command"] == old_command
     assert document["splits"]["44"]["scores"]["no_dp"]["selected"] == scores["no_dp"]["selected"]
     assert fhd.load_selection(path, 44)["no_dp"] == version_1
-    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3, 4]
+    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3, 4, 5]
     provenance = fhd.searched_by(path, 43, ["eps_1", "no_dp"])
     assert provenance["eps_1"]["grid_version"] == 1 and provenance["no_dp"] == produced
     chosen = fhd.load_selection(path, 43)
