@@ -196,8 +196,10 @@ class PersonalizationSpec(StrictModel):
     keeps the FEWEST listed epochs whose mean held-out accuracy is within one standard error of
     the best count's (the one-standard-error rule). Why: one holdout of a quarter of 30 to 200
     records scores each count on 8 to 50 records, so the best count often wins by noise, and a
-    hospital then gets a fine-tuned copy worse than the shared model; the rule asks fine-tuning
-    to beat keeping the shared model by more than the folds disagree."""
+    hospital then gets a fine-tuned copy worse than the shared model; with 0 listed, the rule
+    keeps fine-tuning only where its mean fold accuracy leads the shared model's by more than
+    the best count's standard error. The folds share records, so this guards against choosing
+    by noise without being a significance test."""
 
     method: Literal["local_fine_tuning"] = "local_fine_tuning"
     local_epochs: int | None = Field(default=None, ge=1, le=1000,
@@ -205,15 +207,17 @@ class PersonalizationSpec(StrictModel):
                                      "local_epochs_choices.")
     local_epochs_choices: tuple[Annotated[int, Field(ge=0, le=1000)], ...] | None = Field(
         default=None, min_length=2, max_length=8,
-        description="Each hospital picks its own count from these (0 = keep the global model) on a held-out part "
-        "of its training records; the count it picked is released as personalized_fine_tuning_epochs.")
+        description="Each hospital picks its own count from these (0 = keep the global model) on its training "
+        "records (one holdout, or choice_folds folds); the count it picked is released as "
+        "personalized_fine_tuning_epochs.")
     holdout_fraction: float = Field(default=0.25, gt=0.0, le=0.5,
                                     description="With local_epochs_choices: the share of each hospital's training "
                                     "records held out to choose on (stratified by label).")
     choice_folds: int = Field(default=1, ge=1, le=10,
                               description="With local_epochs_choices: 1 = choose on one held-out holdout_fraction; "
                               "k >= 2 = stratified k-fold cross-validation over all the training records, keeping "
-                              "the fewest epochs within one standard error of the best mean held-out accuracy.")
+                              "the fewest epochs whose mean held-out accuracy is within one standard error of the "
+                              "best count's.")
 
     @model_validator(mode="after")
     def _one_way_to_pick_the_epochs(self) -> "PersonalizationSpec":

@@ -89,13 +89,15 @@ def cross_validation_folds(labels: NDArray[Any], folds: int, seed: int) -> list[
     records (scikit-learn's StratifiedKFold, shuffled with the plan's data-order seed, so a
     retried evaluation makes the same choice): every record is held out exactly once. A class
     with fewer records than folds (Switzerland's one negative) lands in as many folds as it has
-    records; scikit-learn's warning about it is expected here and silenced. Empty when there
-    are fewer records than folds."""
+    records; scikit-learn's warning about it is expected here and silenced. Empty when no
+    class has as many records as folds (scikit-learn cannot stratify then; this covers a silo
+    with fewer records than folds), so the caller keeps the fewest listed epochs."""
     import warnings
 
     from sklearn.model_selection import StratifiedKFold
 
-    if len(labels) < folds:
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    if len(counts) == 0 or counts.max() < folds:
         return []
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -155,10 +157,13 @@ def _choose_by_cross_validation(plan: Plan, weights: list[NDArray[Any]], feature
 def fewest_within_one_standard_error(per_fold: dict[int, list[dict[str, float]]]) -> tuple[int, dict[int, dict[str, float]]]:
     """The one-standard-error rule over cross-validation folds: the best count is the one with
     the best mean held-out accuracy (`best_epochs` on the means: ties to the lower mean loss,
-    then fewer epochs); the choice is the fewest epochs whose mean accuracy is at least the
-    best's minus the standard error of the best's fold accuracies (sample std / sqrt(folds)).
-    So fine-tuning is kept only where it beats the shared model (0) by more than the folds
-    disagree. Returns the count and each count's mean accuracy, mean loss and standard error."""
+    then fewer epochs, so among counts tied on accuracy the lower-loss one's folds set the
+    bar); the choice is the fewest epochs whose mean accuracy is at least the best's minus the
+    standard error of the best's fold accuracies (sample std / sqrt(folds)). So, with 0 listed,
+    fine-tuning is kept only where its mean leads the shared model's by more than that standard
+    error. The folds share training records, so the standard error understates how much the
+    means would move on other records: the rule is a guard against choosing by noise, not a
+    test. Returns the count and each count's mean accuracy, mean loss and standard error."""
     scores: dict[int, dict[str, float]] = {}
     for epochs, folds in per_fold.items():
         accuracy = np.asarray([f["accuracy"] for f in folds], dtype=np.float64)

@@ -625,6 +625,11 @@ def test_the_cross_validation_folds_hold_every_training_record_out_once_stratifi
     folds = cross_validation_folds(swiss, 4, seed=1)
     assert sum(29 in holdout for _, holdout in folds) == 1 and sorted(np.concatenate([h for _, h in folds])) == list(range(30))
     assert cross_validation_folds(np.ones(3), 4, seed=1) == []
+    # enough records but no class as large as the folds: scikit-learn cannot stratify, and the
+    # silo keeps the fewest listed epochs instead of failing its evaluation
+    assert cross_validation_folds(np.array([0.0, 0.0, 1.0, 1.0]), 4, seed=1) == []
+    assert cross_validation_folds(np.array([0.0] * 5 + [1.0] * 5), 10, seed=1) == []
+    assert len(cross_validation_folds(np.array([0.0] * 4 + [1.0] * 3), 4, seed=1)) == 4
 
 
 def test_the_one_standard_error_rule_keeps_the_shared_model_unless_fine_tuning_beats_the_folds_noise() -> None:
@@ -647,6 +652,14 @@ def test_the_one_standard_error_rule_keeps_the_shared_model_unless_fine_tuning_b
     assert fewest_within_one_standard_error(steady)[0] == 3
     clear = {0: folds(0.60, 0.62, 0.58, 0.60), 3: folds(0.70, 0.72, 0.69, 0.71), 10: folds(0.80, 0.82, 0.79, 0.81)}
     assert fewest_within_one_standard_error(clear)[0] == 10
+    # one standard error, not two: best 0.80 with SE 0.0163; 0 at 0.7755 trails by 1.5 SE and
+    # loses, 0 at 0.79 trails by 0.6 SE and wins
+    best = folds(0.76, 0.84, 0.80, 0.80)
+    beyond = {0: folds(0.7755, 0.7755, 0.7755, 0.7755), 10: best}
+    epochs, scores = fewest_within_one_standard_error(beyond)
+    assert scores[10]["accuracy_standard_error"] == pytest.approx(0.01633, abs=1e-5)
+    assert epochs == 10
+    assert fewest_within_one_standard_error({0: folds(0.79, 0.79, 0.79, 0.79), 10: best})[0] == 0
 
 
 def test_a_cross_validated_choice_keeps_the_global_model_where_fine_tuning_hurts_and_tunes_where_it_helps() -> None:
