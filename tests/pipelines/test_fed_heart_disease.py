@@ -363,8 +363,8 @@ def test_no_dp_only_run_keeps_the_dp_results_of_the_split_entry(tmp_path: Path) 
         "split_seed": 43,
         "hyper_parameter_selection": {"how": "read from the selection file", "chosen": {
             "eps_1": dp_1.__dict__, "eps_0.1": dp_01.__dict__, "no_dp": old_no_dp.__dict__}},
-        "results": {"eps_1": _result(0.775, dp_1), "eps_0.1": _result(0.713, dp_01),
-                    "no_dp": _result(0.732, old_no_dp, 0.810)},
+        "results": {"eps_1": {**_result(0.775, dp_1), "plans_built_under_grid_version": 3},
+                    "eps_0.1": _result(0.713, dp_01), "no_dp": _result(0.732, old_no_dp, 0.810)},
         **_references(0.771, 0.806),
         "acceptance": {"stale": True}, "silo_restarts_between_plans": [],
         "privacy": {"ledger": {"va": {"dataset_epsilon_spent": "inf", "per_plan": {"dp-plan": {"epsilon": 1.0}}}}},
@@ -377,7 +377,7 @@ def test_no_dp_only_run_keeps_the_dp_results_of_the_split_entry(tmp_path: Path) 
     out.write_text(json.dumps(fhd._merge_split(out, 44, other_split, head)))
 
     command = ".venv/bin/python -m pipelines.fed_heart_disease --settings no_dp --split-seed 43"
-    results = {"no_dp": _result(0.80, new_no_dp, 0.83)}
+    results = {"no_dp": {**_result(0.80, new_no_dp, 0.83), "plans_built_under_grid_version": 5}}
     references = _references(0.771, 0.806)
     entry = {
         "split_seed": 43,
@@ -396,6 +396,9 @@ def test_no_dp_only_run_keeps_the_dp_results_of_the_split_entry(tmp_path: Path) 
     assert list(split["results"]) == ["eps_1", "eps_0.1", "no_dp"]
     assert split["results"]["eps_1"] == json.loads(json.dumps(earlier["results"]["eps_1"]))
     assert split["results"]["eps_0.1"]["mean_per_hospital_accuracy"] == 0.713
+    # each setting keeps the grid version its plans were built under (the kept one's, and this run's)
+    assert split["results"]["eps_1"]["plans_built_under_grid_version"] == 3
+    assert split["results"]["no_dp"]["plans_built_under_grid_version"] == 5
     assert split["results"]["no_dp"]["mean_per_hospital_accuracy"] == 0.80
     assert split["hyper_parameter_selection"]["chosen"]["eps_1"] == dp_1.__dict__
     assert split["hyper_parameter_selection"]["chosen"]["no_dp"]["public_ranges"] is True
