@@ -495,6 +495,7 @@ def test_one_real_federation_run(tmp_path: Path) -> None:
                      "--out", str(out)]) == 0
     split = json.loads(out.read_text())["splits"]["43"]
     result = split["results"]["no_dp"]
+    assert result["plans_built_under_grid_version"] == fhd.GRID_HISTORY[-1]["version"]
     run = result["runs"][0]
     assert set(run["per_hospital_accuracy"]) == set(fhd.HOSPITALS)
     assert set(run["personalized_per_hospital_accuracy"]) == set(fhd.HOSPITALS)
