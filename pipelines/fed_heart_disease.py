@@ -152,7 +152,7 @@ bar the acceptance reports the difference with its 95% interval over the seeds (
 reported only): every global-vs-pooled interval holds 0 except split 50's, -0.025 [-0.044,
 -0.005], and 51's, -0.013 [-0.024, -0.001], real shortfalls (the search chose FedYogi 0.03 /
 client rate 0.1 / 20 and 30 rounds); every eps=1 miss is inside its interval except 53's,
--0.050 [-0.081, -0.019], a real shortfall (45's eps=1 interval lies above 0).
+-0.050 [-0.081, -0.019], a real shortfall (45's and 52's eps=1 intervals lie above 0).
 pipelines.fed_heart_disease_ceiling asks, on validation records only, whether any single global model beats a converged pooled logistic regression: of
 its candidates only weighting hospitals' records by 1/sqrt(n) leads (+0.009 [+0.0005, +0.018]
 over the seven split seeds, which re-divide the same records: a spread, not a test). Each silo's
