@@ -126,32 +126,33 @@ def choose_epochs(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any
     if spec is None or spec.local_epochs_choices is None:
         raise ValueError("the plan fixes the fine-tuning epochs; there is nothing to choose")
     if spec.choice_folds > 1:
-        return _choose_by_cross_validation(plan, weights, features, labels, evaluate)
-    fit, holdout = holdout_split(labels, spec.holdout_fraction, plan.seeds.data_order)
-    if len(holdout) == 0 or len(fit) == 0:
+        splits = cross_validation_folds(labels, spec.choice_folds, plan.seeds.data_order)
+    else:
+        fit, holdout = holdout_split(labels, spec.holdout_fraction, plan.seeds.data_order)
+        splits = [(fit, holdout)] if len(fit) and len(holdout) else []
+    if not splits:
         # too few records to hold any out: the fewest listed epochs (the global model when 0 is listed)
         return min(spec.local_epochs_choices), {}
-    scores: dict[int, dict[str, float]] = {}
-    for epochs in spec.local_epochs_choices:  # increasing (the plan refuses any other order)
-        model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
-        scores[epochs] = evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout])
+    per_split = _held_out_scores(plan, weights, features, labels, splits, evaluate)
+    if spec.choice_folds > 1:
+        return fewest_within_one_standard_error(per_split)
+    scores = {epochs: found[0] for epochs, found in per_split.items()}
     return best_epochs(scores), scores
 
 
-def _choose_by_cross_validation(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any],
-                                labels: NDArray[Any], evaluate: Any) -> tuple[int, dict[int, dict[str, float]]]:
+def _held_out_scores(plan: Plan, weights: list[NDArray[Any]], features: NDArray[Any], labels: NDArray[Any],
+                     splits: list[tuple[NDArray[Any], NDArray[Any]]], evaluate: Any) -> dict[int, list[dict[str, float]]]:
+    """Each listed count's held-out metrics on each (fit, holdout) split: the global model
+    fine-tuned on the fit part for that many epochs, scored on the holdout."""
     spec = plan.personalization
     assert spec is not None and spec.local_epochs_choices is not None  # checked by choose_epochs
-    folds = cross_validation_folds(labels, spec.choice_folds, plan.seeds.data_order)
-    if not folds:
-        return min(spec.local_epochs_choices), {}
-    per_fold: dict[int, list[dict[str, float]]] = {e: [] for e in spec.local_epochs_choices}
-    for fit, holdout in folds:
-        for epochs in spec.local_epochs_choices:
+    per_split: dict[int, list[dict[str, float]]] = {e: [] for e in spec.local_epochs_choices}
+    for fit, holdout in splits:
+        for epochs in spec.local_epochs_choices:  # increasing (the plan refuses any other order)
             model = fine_tune(plan, weights, features[fit], labels[fit], epochs)
-            per_fold[epochs].append(
+            per_split[epochs].append(
                 evaluate(plan, [np.asarray(w) for w in model.get_weights()], features[holdout], labels[holdout]))
-    return fewest_within_one_standard_error(per_fold)
+    return per_split
 
 
 def fewest_within_one_standard_error(per_fold: dict[int, list[dict[str, float]]]) -> tuple[int, dict[int, dict[str, float]]]:
