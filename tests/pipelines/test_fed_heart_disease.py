@@ -121,10 +121,11 @@ def test_split_seeds_and_grid_are_fixed() -> None:
     (two more followed with the grid unchanged), and version 4 (square-root client weighting,
     version 1's candidates dropped, a third no-DP validation split) came with two more fresh
     split seeds, as did version 5 (each silo's cross-validated fine-tuning choice, candidates
-    unchanged): a change to them must be a deliberate edit of this test too."""
+    unchanged) and version 6 (8 noise draws per split and a steadiness ranking in the DP search,
+    candidates unchanged): a change to them must be a deliberate edit of this test too."""
     assert fhd.SPLIT_SEEDS == (43, 44, 45) and 46 not in fhd.SPLIT_SEEDS
-    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50, 51, 52, 53, 54)
-    assert fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50, 51, 52, 53, 54)
+    assert fhd.FRESH_SPLIT_SEEDS == (47, 48, 49, 50, 51, 52, 53, 54, 55, 56)
+    assert fhd.REPORTED_SPLIT_SEEDS == (43, 44, 45, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56)
     no_dp = fhd.grid("no_dp")
     assert len(no_dp) == 24 and len(set(no_dp)) == 24
     by_examples, by_root = no_dp[:12], no_dp[12:]
@@ -138,13 +139,47 @@ def test_split_seeds_and_grid_are_fixed() -> None:
     assert all(h.public_ranges and not h.standardize_indicators for h in no_dp)
     assert {h.kernel_initializer for h in no_dp} == {"zeros"}
     assert {(h.local_epochs, h.batch_size, h.fedprox_mu) for h in no_dp} == {(1, 16, None)}
-    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3, 4, 5]
+    assert [g["version"] for g in fhd.GRID_HISTORY] == [1, 2, 3, 4, 5, 6]
+    assert fhd.DP_NOISE_DRAWS == 8
     assert "AFTER test figures had been seen" in fhd.GRID_NOTE
     assert fhd.VALIDATION_SPLITS == {"no_dp": 3, "eps_1": 2, "eps_0.1": 2}
     assert fhd.PERSONALIZATION_CHOICES == (0, 1, 3, 10, 30) and fhd.PERSONALIZATION_FOLDS == 4
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_1")] == [(64, 3), (64, 5), (256, 3), (256, 5)]
     assert [(h.batch_size, h.rounds) for h in fhd.grid("eps_0.1")] == [(32, 1), (32, 2), (256, 1), (256, 2)]
     assert not any(h.client_weighting != "examples" for s in ("eps_1", "eps_0.1") for h in fhd.grid(s))
+
+
+def test_the_dp_search_prefers_a_steady_candidate_to_one_whose_mean_leads_by_noise() -> None:
+    """Grid version 6: under DP a candidate is ranked by mean minus standard deviation over its
+    noisy runs, so 53's case (a winner ahead by 0.003 with a spread of 0.032, against a runner-up
+    with 0.009) goes to the steady one; without DP the mean still decides (its runs differ only
+    in the validation split). Fails if the DP ranking reverts to the mean."""
+    jumpy = [0.794 + d for d in (0.032, -0.032)] * 8
+    steady = [0.791 + d for d in (0.009, -0.009)] * 8
+    assert np.mean(jumpy) > np.mean(steady)
+    for setting in ("eps_1", "eps_0.1"):
+        assert fhd.ranking_score(setting, steady) > fhd.ranking_score(setting, jumpy)
+        assert fhd.ranking_score(setting, steady) == pytest.approx(0.791 - 0.009)
+    assert fhd.ranking_score("no_dp", jumpy) > fhd.ranking_score("no_dp", steady)
+    assert fhd.ranking_score("no_dp", jumpy) == pytest.approx(0.794)
+
+
+def test_the_dp_search_takes_its_noise_draws_and_records_the_score_it_ranked_by(
+        exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real DP search (in-process simulation of the real graphs, fresh noise per draw) over two
+    of the eps=0.1 candidates on one validation split: each is scored on DP_NOISE_DRAWS runs, the
+    record gives each candidate's ranking score (mean minus standard deviation) and the rule,
+    and the chosen one is the candidate with the best ranking score."""
+    two = fhd.grid("eps_0.1")[2:4]
+    monkeypatch.setattr(fhd, "grid", lambda setting: two)
+    lines: list[str] = []
+    entry = fhd.select(exports, ["eps_0.1"], repeats=1, printer=lines.append)["eps_0.1"]
+    assert [g["runs"] for g in entry["grid"]] == [fhd.DP_NOISE_DRAWS] * 2
+    for g in entry["grid"]:
+        assert g["ranking_score"] == pytest.approx(g["validation_accuracy"] - g["std_over_runs"], abs=2e-4)
+    best = max(entry["grid"], key=lambda g: (g["ranking_score"], -g["hyper"]["rounds"]))
+    assert entry["selected"] == best["hyper"]
+    assert entry["ranked_by"] == fhd.RANKED_BY["dp"] and "ranking score" in lines[-1]
 
 
 def test_a_square_root_weighted_candidate_asks_the_plan_for_it_and_the_others_keep_their_hashes() -> None:
@@ -477,7 +512,7 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     assert split["earlier_searches"][0]["command"] == old_command
     assert document["splits"]["44"]["scores"]["no_dp"]["selected"] == scores["no_dp"]["selected"]
     assert fhd.load_selection(path, 44)["no_dp"] == version_1
-    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3, 4, 5]
+    assert [g["version"] for g in document["grid_history"]] == [1, 2, 3, 4, 5, 6]
     provenance = fhd.searched_by(path, 43, ["eps_1", "no_dp"])
     assert provenance["eps_1"]["grid_version"] == 1 and provenance["no_dp"] == produced
     chosen = fhd.load_selection(path, 43)
