@@ -1390,10 +1390,18 @@ def main(argv: list[str] | None = None) -> int:
               f"({record['wall_time_s']:.0f}s)" + (f"; kept the earlier scores of {', '.join(kept)}" if kept else ""))
         if args.select_only:
             return 0
+        # the searched settings' new choices, and (a --settings subset) the others' kept ones: the
+        # pooled and local-only references follow the no-DP choice even when only DP was searched
+        chosen = load_selection(args.selection_out, args.split_seed)
         selection_how = "searched in this run (--select)"
     else:
         chosen = load_selection(args.selection_out, args.split_seed)
         selection_how = f"read from {args.selection_out} (written by --select-only --split-seed {args.split_seed})"
+    missing = sorted(set(settings) - set(chosen)) + ([] if "no_dp" in chosen else ["no_dp"])
+    if missing:
+        raise SystemExit(f"no hyper-parameters for {', '.join(sorted(set(missing)))} on split seed {args.split_seed} in "
+                         f"{args.selection_out} (the pooled and local-only references train with the no-DP choice): "
+                         f"run `--select-only --settings {','.join(sorted(set(missing)))} --split-seed {args.split_seed}` first")
     seeds = list(range(args.seeds))
     reference_began = time.time()
     references = reference_figures(exports, chosen, seeds)

@@ -520,6 +520,43 @@ def test_no_dp_only_search_keeps_the_dp_scores(tmp_path: Path) -> None:
     assert fhd.load_selection(path, 44)["no_dp"].public_ranges is False
 
 
+class _ReachedTheReferences(Exception):
+    """Raised where the run, past the search, would start training the references."""
+
+
+def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--select --settings eps_0.1` searches eps=0.1 only (a real search over two candidates on
+    one validation split) and then trains the pooled and local-only references with the split's
+    KEPT no-DP choice; before the fix the run stopped there with a KeyError on 'no_dp', after the
+    search. Without any no-DP choice the run says so with the command to run first."""
+    selection = tmp_path / "selection.json"
+    kept = fhd.grid("no_dp")[5]
+    old = {"split_seed": 43, "how": "doc", "command": "c", "machine": {}, "wall_time_s": 1.0, "date": "d",
+           "scores": {"no_dp": {"selected": kept.__dict__, "validation_accuracy": 0.8, "grid": []}}}
+    selection.write_text(json.dumps({"benchmark": "x", "splits": {"43": old}}))
+    two = fhd.grid("eps_0.1")[2:4]
+    monkeypatch.setattr(fhd, "grid", lambda setting: two)
+    real_select = fhd.select
+    monkeypatch.setattr(fhd, "select", lambda exports, settings: real_select(exports, settings, repeats=1, noise_draws=2))
+    reached: list[dict[str, Any]] = []
+
+    def references(exports: Any, chosen: dict[str, Any], seeds: list[int]) -> Any:
+        reached.append(chosen)
+        raise _ReachedTheReferences
+
+    monkeypatch.setattr(fhd, "reference_figures", references)
+    arguments = ["--select", "--settings", "eps_0.1", "--split-seed", "43", "--work", str(tmp_path / "w"),
+                 "--selection-out", str(selection), "--out", str(tmp_path / "out.json")]
+    with pytest.raises(_ReachedTheReferences):
+        fhd.main(arguments)
+    assert reached[0]["no_dp"] == kept and reached[0]["eps_0.1"] in two
+    assert json.loads(selection.read_text())["splits"]["43"]["scores"]["eps_0.1"]["selected"] == reached[0]["eps_0.1"].__dict__
+    selection.write_text(json.dumps({"benchmark": "x", "splits": {"43": {**old, "scores": {}}}}))
+    with pytest.raises(SystemExit, match="no hyper-parameters for no_dp on split seed 43"):
+        fhd.main(arguments)
+
+
 @pytest.mark.slow
 def test_one_real_federation_run(tmp_path: Path) -> None:
     """One seed of the non-private setting (with its personalisation) through 4 silo processes
