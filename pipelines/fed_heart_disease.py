@@ -89,7 +89,7 @@ its own on its training records (the global candidates are unchanged, so version
 choices stand). grid() version 4 was fixed on 2026-12-06 AFTER the version-3 test figures of
 43-50 had been seen: square-root client weighting added, version 1's candidates dropped, a third
 no-DP validation split (GRID_HISTORY). `--select-only --split-seed N`
-runs the search (VALIDATION_SPLITS: 3 validation splits without DP, 2 with 3 noise draws each under DP) and writes that
+runs the search (VALIDATION_SPLITS: 3 validation splits without DP, 2 with DP_NOISE_DRAWS = 8 noise draws each under DP) and writes that
 split's entry of bench-results/fed_heart_disease_selection.json; a benchmark run reads its
 split's entry (`--select` searches and then runs the winners). With `--settings no_dp` (any
 subset) both keep the other settings of the split's entry: the search replaces only the
@@ -113,7 +113,7 @@ UTC, 39 and 36 min). Under version 5 (2026-12-07): 43's no-DP setting again (00:
 36 and 32 min, side by side). Under version 6 (2026-12-07): 43's DP settings searched and run
 again (03:53-04:24 UTC), 55 and 56 wholly (03:53-04:41 UTC, `--select`, 48 and 44 min, side by
 side with 43's). Each entry names
-which run measured what; pooled and local-only figures come from its latest no-DP run. Mean
+which run measured what; pooled and local-only figures come from its latest run. Mean
 per-hospital test accuracy, mean +- std over seeds:
 
     split       no DP          personalised   eps=1          eps=0.1        pooled (std. / public)  local-only
@@ -141,9 +141,10 @@ weighting on 43 (validation 0.811 vs 0.792 by examples) and weighting by example
 on 53 and 54. Version 5 (each silo's cross-validated choice, one-standard-error rule) gave 43
 personalised 0.822 +-0.009 (0.807 under version 4). Version 6 (16 noise draws per DP candidate,
 ranked by mean minus std) re-chose 43's eps=1 plan (5 rounds of batch-256 steps, 0.758; version
-1's 3 rounds had scored 0.775 +-0.016) and kept its eps=0.1 plan, which scored 0.667 +-0.150 (one
-run 0.374) where it had scored 0.713 +-0.054: the DP settings' 5-seed means move by several
-hundredths between runs of one plan.
+1's 3 rounds had scored 0.775 +-0.016) and chose again version 1's eps=0.1 plan, which scored
+0.667 +-0.150 (one run 0.374) where it had scored 0.713 +-0.054 (version-1 figures: the JSON at
+commit 13d73bc): one observation of how far a DP setting's 5-seed mean can move between runs of
+one plan.
 
 Split 43 targets: no DP >= 0.75 met (0.808; FLamby FedAvg 0.691, its best federated
 0.724-0.731, pooled 0.735-0.739); personalised >= 0.80 met (0.822 under version 5, 0.807 under
@@ -188,6 +189,8 @@ Re-running the no-DP setting alone (keeps the split's DP scores and results):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -198,7 +201,7 @@ import threading
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -417,7 +420,7 @@ GRID_HISTORY: tuple[dict[str, Any], ...] = (
 )
 # How many validation splits of the training records the search scores each candidate on, per
 # setting (grid version 4: 3 without DP, where the choice between candidates came down to 0.001
-# on 2 splits; under DP each split also takes 3 noise draws).
+# on 2 splits; under DP each split also takes DP_NOISE_DRAWS noise draws, 3 before version 6).
 VALIDATION_SPLITS = {"no_dp": 3, "eps_1": 2, "eps_0.1": 2}
 # Grid version 6: fresh DP noise draws per validation split in the DP search (one noisy run's
 # accuracy spreads by 0.03 at eps=1 and up to 0.2 at eps=0.1, so 3 draws ranked noise).
@@ -429,8 +432,9 @@ GRID_NOTE = ("grid() version " + str(GRID_HISTORY[-1]["version"]) + "; versions 
              "client weighting, version 1's candidates dropped, a third validation split; version 5 after 43-52 "
              "under versions 3 and 4: each silo chooses its fine-tuning epochs by cross-validation with the "
              "one-standard-error rule; version 6 after 43-54: the DP search takes 8 noise draws per validation split "
-             "and ranks by mean minus standard deviation over its runs); each change is "
-             "structural (plan options that did not exist before) and every choice still reads "
+             "and ranks by mean minus standard deviation over its runs); the changes of versions 2 to 5 are "
+             "structural (plan options that did not exist before), version 6 changes only how the DP search scores "
+             "and ranks its candidates; every choice still reads "
              "training/validation records only; FRESH_SPLIT_SEEDS 47-50 were fixed before any run under version 3, "
              "51 and 52 before any run under version 4, 53 and 54 before any run under version 5, 55 and 56 "
              "before any run under version 6 (GRID_HISTORY)")
@@ -724,7 +728,8 @@ def select(exports: dict[str, Path], settings: list[str] | None = None, repeats:
     DP noise each; model_init stays 0, as the initial weights are part of the traced graph and
     each would need a build). Score of a run: mean per-hospital validation accuracy. Ranking
     (ranking_score): without DP the mean over the runs; under DP, grid version 6, the mean minus
-    the standard deviation over DP_NOISE_DRAWS draws per split, because one noisy run's accuracy
+    the standard deviation over all of a candidate's runs (DP_NOISE_DRAWS draws on each split,
+    pooled), because one noisy run's accuracy
     spreads by 0.03 at epsilon=1 and up to 0.2 at epsilon=0.1 and the federation delivers one
     run. The personalisation's fine-tuning epochs are not searched here (grid version 3): each
     silo chooses them on its own training records when the plan is evaluated."""
@@ -1174,6 +1179,45 @@ def searched_by(path: Path, split_seed: int, settings: list[str]) -> dict[str, A
     return {s: scores[s].get("produced_by", legacy) for s in settings if s in scores}
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Holds an exclusive advisory lock on `path` (through `path`.lock) while a run reads, merges
+    and rewrites it: runs of different split seeds may go side by side in one checkout, and
+    without the lock the later writer would drop the earlier one's split (a lost update)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    """Whole or not at all: a run killed mid-write leaves the previous file, never half of one."""
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+def store_split(path: Path, split_seed: int, entry: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """Merges this run's split entry into the result file (merge_entry, then _merge_split) and
+    writes it, under the file's lock; returns the merged entry."""
+    with _exclusive(path):
+        merged = merge_entry(_read_splits(path).get(str(split_seed)), entry)
+        _write_json(path, _merge_split(path, split_seed, merged, head))
+    return merged
+
+
+def store_selection(path: Path, split_seed: int, record: dict[str, Any]) -> dict[str, Any]:
+    """Merges this search's record into the selection file (merge_selection) and writes it,
+    under the file's lock; returns the whole document."""
+    with _exclusive(path):
+        document = merge_selection(path, split_seed, record)
+        _write_json(path, document)
+    return document
+
+
 def _merge_split(path: Path, split_seed: int, entry: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     """The result file keeps one entry per split seed; a run replaces its own split's entry
     (which merge_entry has already merged with the earlier entry's settings this run did not
@@ -1308,10 +1352,15 @@ def recompute_acceptance(path: Path, command: str) -> int:
     """Recomputes each split entry's `acceptance` from the entry's own stored results and pooled
     references (acceptance() reads nothing else), leaving every figure as its run measured it,
     and records when and by what command in `acceptance_recomputed`."""
-    from pipelines.seed_statistics import shown
-
     if not path.is_file():
         raise SystemExit(f"no result file {path}: run the benchmark first")
+    with _exclusive(path):
+        return _recompute_acceptance_locked(path, command)
+
+
+def _recompute_acceptance_locked(path: Path, command: str) -> int:
+    from pipelines.seed_statistics import shown
+
     document = json.loads(path.read_text())
     stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command,
              "what": "the acceptance alone, recomputed from this entry's stored results and pooled references; "
@@ -1324,7 +1373,7 @@ def recompute_acceptance(path: Path, command: str) -> int:
         for name, check in entry["acceptance"].items():
             if "interval" in check:
                 print(f"  {name}: {shown(check)} -- {check['reads']}")
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    _write_json(path, document)
     print(f"wrote {path}")
     return 0
 
@@ -1379,6 +1428,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     if not args.data.is_dir():
         parser.error(f"no data folder {args.data}")
+    if not args.select_only:
+        # checked before any search: the references train with the no-DP choice, so a run needs
+        # one for no_dp and for each setting it runs, searched now or kept from an earlier search
+        stored = _read_splits(args.selection_out).get(str(args.split_seed), {}).get("scores", {})
+        missing = sorted(({*settings, "no_dp"} - set(stored)) - set(settings if args.select else []))
+        if missing:
+            parser.error(f"no hyper-parameters for {', '.join(missing)} on split seed {args.split_seed} in "
+                         f"{args.selection_out} (the pooled and local-only references train with the no-DP "
+                         f"choice): run `--select-only --settings {','.join(missing)} --split-seed "
+                         f"{args.split_seed}` first, or pass --select with those settings")
     started = time.time()
     import shutil
 
@@ -1394,10 +1453,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "grid_version": GRID_HISTORY[-1]["version"]}
         record = {"split_seed": args.split_seed, "how": select.__doc__, "scores": found, "command": command,
                   "machine": _machine(), "wall_time_s": round(time.time() - started, 1), "date": searched}
-        document = merge_selection(args.selection_out, args.split_seed, record)
-        args.selection_out.parent.mkdir(parents=True, exist_ok=True)
-        args.selection_out.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        kept = [s for s in record["scores"] if s not in found]
+        document = store_selection(args.selection_out, args.split_seed, record)
+        kept = [s for s in document["splits"][str(args.split_seed)]["scores"] if s not in found]
         print(f"wrote split {args.split_seed} ({', '.join(found)}) to {args.selection_out} "
               f"({record['wall_time_s']:.0f}s)" + (f"; kept the earlier scores of {', '.join(kept)}" if kept else ""))
         if args.select_only:
@@ -1409,11 +1466,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         chosen = load_selection(args.selection_out, args.split_seed)
         selection_how = f"read from {args.selection_out} (written by --select-only --split-seed {args.split_seed})"
-    missing = sorted(set(settings) - set(chosen)) + ([] if "no_dp" in chosen else ["no_dp"])
-    if missing:
-        raise SystemExit(f"no hyper-parameters for {', '.join(sorted(set(missing)))} on split seed {args.split_seed} in "
-                         f"{args.selection_out} (the pooled and local-only references train with the no-DP choice): "
-                         f"run `--select-only --settings {','.join(sorted(set(missing)))} --split-seed {args.split_seed}` first")
     seeds = list(range(args.seeds))
     reference_began = time.time()
     references = reference_figures(exports, chosen, seeds)
@@ -1479,10 +1531,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "(settings_measured_by, earlier_runs, mixes_runs) and recomputes the acceptance from "
                                 "the merged results",
     }
-    entry = merge_entry(_read_splits(args.out).get(str(args.split_seed)), entry)
-    summary = _merge_split(args.out, args.split_seed, entry, head)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    entry = store_split(args.out, args.split_seed, entry, head)
     if "mixes_runs" in entry:
         print(entry["mixes_runs"])
     print_table(entry["results"])

@@ -6,6 +6,7 @@ skip (they are not shipped with the project)."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ def test_the_dp_search_prefers_a_steady_candidate_to_one_whose_mean_leads_by_noi
     """Grid version 6: under DP a candidate is ranked by mean minus standard deviation over its
     noisy runs, so 53's case (a winner ahead by 0.003 with a spread of 0.032, against a runner-up
     with 0.009) goes to the steady one; without DP the mean still decides (its runs differ only
-    in the validation split). Fails if the DP ranking reverts to the mean."""
+    in the validation split). Fails if ranking_score reverts to the mean; the select() test below
+    fails if the search stops ranking by it."""
     jumpy = [0.794 + d for d in (0.032, -0.032)] * 8
     steady = [0.791 + d for d in (0.009, -0.009)] * 8
     assert np.mean(jumpy) > np.mean(steady)
@@ -164,12 +166,41 @@ def test_the_dp_search_prefers_a_steady_candidate_to_one_whose_mean_leads_by_noi
     assert fhd.ranking_score("no_dp", jumpy) == pytest.approx(0.794)
 
 
+def test_the_dp_search_chooses_the_steady_candidate_over_the_one_whose_mean_leads(
+        exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """select() itself ranks DP candidates by ranking_score: with the runs' scores scripted (the
+    training stands in for a run whose outcome is known: a 2-round candidate whose runs average
+    higher but swing widely, a 1-round one that is steady), the steady one is chosen, and each
+    candidate is run DP_NOISE_DRAWS times on each validation split. Without DP the same scores
+    would choose by the mean. Fails if select() sorts DP candidates by their mean."""
+    two = fhd.grid("eps_0.1")[2:4]  # batch 256, 1 and 2 rounds
+    assert [h.rounds for h in two] == [1, 2]
+    monkeypatch.setattr(fhd, "grid", lambda setting: two)
+    calls = {1: 0, 2: 0}
+
+    def scripted(plan: Any, train: Any, evaluation: dict[str, Any],
+                 eval_rounds: tuple[int, ...] = ()) -> dict[int, dict[str, float]]:
+        calls[plan.rounds] += 1
+        swing = 0.20 if calls[plan.rounds] % 2 else -0.20
+        accuracy = 0.70 + swing if plan.rounds == 2 else (0.66 + (0.01 if calls[plan.rounds] % 2 else -0.01))
+        return {plan.rounds: {name: accuracy for name in evaluation}}
+
+    monkeypatch.setattr(fhd, "simulate", scripted)
+    entry = fhd.select(exports, ["eps_0.1"], repeats=2, printer=lambda line: None)["eps_0.1"]
+    assert calls == {1: 2 * fhd.DP_NOISE_DRAWS, 2: 2 * fhd.DP_NOISE_DRAWS}
+    by_rounds = {g["hyper"]["rounds"]: g for g in entry["grid"]}
+    assert by_rounds[2]["validation_accuracy"] > by_rounds[1]["validation_accuracy"]
+    assert entry["selected"]["rounds"] == 1
+    assert by_rounds[1]["ranking_score"] == pytest.approx(0.65) and by_rounds[2]["ranking_score"] == pytest.approx(0.50)
+
+
 def test_the_dp_search_takes_its_noise_draws_and_records_the_score_it_ranked_by(
         exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """A real DP search (in-process simulation of the real graphs, fresh noise per draw) over two
     of the eps=0.1 candidates on one validation split: each is scored on DP_NOISE_DRAWS runs, the
     record gives each candidate's ranking score (mean minus standard deviation) and the rule,
-    and the chosen one is the candidate with the best ranking score."""
+    the draws differ (fresh noise), and the chosen one is the candidate with the best ranking
+    score."""
     two = fhd.grid("eps_0.1")[2:4]
     monkeypatch.setattr(fhd, "grid", lambda setting: two)
     lines: list[str] = []
@@ -177,6 +208,7 @@ def test_the_dp_search_takes_its_noise_draws_and_records_the_score_it_ranked_by(
     assert [g["runs"] for g in entry["grid"]] == [fhd.DP_NOISE_DRAWS] * 2
     for g in entry["grid"]:
         assert g["ranking_score"] == pytest.approx(g["validation_accuracy"] - g["std_over_runs"], abs=2e-4)
+    assert any(g["std_over_runs"] > 0 for g in entry["grid"])  # one split, so only the noise varies
     best = max(entry["grid"], key=lambda g: (g["ranking_score"], -g["hyper"]["rounds"]))
     assert entry["selected"] == best["hyper"]
     assert entry["ranked_by"] == fhd.RANKED_BY["dp"] and "ranking score" in lines[-1]
@@ -464,6 +496,34 @@ def test_no_dp_only_run_keeps_the_dp_results_of_the_split_entry(tmp_path: Path) 
     assert twice["results"]["no_dp"]["mean_per_hospital_accuracy"] == 0.79
 
 
+def test_runs_of_two_split_seeds_side_by_side_keep_both_entries(tmp_path: Path) -> None:
+    """Two runs write one result file: run A has read it and is about to write split 43 when run
+    B stores split 44. B waits for A's lock and merges into what A wrote, so both splits stay.
+    Without the lock B writes at once and A's write, built on its earlier read, drops 44 (the
+    lost update a cold review named: the README has splits run side by side)."""
+    out = tmp_path / "fhd.json"
+    head = {"benchmark": "fed_heart_disease"}
+    hyper = fhd.grid("no_dp")[0]
+
+    def entry(seed: int) -> dict[str, Any]:
+        results = {"no_dp": _result(0.80, hyper, 0.83)}
+        return {"split_seed": seed, "hyper_parameter_selection": {"chosen": {"no_dp": hyper.__dict__}},
+                "results": results, **_references(0.77, 0.80), "acceptance": {},
+                "command": f"run {seed}", "machine": {}, "date": "2026-12-07T00:00:00Z"}
+
+    stored: list[dict[str, Any]] = []
+    with fhd._exclusive(out):  # run A
+        read_by_a = fhd._merge_split(out, 43, entry(43), head)
+        run_b = threading.Thread(target=lambda: stored.append(fhd.store_split(out, 44, entry(44), head)))
+        run_b.start()
+        run_b.join(timeout=0.5)
+        out.write_text(json.dumps(read_by_a))
+    run_b.join(timeout=30)
+    assert stored and sorted(json.loads(out.read_text())["splits"]) == ["43", "44"]
+    assert json.loads(out.read_text())["split_seeds_not_run"] == [s for s in fhd.REPORTED_SPLIT_SEEDS if s not in (43, 44)]
+    assert not list(tmp_path.glob("*.partial"))
+
+
 def test_full_run_replaces_the_split_entry() -> None:
     hyper = fhd.grid("no_dp")[0]
     previous = {"results": {"no_dp": _result(0.7, hyper)}, "date": "a", "command": "c"}
@@ -525,11 +585,12 @@ class _ReachedTheReferences(Exception):
 
 
 def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`--select --settings eps_0.1` searches eps=0.1 only (a real search over two candidates on
     one validation split) and then trains the pooled and local-only references with the split's
     KEPT no-DP choice; before the fix the run stopped there with a KeyError on 'no_dp', after the
-    search. Without any no-DP choice the run says so with the command to run first."""
+    search. Without any no-DP choice the run refuses BEFORE searching, with the command to run
+    first."""
     selection = tmp_path / "selection.json"
     kept = fhd.grid("no_dp")[5]
     old = {"split_seed": 43, "how": "doc", "command": "c", "machine": {}, "wall_time_s": 1.0, "date": "d",
@@ -538,7 +599,13 @@ def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
     two = fhd.grid("eps_0.1")[2:4]
     monkeypatch.setattr(fhd, "grid", lambda setting: two)
     real_select = fhd.select
-    monkeypatch.setattr(fhd, "select", lambda exports, settings: real_select(exports, settings, repeats=1, noise_draws=2))
+    searches: list[list[str]] = []
+
+    def select(exports: Any, settings: list[str]) -> Any:
+        searches.append(settings)
+        return real_select(exports, settings, repeats=1, noise_draws=2)
+
+    monkeypatch.setattr(fhd, "select", select)
     reached: list[dict[str, Any]] = []
 
     def references(exports: Any, chosen: dict[str, Any], seeds: list[int]) -> Any:
@@ -553,8 +620,10 @@ def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
     assert reached[0]["no_dp"] == kept and reached[0]["eps_0.1"] in two
     assert json.loads(selection.read_text())["splits"]["43"]["scores"]["eps_0.1"]["selected"] == reached[0]["eps_0.1"].__dict__
     selection.write_text(json.dumps({"benchmark": "x", "splits": {"43": {**old, "scores": {}}}}))
-    with pytest.raises(SystemExit, match="no hyper-parameters for no_dp on split seed 43"):
+    with pytest.raises(SystemExit):
         fhd.main(arguments)
+    assert "no hyper-parameters for no_dp on split seed 43" in capsys.readouterr().err
+    assert searches == [["eps_0.1"]]  # the refused run searched nothing
 
 
 @pytest.mark.slow
