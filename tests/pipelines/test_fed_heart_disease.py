@@ -586,11 +586,12 @@ class _ReachedTheReferences(Exception):
 
 def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--select --settings eps_0.1` searches eps=0.1 only (a real search over two candidates on
-    one validation split) and then trains the pooled and local-only references with the split's
-    KEPT no-DP choice; before the fix the run stopped there with a KeyError on 'no_dp', after the
-    search. Without any no-DP choice the run refuses BEFORE searching, with the command to run
-    first."""
+    """`--select --settings eps_0.1` searches eps=0.1 only (select() over two candidates on one
+    validation split, each run's score scripted: the real search is tested above, this test is
+    about what the run does after it) and then trains the pooled and local-only references with
+    the split's KEPT no-DP choice; before the fix the run stopped there with a KeyError on
+    'no_dp', after the search. Without any no-DP choice the run refuses BEFORE searching, with
+    the command to run first."""
     selection = tmp_path / "selection.json"
     kept = fhd.grid("no_dp")[5]
     old = {"split_seed": 43, "how": "doc", "command": "c", "machine": {}, "wall_time_s": 1.0, "date": "d",
@@ -605,7 +606,12 @@ def test_a_dp_only_search_run_goes_on_with_the_kept_no_dp_choice(
         searches.append(settings)
         return real_select(exports, settings, repeats=1, noise_draws=2)
 
+    def scripted(plan: Any, train: Any, evaluation: dict[str, Any],
+                 eval_rounds: tuple[int, ...] = ()) -> dict[int, dict[str, float]]:
+        return {plan.rounds: {name: 0.7 for name in evaluation}}
+
     monkeypatch.setattr(fhd, "select", select)
+    monkeypatch.setattr(fhd, "simulate", scripted)
     reached: list[dict[str, Any]] = []
 
     def references(exports: Any, chosen: dict[str, Any], seeds: list[int]) -> Any:
