@@ -1446,7 +1446,6 @@ def main(argv: list[str] | None = None) -> int:
     exports = write_exports(args.data, args.work / "exports", args.split_seed)
     if args.select or args.select_only:
         found = select(exports, settings)
-        chosen = {s: Hyper(**found[s]["selected"]) for s in found}
         searched = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for setting_scores in found.values():
             setting_scores["produced_by"] = {"date": searched, "command": command,
@@ -1459,13 +1458,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({record['wall_time_s']:.0f}s)" + (f"; kept the earlier scores of {', '.join(kept)}" if kept else ""))
         if args.select_only:
             return 0
-        # the searched settings' new choices, and (a --settings subset) the others' kept ones: the
-        # pooled and local-only references follow the no-DP choice even when only DP was searched
-        chosen = load_selection(args.selection_out, args.split_seed)
         selection_how = "searched in this run (--select)"
     else:
-        chosen = load_selection(args.selection_out, args.split_seed)
         selection_how = f"read from {args.selection_out} (written by --select-only --split-seed {args.split_seed})"
+    # the searched settings' new choices and (a --settings subset) the others' kept ones: the
+    # pooled and local-only references follow the no-DP choice even when only DP was searched
+    chosen = load_selection(args.selection_out, args.split_seed)
     seeds = list(range(args.seeds))
     reference_began = time.time()
     references = reference_figures(exports, chosen, seeds)
