@@ -1,4 +1,5 @@
-"""The aggregator's audit log and its witness store of silo checkpoints.
+"""The aggregator's audit log, its witness store of silo checkpoints, and the checkpoints
+of its own log it hands each silo to witness in return.
 
 gRPC handlers run on a thread pool and SQLite connections belong to one thread, so each
 thread opens its own handle on the same files (the log serialises appends with
@@ -14,9 +15,10 @@ from typing import Any
 from compliance.audit_log import AuditLog
 from compliance.checkpoints import SignedCheckpoint
 from compliance.errors import CheckpointRejected, ComplianceError
+from compliance.node_dir import AGGREGATOR_ORIGIN
 from compliance.witness import WitnessStore
 
-ORIGIN = "aggregator"
+ORIGIN = AGGREGATOR_ORIGIN
 
 
 def audit_paths(state_dir: Path) -> tuple[Path, Path, Path]:
@@ -86,6 +88,19 @@ class AggregatorAudit:
         self.record("checkpoint.witnessed", actor=ORIGIN,
                     detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash})
         return None
+
+    def checkpoint_since(self, witnessed_size: int) -> tuple[dict[str, str | int], tuple[bytes, ...]]:
+        """This log's latest signed checkpoint, with the consistency proof from
+        `witnessed_size` (the size of the last one the asking silo accepted), for that silo to
+        witness. Why: the coordinator is the party hospitals fear, and its own log is only
+        tamper-evident if someone outside holds its checkpoints. A size this log no longer
+        reaches gets no proof: the silo then sees that the log shrank."""
+        log = self._log()
+        checkpoint = log.latest_checkpoint() or log.sign_checkpoint()
+        proof: tuple[bytes, ...] = ()
+        if 0 < witnessed_size < checkpoint.size:
+            proof = tuple(log.consistency_proof(witnessed_size, checkpoint.size))
+        return checkpoint.to_dict(), proof
 
     def close(self) -> None:
         with self._lock:

@@ -30,6 +30,8 @@ the report is built on them, extra keys are kept but not interpreted):
   saw it answer again.
 * ``checkpoint.witnessed`` — {origin, size, root_hash}: a peer's checkpoint accepted by
   this node's `WitnessStore`.
+* ``checkpoint.rejected`` — {origin, size, reason}: a peer's checkpoint this node refused, as
+  offered (a silo refusing the aggregator's; origin and size may be whatever was sent).
 * ``report.exported`` — {format, sha256, period_from, period_to, log_size}.
 * ``audit.verified`` — {entries, checkpoints_checked, witness_checkpoints_checked, rollback}:
   a verification run that found the log intact (a failed log is not appended to).
@@ -163,6 +165,8 @@ _KINDS = (
           "audit", "A signed audit-log checkpoint was published to a witness"),
     _kind("checkpoint.witnessed", AUDIT_LOG_USED, None, "C",
           "audit", "A peer's signed audit-log checkpoint was verified and stored"),
+    _kind("checkpoint.rejected", SECURITY_ALERT, None, "E",
+          "audit", "A peer's audit-log checkpoint was refused (bad signature, another key, rollback or rewritten history)"),
     _kind("report.exported", AUDIT_LOG_USED, None, "R",
           "audit", "An audit report was exported from this log"),
     _kind("audit.verified", AUDIT_LOG_USED, None, "E",

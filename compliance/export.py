@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 from compliance.audit_log import AuditLog
 from compliance.clock import Clock, utc_now
@@ -73,7 +73,7 @@ def export_report(
     *,
     actor: str,
     public_key: Path | None = None,
-    witness_db: Path | None = None,
+    witness_db: Path | Sequence[Path] | None = None,
     clock: Clock | None = None,
 ) -> ExportOutcome:
     """Write the report of `node_dir` for `period` to `out` in format `fmt`."""

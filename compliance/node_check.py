@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from compliance.log_store import RawLog, read_raw_log
 from compliance.node_dir import NodePaths, trusted_public_key
 from compliance.verify import Acknowledged, VerificationResult, verify_raw_log
-from compliance.witness import find_witness, read_witnessed
+from compliance.checkpoints import SignedCheckpoint
+from compliance.witness import find_witnesses, read_witnessed
 
 
 @dataclass(frozen=True)
@@ -27,23 +29,25 @@ class NodeCheck:
 
 
 def check_log(
-    db: Path, node: NodePaths | None, public_key: Path | None, witness: Path | None
+    db: Path, node: NodePaths | None, public_key: Path | None, witness: Path | Sequence[Path] | None
 ) -> NodeCheck:
-    """Verify the log at `db` (of `node`, when known). Raises `LogCorrupt` for a damaged
+    """Verify the log at `db` (of `node`, when known) against every witness database given
+    (or, with none given, every one found beside the node). Raises `LogCorrupt` for a damaged
     log, `LogNotFound`/`KeyFileError` for wrong inputs."""
     key, key_source = trusted_public_key(public_key, node)
     raw = read_raw_log(db, expected=node is not None)
     origin = raw.origin or ""
-    witnessed = None
-    witness_source = None
-    if witness is not None:
-        witnessed = read_witnessed(witness, origin)
-        witness_source = f"{witness} (given, {len(witnessed)} checkpoints of {origin})"
+    given = [witness] if isinstance(witness, Path) else list(witness or [])
+    sources: list[tuple[Path, list[SignedCheckpoint]]]
+    if given:
+        sources, how = [(path, read_witnessed(path, origin)) for path in given], "given"
     elif node is not None:
-        found = find_witness(node.witness_candidates(), origin)
-        if found is not None:
-            path, witnessed = found
-            witness_source = f"{path} (found automatically, {len(witnessed)} checkpoints of {origin})"
+        sources, how = find_witnesses(node.witness_candidates(), origin), "found automatically"
+    else:
+        sources, how = [], ""
+    witnessed = [checkpoint for _, checkpoints in sources for checkpoint in checkpoints] if sources else None
+    witness_source = "; ".join(f"{path} ({how}, {len(checkpoints)} checkpoints of {origin})"
+                               for path, checkpoints in sources) or None
     acknowledged = None
     if node is not None:
         size = node.acknowledged_size()

@@ -5,14 +5,16 @@ Layout of a node state directory (silo or aggregator)::
     DIR/audit/audit.sqlite3      the audit log (entries + signed checkpoints)
     DIR/audit/signing.key        Ed25519 signing key, PEM, mode 0600
     DIR/audit/signing.pub        its public key, PEM — what an officer pins
-    DIR/audit/witness.sqlite3    (aggregator) checkpoints accepted from silos
+    DIR/audit/witness.sqlite3    checkpoints accepted from the other side: the aggregator's
+                                 holds its silos' checkpoints, a silo's holds the aggregator's
     DIR/processing-record.yaml   GDPR Art. 30 record of processing
     DIR/silo.sqlite3             (silo) its database; table `witnessed_checkpoint` holds the
                                  size of the last checkpoint the aggregator accepted
 
 A federation provisioned on one host (`aggregator provision --out F`) keeps silo state in
 F/kits/<silo>/state and the aggregator's in F/aggregator/state; `witness_candidates` knows
-that layout so `compliance verify` finds the aggregator's witness database on its own.
+that layout so `compliance verify` finds the witness databases on its own: the aggregator's
+for a silo's log, every silo's for the aggregator's log.
 
 Why one place: the CLI, the silo node and the aggregator must agree on these names.
 """
@@ -25,6 +27,10 @@ from pathlib import Path
 
 from compliance.errors import KeyFileError, LogNotFound
 from compliance.signing import load_public_key, public_key_path
+
+
+AGGREGATOR_ORIGIN = "aggregator"
+"""The origin the aggregator's audit log and its checkpoints name (a silo's is "silo:<id>")."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,15 @@ class NodePaths:
 
     def witness_candidates(self) -> list[Path]:
         """Witness databases that may hold this node's checkpoints, most local first: the
-        node's own, then the aggregator's of a single-host federation layout."""
+        node's own, then, in a single-host federation layout, the aggregator's (for a silo)
+        or every silo's (for the aggregator)."""
         root = self.root.resolve()
         candidates = [self.witness_db]
         if root.name == "state" and root.parent.parent.name == "kits":
             candidates.append(root.parent.parent.parent / "aggregator" / "state" / "audit" / "witness.sqlite3")
+        elif root.name == "state" and root.parent.name == "aggregator":
+            kits = root.parent.parent / "kits"
+            candidates += sorted(kits.glob("*/state/audit/witness.sqlite3")) if kits.is_dir() else []
         return candidates
 
     def acknowledged_size(self) -> int | None:

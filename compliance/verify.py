@@ -14,8 +14,9 @@ What is checked, in index order, so that the *first* problem is the one reported
 
 An entry is "bad" at the smallest index no valid checkpoint vouches for: with a checkpoint
 per append, the first checkpoint whose root stops matching covers exactly one new entry.
-Optionally the log is also checked against checkpoints a witness (the aggregator) holds,
-which catches a rewrite by someone who also had the signing key.
+Optionally the log is also checked against checkpoints witnesses hold (the aggregator for a
+silo's log, the silos for the aggregator's), which catches a rewrite by someone who also had
+the signing key.
 
 Rollback — the newest entries removed *together with* their checkpoints — leaves a shorter
 log that is internally perfect, so no local check can see it. It is caught only against
@@ -84,8 +85,9 @@ class VerificationResult:
             return f"Rollback checked against {self.rollback_anchor}."
         return (
             "Rollback UNVERIFIABLE: no witness was available, so the newest entries could have "
-            "been removed together with their checkpoints; verify with --witness FILE (the "
-            "aggregator's audit/witness.sqlite3)."
+            "been removed together with their checkpoints; verify with --witness FILE (for a "
+            "silo's log the aggregator's audit/witness.sqlite3, for the aggregator's log a "
+            "hospital's)."
         )
 
     def summary(self) -> str:
@@ -359,6 +361,7 @@ def _check_witnessed(
     """
     count = 0
     vouched = 0
+    matched: list[int] = []
     for cp in sorted(witnessed, key=lambda c: c.size):
         if raw.origin is not None and cp.origin != raw.origin:
             continue
@@ -388,14 +391,21 @@ def _check_witnessed(
                 count,
             )
         if tree.root(cp.size) != cp.root:
+            # entries below the largest smaller size a witness vouched for are not in question
+            below = max((size for size in matched if size < cp.size), default=0)
+            forked = any(o.size == cp.size and o.origin == cp.origin and tree.root(o.size) == o.root
+                         for o in witnessed)
             return (
                 Problem(
-                    vouched,
-                    f"{label}: entries {vouched}..{cp.size - 1} no longer produce the root "
-                    "the witness holds (history was rewritten, possibly re-signed)",
+                    below,
+                    f"{label}: entries {below}..{cp.size - 1} no longer produce the root "
+                    "the witness holds (history was rewritten, possibly re-signed)"
+                    + ("; another witnessed checkpoint of the same size matches the log, so the "
+                       "witnesses were shown different histories (equivocation)" if forked else ""),
                 ),
                 count,
             )
+        matched.append(cp.size)
         vouched = cp.size
         count += 1
     return None, count

@@ -184,13 +184,16 @@ def _checkpoint(row: tuple[object, ...]) -> SignedCheckpoint:
     )
 
 
-def find_witness(candidates: Sequence[Path], origin: str) -> tuple[Path, list[SignedCheckpoint]] | None:
-    """The first witness database among `candidates` that holds checkpoints of `origin`.
+def find_witnesses(candidates: Sequence[Path], origin: str) -> list[tuple[Path, list[SignedCheckpoint]]]:
+    """Every witness database among `candidates` that holds checkpoints of `origin`, in order.
 
     Why automatic: a rollback (newest entries removed together with their checkpoints) is
     invisible inside the log; an officer who forgets `--witness` should not get a clean bill
-    when the evidence sits next to the node. Unreadable candidates are skipped, not fatal —
-    the result then says the rollback check was not done."""
+    when the evidence sits next to the node. Why every one: the aggregator's log has one
+    witness per silo, and a coordinator could show different silos different histories.
+    Unreadable candidates are skipped, not fatal: the result then says the rollback check
+    was not done."""
+    found = []
     for path in candidates:
         if not Path(path).is_file():
             continue
@@ -199,5 +202,5 @@ def find_witness(candidates: Sequence[Path], origin: str) -> tuple[Path, list[Si
         except (ComplianceError, sqlite3.Error):
             continue
         if checkpoints:
-            return Path(path), checkpoints
-    return None
+            found.append((Path(path), checkpoints))
+    return found

@@ -176,7 +176,8 @@ class ErrorCode(StrEnum):
     NO_WITNESS = ("NO_WITNESS", "This aggregator does not witness audit checkpoints.",
                   "Nothing; the silo's log is still verifiable locally.")
     CHECKPOINT_REJECTED = ("CHECKPOINT_REJECTED", "A signed audit checkpoint was refused (bad signature, rollback or inconsistent history).",
-                           "Run `compliance verify` on the silo's node folder now.")
+                           "Run `compliance verify` on the node whose checkpoint was refused now: the silo's folder when "
+                           "the aggregator refused it, the aggregator's with the hospitals' witness databases when a silo did.")
 
     # -- plans: schema and checks ---------------------------------------------------------
     PLAN_INVALID = ("PLAN_INVALID", "The plan does not satisfy the plan schema.",

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compliance.audit_log import AuditLog
+from compliance.node_dir import NodePaths
 from healthfed_common.silo_keys import SigningKeyInvalid, load_signing_key
 from healthfed_common.startup_kit import SiloConfig
+from silo_node.aggregator_witness import AggregatorLogWitness
 from silo_node.approvals import PlanApprovals
 from silo_node.datasets.registry import DatasetRegistry
 from silo_node.egress import EgressRecord
@@ -103,6 +105,7 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
         ledger=PrivacyLedger(connection, audit=audit, actor=f"silo:{silo_id}"),
         released=ReleasedResults(connection),
         witnessed=WitnessedCheckpoints(connection),
+        aggregator_log=AggregatorLogWitness(NodePaths(state).witness_db, audit, actor=f"silo:{silo_id}"),
         audit=audit,
         connection=connection,
         plan_cache_dir=state / "plan-cache",

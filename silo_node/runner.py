@@ -30,6 +30,7 @@ from silo_node.released_results import input_digest
 from silo_node.services import SiloServices
 from healthfed_common.wire.messages import (
     Ack,
+    AggregatorCheckpoint,
     AuditCheckpoint,
     EvaluateResult,
     EvaluateTask,
@@ -148,19 +149,30 @@ class SiloRunner:
 
     def _send_checkpoint(self) -> None:
         """Hands the aggregator a signed checkpoint of this silo's audit log, with the
-        consistency proof from the last one it accepted, so history cannot be rewritten."""
+        consistency proof from the last one it accepted, so history cannot be rewritten; and
+        witnesses the aggregator's log in return (silo_node.aggregator_witness)."""
         audit, witnessed = self._services.audit, self._services.witnessed
         if audit is None or witnessed is None:
             return
+        aggregator_log = self._services.aggregator_log
         checkpoint = audit.sign_checkpoint()
         previous = witnessed.last_size()
         proof = tuple(audit.consistency_proof(previous, checkpoint.size)) if 0 < previous < checkpoint.size else ()
-        message = AuditCheckpoint(self._services.silo_id, checkpoint.to_dict(), proof, previous)
-        ack = self._connection.submit(message)
-        if isinstance(ack, Ack) and ack.accepted:
+        their_size = aggregator_log.witnessed_size() if aggregator_log is not None else 0
+        message = AuditCheckpoint(self._services.silo_id, checkpoint.to_dict(), proof, previous, their_size)
+        reply = self._connection.submit(message)
+        if isinstance(reply, AggregatorCheckpoint):
             witnessed.set_last_size(checkpoint.size)
+            if aggregator_log is not None:
+                aggregator_log.accept(reply)  # a refusal is logged and recorded in this silo's audit log
+        elif isinstance(reply, Ack) and reply.accepted:
+            witnessed.set_last_size(checkpoint.size)
+            if aggregator_log is not None:
+                log.warning("the aggregator accepted audit checkpoint %d but handed none of its own: "
+                            "its audit log is not witnessed by this silo", checkpoint.size)
         else:
-            log.warning("aggregator did not witness audit checkpoint %d: %s", checkpoint.size, getattr(ack, "message", ack))
+            log.warning("aggregator did not witness audit checkpoint %d: %s", checkpoint.size,
+                        getattr(reply, "message", reply))
 
     # -- checks shared by both task kinds ---------------------------------------------
     def _checked_plan(self, plan_json: bytes, plan_hash: str) -> Plan:

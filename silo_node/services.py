@@ -26,6 +26,9 @@ class SiloServices:
     audit: Any = None
     released: Any = None
     witnessed: Any = None
+    aggregator_log: Any = None
+    """The silo's witness of the aggregator's audit log
+    (silo_node.aggregator_witness.AggregatorLogWitness); None: the silo witnesses nothing."""
     signing_key: Any = None
     """The hospital's Ed25519PrivateKey (`signing.key` of the kit), or None when the kit has none."""
     plan_cache_dir: Path | None = None

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
                      detail={"code": code, "reason": message})
 
     service = FederationService(board, store, frozenset(config.silos), on_refused_connection=refused,
-                                witness=audit.witness, metrics=metrics)
+                                witness=audit.witness, own_checkpoint=audit.checkpoint_since,
+                                metrics=metrics)
     server, port = start_server(config, service)
     print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
     stop: dict[str, int | None] = {"signal": None}

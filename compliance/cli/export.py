@@ -65,9 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--format", required=True, choices=FORMATS, help="report format")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE",
                         help="where to write the report (replaced atomically if it exists)")
-    parser.add_argument("--witness", type=Path, metavar="FILE",
-                        help="also check the log against this witness database (default: "
-                             "found automatically as for `compliance verify`)")
+    parser.add_argument("--witness", type=Path, metavar="FILE", action="append",
+                        help="also check the log against this witness database; repeat it for "
+                             "several (default: found automatically as for `compliance verify`)")
     add_person_arguments(parser, "the person exporting")
     parser.set_defaults(run=run, parser=parser)
 

@@ -29,12 +29,18 @@ with the index of the first bad entry and, for removed entries, the exact range 
 log file that is damaged or truncated so that it cannot be read whole FAILS (exit 1).
 
 Rollback — the newest entries removed together with their checkpoints — leaves a shorter log
-that is internally consistent. It is caught against a witness: the aggregator's database of
-checkpoints its silos handed over (--witness FILE; with --node it is found automatically in
-DIR/audit/witness.sqlite3 or, for a federation provisioned on one host, in
-../../aggregator/state/audit/witness.sqlite3), and the size of the last checkpoint the
-aggregator accepted, which a silo keeps in DIR/silo.sqlite3. Without any of these the result
-says the rollback check is UNVERIFIABLE.
+that is internally consistent. It is caught against a witness, which holds the checkpoints the
+other side handed over:
+  - a silo's log: the aggregator's database (with --node found automatically in
+    DIR/audit/witness.sqlite3 or, for a federation provisioned on one host, in
+    ../../aggregator/state/audit/witness.sqlite3), and the size of the last checkpoint the
+    aggregator accepted, which the silo keeps in DIR/silo.sqlite3;
+  - the aggregator's log: each hospital's STATE/audit/witness.sqlite3, which holds the
+    aggregator's checkpoints that hospital accepted. Ask the hospitals for copies and pass
+    each with --witness (for a federation provisioned on one host they are found
+    automatically in ../../kits/*/state/audit/witness.sqlite3). Checking against several
+    hospitals also shows a coordinator that showed them different histories.
+Without any witness the result says the rollback check is UNVERIFIABLE.
 
 For the strongest check, also pass the public key you received when the node was enrolled
 (--public-key): it catches a history rewritten and re-signed by someone who obtained the
@@ -51,6 +57,8 @@ examples:
   compliance verify --node /var/lib/healthfed/silo --public-key st-marys.pub \\
       --witness /var/lib/healthfed/aggregator/audit/witness.sqlite3 --by "A. Officer"
   compliance verify --db copy-of-audit.sqlite3 --public-key st-marys.pub --json
+  compliance verify --node /var/lib/healthfed/aggregator --witness st-marys-witness.sqlite3 \
+      --witness riverside-witness.sqlite3 --by "A. Officer"
 """
 
 
@@ -61,10 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_log_arguments(parser)
-    parser.add_argument("--witness", type=Path, metavar="FILE",
-                        help="a witness database (the aggregator's audit/witness.sqlite3) "
-                             "holding checkpoints this node handed over (default with --node: "
-                             "found automatically, see above)")
+    parser.add_argument("--witness", type=Path, metavar="FILE", action="append",
+                        help="a witness database holding checkpoints this node handed over (the "
+                             "aggregator's audit/witness.sqlite3 for a silo; a hospital's for the "
+                             "aggregator); repeat it for several (default with --node: found "
+                             "automatically, see above)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_person_arguments(parser, "the person verifying")
     parser.add_argument("--no-record", action="store_true",

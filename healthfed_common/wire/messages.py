@@ -25,7 +25,9 @@ from healthfed_common.secagg import (
     ConsistencySignature,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: a silo's AuditCheckpoint names the aggregator log size it last witnessed, and the
+aggregator answers an accepted one with its own checkpoint (AggregatorCheckpoint)."""
 
 if TYPE_CHECKING:
     Array = np.ndarray[Any, Any]
@@ -169,6 +171,20 @@ class AuditCheckpoint:
     checkpoint: dict[str, str | int]
     consistency_proof: tuple[bytes, ...]
     previous_size: int
+    aggregator_witnessed_size: int
+    """The size of the aggregator's log at the last aggregator checkpoint this silo accepted
+    (0 before the first): the aggregator's answer must prove its log extends that one."""
+
+
+@dataclass(frozen=True)
+class AggregatorCheckpoint:
+    """The aggregator's answer to an accepted AuditCheckpoint: its own latest signed
+    checkpoint, with the consistency proof from the size the silo last witnessed. The silo
+    stores it, so the coordinator cannot later cut back or rewrite its own audit log unnoticed:
+    each silo is a witness of the aggregator as the aggregator is of the silo."""
+
+    checkpoint: dict[str, str | int]
+    consistency_proof: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     EvaluateResult,
     Refusal,
     AuditCheckpoint,
+    AggregatorCheckpoint,
     Ack,
     SecAggSession,
     SecAggPhaseTask,

@@ -210,6 +210,9 @@ class ScriptedAggregator:
         self._script: queue.Queue[Any] = queue.Queue()
         self._answers: queue.Queue[Any] = queue.Queue()
         self.checkpoints: list[AuditCheckpoint] = []
+        self.checkpoint_reply: Callable[[AuditCheckpoint], Any] | None = None
+        """What the aggregator answers a silo's accepted checkpoint with (default: a bare Ack,
+        i.e. it hands none of its own); tests of the silo as the aggregator's witness set it."""
         self.polls = 0
 
     def script(self, item: Any) -> None:
@@ -230,6 +233,8 @@ class ScriptedAggregator:
         message = codec.decode(request)
         if isinstance(message, AuditCheckpoint):
             self.checkpoints.append(message)
+            if self.checkpoint_reply is not None:
+                return codec.encode(self.checkpoint_reply(message))
         else:
             self._answers.put(message)
         return codec.encode(Ack(True))

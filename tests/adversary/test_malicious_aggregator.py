@@ -24,7 +24,7 @@ from healthfed_common.secagg import SecAggClient, SessionParams, keys
 from healthfed_common.secagg.graph import graph_seed
 from healthfed_common.secagg.messages import EncryptedShare, KeyRoster, ShareInbox, UnmaskRequest
 from healthfed_common.wire import codec
-from healthfed_common.wire.messages import Refusal, SecAggReply, TrainResult
+from healthfed_common.wire.messages import PROTOCOL_VERSION, Refusal, SecAggReply, TrainResult
 from healthfed_common.silo_keys import encode_public_key
 from tests.adversary.harness import (
     APPROVAL_POLICY_YAML,
@@ -502,7 +502,8 @@ def test_out_of_range_round_or_attempt_is_refused_uncharged(
 
 # -- oversized and malformed messages ---------------------------------------------------------
 @pytest.mark.parametrize(
-    "garbage", [b"not a message", b"HFED\x00\x01\xff\xff\xff\xff"], ids=["text", "header-too-long"],
+    "garbage", [b"not a message", b"HFED" + PROTOCOL_VERSION.to_bytes(2, "big") + b"\xff\xff\xff\xff"],
+    ids=["text", "header-too-long"],
 )
 def test_garbage_instead_of_a_task_does_not_stop_the_silo(
     victim: VictimSilo, plan: Plan, computations: FederatedComputations, garbage: bytes

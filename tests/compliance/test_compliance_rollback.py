@@ -6,6 +6,7 @@ officer would, on a real log written through `AuditLog` and tampered with plain 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from compliance_tamper import entry, put, raw
 from compliance.cli.main import main
 from compliance.entry import AuditEntry
 from compliance.log_store import read_raw_log
-from compliance.node_dir import NodePaths, trusted_public_key
+from compliance.node_dir import AGGREGATOR_ORIGIN, NodePaths, trusted_public_key
 from compliance.verify import verify_log
 from compliance.witness import WitnessStore
 
@@ -185,3 +186,63 @@ def verify(node: Path):  # type: ignore[no-untyped-def]
     paths = NodePaths(node)
     key, _ = trusted_public_key(None, paths)
     return verify_log(paths.audit_db, key)
+
+
+def aggregator_layout(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """A single-host federation where two hospitals witnessed the aggregator's log: riverside
+    at 8 entries, st-marys later at 16 (each store as `silo_node.aggregator_witness` keeps it).
+    riverside's store is the first one found (kits are read in name order)."""
+    federation = tmp_path / "federation"
+    aggregator = federation / "aggregator" / "state"
+    stores = {s: federation / "kits" / s / "state" / "audit" / "witness.sqlite3" for s in ("riverside", "st-marys")}
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        for index in range(8):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
+        with WitnessStore.open(stores["riverside"]) as store:
+            store.accept(log.sign_checkpoint(), [], log.public_key)
+        for index in range(8):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"t{index}"})
+        with WitnessStore.open(stores["st-marys"]) as store:
+            store.accept(log.sign_checkpoint(), [], log.public_key)
+    return aggregator, stores
+
+
+def test_the_aggregators_rollback_is_caught_by_every_hospitals_witness_found_automatically(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cut back to 12 entries, the log still holds everything riverside saw (8): only st-marys's
+    store (16) shows the rollback, so every hospital's store must be read, not the first found."""
+    aggregator, stores = aggregator_layout(tmp_path)
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
+    assert code == 0 and "Rollback checked against 2 witnessed checkpoints (up to size 16)" in out, out
+    assert all(f"{path} (found automatically" in out for path in stores.values()), out
+    roll_back(NodePaths(aggregator).audit_db, keep=12)
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
+    assert code == 1, out
+    assert "covers 16 entries but only 12 are present: entries 12..15 were removed" in out
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record", "--witness", str(stores["riverside"]))
+    assert code == 0, out  # the hospital that saw less cannot tell
+
+
+def test_a_coordinator_that_showed_two_hospitals_different_histories_fails_against_both(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Equivocation: after 8 common entries the coordinator keeps two copies of its log (same
+    key) and hands each hospital the checkpoints of a different one, then keeps one file."""
+    federation = tmp_path / "federation"
+    aggregator = federation / "aggregator" / "state"
+    fork = tmp_path / "fork" / "state"
+    stores = {s: federation / "kits" / s / "state" / "audit" / "witness.sqlite3" for s in ("riverside", "st-marys")}
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        for index in range(8):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
+    shutil.copytree(aggregator, fork)
+    for state, silo, what in ((aggregator, "st-marys", "shown"), (fork, "riverside", "hidden")):
+        with open_log(state, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": what})
+            with WitnessStore.open(stores[silo]) as store:
+                store.accept(log.sign_checkpoint(), [], log.public_key)
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record", "--witness", str(stores["st-marys"]))
+    assert code == 0, out  # one hospital alone sees a consistent history
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record",
+                       "--witness", str(stores["st-marys"]), "--witness", str(stores["riverside"]))
+    assert code == 1 and "entries 0..8 no longer produce the root the witness holds" in out, out
+    assert "the witnesses were shown different histories (equivocation)" in out

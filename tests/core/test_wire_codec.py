@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from healthfed_common.errors import ProtocolVersionMismatch, WireFormatError
 from healthfed_common.wire import codec
-from healthfed_common.wire.messages import Ack, EvaluateResult, PollRequest, TrainTask
+from healthfed_common.wire.messages import PROTOCOL_VERSION, Ack, EvaluateResult, PollRequest, TrainTask
 
 
 def _task() -> TrainTask:
@@ -40,19 +40,20 @@ def test_messages_round_trip_with_arrays_scalars_and_bytes() -> None:
 
 def test_golden_bytes_pin_the_format() -> None:
     encoded = codec.encode(PollRequest("st-marys", "0.1.0"))
-    assert encoded[:4] == b"HFED" and struct.unpack(">H", encoded[4:6])[0] == 1
+    assert encoded[:4] == b"HFED" and struct.unpack(">H", encoded[4:6])[0] == 2
     assert encoded[10:].startswith(b'{"$t":"PollRequest","f":{"silo_id":"st-marys","software_version":"0.1.0"}}')
     assert hashlib.sha256(codec.encode(_task())).hexdigest() == GOLDEN_TASK_SHA256
 
 
-# Pinned when protocol v1 was fixed: any change to the encoding must bump PROTOCOL_VERSION.
-GOLDEN_TASK_SHA256 = "71f35b8a64103e0d4a640ec76b5955cf19d708e78460765290ec491c09e86d09"
+# Pinned when protocol v2 was fixed (v1's was 71f35b8a…; only the version field differs): any
+# change to the encoding must bump PROTOCOL_VERSION.
+GOLDEN_TASK_SHA256 = "0ced1b4fa72c10dd005bb6ca5af3c4a40038c420599226a2ddd17c28c1396104"
 
 
 def test_other_protocol_version_is_refused_clearly() -> None:
     encoded = bytearray(codec.encode(Ack(True)))
-    encoded[4:6] = struct.pack(">H", 2)
-    with pytest.raises(ProtocolVersionMismatch, match="v2"):
+    encoded[4:6] = struct.pack(">H", PROTOCOL_VERSION + 1)
+    with pytest.raises(ProtocolVersionMismatch, match=f"v{PROTOCOL_VERSION + 1}"):
         codec.decode(bytes(encoded))
 
 
@@ -92,7 +93,7 @@ _PYTHON_TEXT = ("Expecting", "line 1 column", "codec can't decode", "invalid sta
 def _envelope(header: bytes, blobs: tuple[bytes, ...] = (), *, header_length: int | None = None,
               blob_count: int | None = None) -> bytes:
     """A raw envelope, so a test can put anything in each field the encoder would never write."""
-    parts = [b"HFED", struct.pack(">HI", 1, len(header) if header_length is None else header_length), header,
+    parts = [b"HFED", struct.pack(">HI", PROTOCOL_VERSION, len(header) if header_length is None else header_length), header,
              struct.pack(">I", len(blobs) if blob_count is None else blob_count)]
     for blob in blobs:
         parts += [struct.pack(">Q", len(blob)), blob]
@@ -215,7 +216,7 @@ def _decode_or_wire_error(data: bytes) -> None:
 @given(st.binary(max_size=512))
 def test_random_bytes_only_ever_raise_wire_format_errors(data: bytes) -> None:
     _decode_or_wire_error(data)
-    _decode_or_wire_error(b"HFED\x00\x01" + data)
+    _decode_or_wire_error(b"HFED" + struct.pack(">H", PROTOCOL_VERSION) + data)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

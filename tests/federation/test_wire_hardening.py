@@ -49,6 +49,7 @@ from healthfed_common.secagg import (
 from healthfed_common.startup_kit import SiloConfig, TLSFiles
 from healthfed_common.wire import codec
 from healthfed_common.wire.messages import (
+    PROTOCOL_VERSION,
     Ack,
     AuditCheckpoint,
     PollRequest,
@@ -256,14 +257,14 @@ def test_hostile_envelopes_get_invalid_argument_with_a_wire_format_code(federati
 
 def test_another_protocol_version_is_refused_with_its_own_code(federation: Federation) -> None:
     data = bytearray(codec.encode(PollRequest("alpha", "test")))
-    data[4:6] = (2).to_bytes(2, "big")
+    data[4:6] = (PROTOCOL_VERSION + 1).to_bytes(2, "big")
     error = federation.refusal("alpha", POLL_METHOD, bytes(data))
     _assert_coded(error, grpc.StatusCode.INVALID_ARGUMENT, "PROTOCOL_VERSION")
 
 
 def test_an_aggregator_that_witnesses_nothing_says_so_with_a_code(federation: Federation) -> None:
     """Without a witness store the checkpoint is answered, not dropped: NO_WITNESS, unaccepted."""
-    checkpoint = AuditCheckpoint("alpha", {"origin": "silo:alpha", "size": 1}, (), 0)
+    checkpoint = AuditCheckpoint("alpha", {"origin": "silo:alpha", "size": 1}, (), 0, 0)
     ack = codec.decode(federation.call("alpha", SUBMIT_METHOD, codec.encode(checkpoint)))
     assert isinstance(ack, Ack) and (ack.accepted, ack.code) == (False, "NO_WITNESS")
 
