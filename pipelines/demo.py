@@ -87,7 +87,8 @@ def processing_record(controller: str, role: str) -> dict[str, Any]:
 
 def close_out_compliance(out: Path, node_dirs: dict[str, Path], witness: Path) -> dict[str, Any]:
     """What a compliance officer would do after the run: verify every node's audit log
-    (silos also against the aggregator's witnessed checkpoints) and export its report."""
+    (silos' against the aggregator's witnessed checkpoints, the aggregator's against every
+    hospital's witness database) and export its report."""
     import datetime as dt
     import subprocess
 
@@ -100,6 +101,9 @@ def close_out_compliance(out: Path, node_dirs: dict[str, Path], witness: Path) -
                   "--by", "Demo compliance officer"]
         if node != "aggregator":
             verify += ["--witness", str(witness)]
+        else:
+            for silo, silo_dir in node_dirs.items():
+                verify += ["--witness", str(silo_dir / "audit" / "witness.sqlite3")] if silo != node else []
         checked = subprocess.run(verify, capture_output=True, text=True)
         exports = {}
         for fmt in ("html", "pdf") if node == "aggregator" else ("html",):

@@ -181,8 +181,7 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert not failures, failures
         assert walk.background["aggregator"].wait(timeout=400) == 0, "\n".join(walk.lines["aggregator"][-40:])
         walk.stop()
-        for command in (c for block in after for c in block):
-            walk.run(command)
+        verified = {command: walk.run(command) for block in after for command in block}
     finally:
         walk.stop()
     output = walk.lines["aggregator"]
@@ -196,6 +195,9 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
                            "audit logs: aggregator VERIFIED"), last
     assert (tmp_path / "runs" / "readmission" / "model" / "model-card.json").is_file()
     assert text.count("  st-marys refused round 1: AWAITING_APPROVAL") == 1, "a pending hospital is named once"
+    # the officer's check of the coordinator's log reads both hospitals' copies of its checkpoints
+    coordinator = next(out for command, out in verified.items() if "--node federation/aggregator/state" in command)
+    assert "Rollback checked against" in coordinator and coordinator.count("(found automatically") == 2, coordinator
     # TensorFlow's own output went to the nodes' log files, not the console
     for name, lines in walk.lines.items():
         assert not any("tensorflow/" in line or "cuda" in line.lower() for line in lines), (name, lines[:20])
