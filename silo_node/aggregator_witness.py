@@ -44,18 +44,18 @@ class AggregatorLogWitness:
     """Checks and stores the aggregator's checkpoints in this silo's witness database.
 
     The database is opened per call: the runner's thread owns the calls, and a connection
-    kept open would be bound to whichever thread opened it."""
+    kept open would be bound to whichever thread opened it. It is created when the node is
+    opened, so the state folder's permissions (0600, set on every open) cover it from the start."""
 
     def __init__(self, db_path: Path, audit: AuditLog | None, actor: str) -> None:
         self._db_path = Path(db_path)
         self._audit = audit
         self._actor = actor
+        WitnessStore.open(self._db_path).close()
 
     def witnessed_size(self) -> int:
         """The size of the aggregator's log at the last checkpoint this silo accepted (0
         before the first): what the aggregator's next answer must prove it extends."""
-        if not self._db_path.is_file():
-            return 0
         with WitnessStore.open(self._db_path) as store:
             latest = store.latest(AGGREGATOR_ORIGIN)
         return 0 if latest is None else latest.size

@@ -96,6 +96,7 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
     audit = AuditLog.open(db_path, key_path, origin=f"silo:{silo_id}")
     policy = ApprovalPolicy.from_yaml(policy_file) if policy_file else ApprovalPolicy()
     private_dir(state / "datasets")
+    aggregator_log = AggregatorLogWitness(NodePaths(state).witness_db, audit, actor=f"silo:{silo_id}")
     make_private(state)
     return SiloNode(
         silo_id=silo_id,
@@ -105,7 +106,7 @@ def open_silo_node(state: Path, silo_id: str | None, *, policy_file: Path | None
         ledger=PrivacyLedger(connection, audit=audit, actor=f"silo:{silo_id}"),
         released=ReleasedResults(connection),
         witnessed=WitnessedCheckpoints(connection),
-        aggregator_log=AggregatorLogWitness(NodePaths(state).witness_db, audit, actor=f"silo:{silo_id}"),
+        aggregator_log=aggregator_log,
         audit=audit,
         connection=connection,
         plan_cache_dir=state / "plan-cache",

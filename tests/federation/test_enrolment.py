@@ -289,7 +289,8 @@ def test_run_fills_an_empty_secure_aggregation_cohort_from_the_enrolled_silos(fe
 
 def test_silo_state_is_private_to_the_silo_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders 0700 and files 0600 in the state folder: the database and its -wal/-shm, the
-    audit log and its signing key, the node identity and the de-identified dataset files,
+    audit log and its signing key, the store of the aggregator's checkpoints, the node identity
+    and the de-identified dataset files,
     including files an older version left world-readable."""
     from silo_node.cli.main import main
     from silo_node.node import open_silo_node
@@ -321,7 +322,7 @@ def test_silo_state_is_private_to_the_silo_account(tmp_path: Path, monkeypatch: 
         os.umask(previous)
     names = {p.name for p in modes}
     assert {"silo.sqlite3", "silo.sqlite3-wal", "silo.sqlite3-shm", "audit.sqlite3", "signing.key",
-            "node-identity", "leftover.log"} <= names, names
+            "witness.sqlite3", "node-identity", "leftover.log"} <= names, names
     assert [p for p, (is_dir, _) in modes.items() if p.relative_to(state).parts[0] == "datasets" and not is_dir]
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for path, (is_dir, mode) in modes.items():
