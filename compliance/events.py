@@ -38,6 +38,8 @@ the report is built on them, extra keys are kept but not interpreted):
 * ``plan.received`` / ``plan.approved`` / ``plan.rejected`` / ``plan.expired`` — {plan_hash,
   name, purpose, dataset, cohort: [{silo, key_fingerprint}], epsilon, delta, decided_by,
   expires_at?, reason?}: what the decision commits the silo to.
+* ``plan.started`` — the same plan fields and ``out``: the aggregator began (or, after a
+  restart, resumed) running the plan; the actor is the person who started `aggregator run`.
 * ``dataset.registered`` / ``dataset.removed`` — {kind, content_sha256, records,
   policy_sha256, dropped?, generalised?}: which policy de-identified it and what it removed.
 
@@ -137,6 +139,8 @@ _KINDS = (
           "governance", "A training plan was rejected"),
     _kind("plan.expired", APPLICATION_ACTIVITY, None, "U",
           "governance", "A plan approval expired"),
+    _kind("plan.started", APPLICATION_ACTIVITY, USE_OF_RESTRICTED_FUNCTION, "E",
+          "governance", "A coordinator started (or restarted) running a training plan"),
     _kind("dataset.registered", PATIENT_RECORD, None, "C",
           "privacy", "A local dataset was registered for federated use"),
     _kind("dataset.removed", PATIENT_RECORD, None, "D",

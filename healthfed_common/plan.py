@@ -549,3 +549,23 @@ def parse_plan(document: bytes | str | dict[str, Any], *, source: str = "plan") 
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
         )
         raise PlanInvalid(f"{source}: {problems}") from None
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What a plan commits its parties to, for the audit logs (a silo's plan decisions, the
+    aggregator's plan start): name, purpose, dataset, the cohort it may run with (silo ids and
+    signing-key fingerprints) and the ε/δ allowance (None when the plan has no differential
+    privacy). One function so both logs describe a plan in the same fields, which the report's
+    plan table reads."""
+    cohort = [{"silo": m.silo_id, "key_fingerprint": m.fingerprint} for m in plan.cohort]
+    return {
+        "plan_hash": plan.plan_hash,
+        "name": plan.name,
+        "purpose": plan.purpose,
+        "dataset": plan.dataset,
+        "rounds": plan.rounds,
+        "cohort": cohort,
+        "epsilon": None if plan.dp is None else plan.dp.target_epsilon,
+        "delta": None if plan.dp is None else plan.dp.target_delta,
+        "secure_aggregation": plan.secure_aggregation.protocol,
+    }

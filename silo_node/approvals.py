@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
-from healthfed_common.plan import Plan
+from healthfed_common.plan import Plan, plan_summary
 from healthfed_common.secagg_statement import approval_lines
 from silo_node.datasets.errors import DataLayerError, FeatureNotAllowed
 from silo_node.datasets.minimisation import check_plan
@@ -139,24 +139,6 @@ def policy_violation(plan: Plan, policy: ApprovalPolicy) -> tuple[str, str] | No
 LOCAL_POLICY = "local-policy"
 """`decided_by` of decisions the node's approval policy took (in the audit log, the node's
 own actor `silo:<id>` records them)."""
-
-
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """What a plan decision commits the silo to, for the audit log: name, purpose, dataset,
-    the cohort it may run with (silo ids and signing-key fingerprints) and the ε/δ allowance
-    (None when the plan has no differential privacy)."""
-    cohort = [{"silo": m.silo_id, "key_fingerprint": m.fingerprint} for m in plan.cohort]
-    return {
-        "plan_hash": plan.plan_hash,
-        "name": plan.name,
-        "purpose": plan.purpose,
-        "dataset": plan.dataset,
-        "rounds": plan.rounds,
-        "cohort": cohort,
-        "epsilon": None if plan.dp is None else plan.dp.target_epsilon,
-        "delta": None if plan.dp is None else plan.dp.target_delta,
-        "secure_aggregation": plan.secure_aggregation.protocol,
-    }
 
 
 class PlanApprovals:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aggregator.progress import closing_line
+from healthfed_common.actors import add_operator_argument, operator_from
 
 LOG_FILE_NAME = "aggregator.log"
 """In STATE_DIR: everything the aggregator logs, and TensorFlow's, absl's and gRPC's own output."""
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "(default 3600)")
     parser.add_argument("--no-round-metrics", action="store_true",
                         help="do not write the per-round CSV and TensorBoard files")
+    add_operator_argument(parser, "the coordinator starting this plan (recorded as plan.started)")
     parser.set_defaults(func=run)
 
 
@@ -116,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from healthfed_common.json_logging import configure_logging
     from healthfed_common.node_log import attach_log_file, route_noise_to_file
 
-    try:
+    try:  # before anything loads: starting a plan is a person's decision, and the log names them
+        operator = operator_from(args)
         config = load_aggregator_config(args.config)
     except (HealthFedError, OSError) as error:
         return _refused(error)
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from aggregator.server import FederationService, start_server
     from aggregator.state_store import open_state_store
     from aggregator.task_board import TaskBoard
-    from healthfed_common.plan import parse_plan
+    from healthfed_common.plan import parse_plan, plan_summary
 
     try:
         plan = parse_plan(args.plan.read_bytes(), source=str(args.plan))
@@ -169,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"round metrics: {releaser.csv_path} and TensorBoard logdir {releaser.tensorboard_dir}", flush=True)
     audit = AggregatorAudit(config.state_dir)
+    audit.record("plan.started", actor=operator, detail=plan_summary(plan) | {"out": str(args.out)})
     board = TaskBoard()
     metrics = AggregatorMetrics(config.federation, enrolled=set(silos))
     metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None

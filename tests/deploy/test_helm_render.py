@@ -22,7 +22,8 @@ CHART = DEPLOY / "helm" / "healthfed-aggregator"
 TOOLS_PYTHON = Path(os.environ.get("HEALTHFED_HELM_PYTHON", REPO / "build" / "helm-tools" / "bin" / "python"))
 
 
-def _render(federation: Federation, tmp_path: Path, *extra: str, with_secret: bool = True) -> tuple[int, dict[str, Any]]:
+def _render(federation: Federation, tmp_path: Path, *extra: str, with_secret: bool = True,
+            operator: str | None = "C. Lee") -> tuple[int, dict[str, Any]]:
     if not TOOLS_PYTHON.exists():
         message = (f"no chart tools at {TOOLS_PYTHON}: python3.11 -m venv build/helm-tools && "
                    "build/helm-tools/bin/pip install -r deploy/helm/tools-requirements.txt")
@@ -41,6 +42,8 @@ def _render(federation: Federation, tmp_path: Path, *extra: str, with_secret: bo
     command = [str(TOOLS_PYTHON), str(DEPLOY / "helm" / "render_check.py"), str(CHART), "--out", str(tmp_path / "out")]
     for item in args:
         command += ["--set-file", item]
+    if operator is not None:
+        command += ["--set-json", f"operator={json.dumps(operator)}"]
     result = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120, check=False)
     return result.returncode, json.loads(result.stdout)
 
@@ -61,6 +64,7 @@ def test_chart_renders_and_every_manifest_is_valid_kubernetes(federation_dir: Fe
     assert set(secret["data"]) == {"aggregator.yaml", "ca.pem", "server.pem", "server.key"}  # never ca.key
     enrolled = yaml.safe_load((tmp_path / "out" / "enrolled.yaml").read_text())
     assert set(enrolled["data"]) == {f"{silo}.json" for silo in ("st-marys", "riverside", "hillcrest")}
+    assert {"name": "HEALTHFED_OPERATOR", "value": "C. Lee"} in container["env"]
 
 
 def test_a_manifest_kubernetes_would_refuse_is_caught(federation_dir: Federation, tmp_path: Path) -> None:
@@ -74,3 +78,10 @@ def test_a_missing_required_value_stops_the_render(federation_dir: Federation, t
     status, report = _render(federation_dir, tmp_path, with_secret=False)
     assert status == 3 and report["code"] == "RENDER_FAILED"
     assert "federation.aggregatorYaml is required" in report["message"]
+
+
+def test_a_release_that_names_no_operator_is_not_rendered(federation_dir: Federation, tmp_path: Path) -> None:
+    """Starting a plan is a person's action: the chart refuses to render without the coordinator's name."""
+    status, report = _render(federation_dir, tmp_path, operator=None)
+    assert status == 3 and report["code"] == "RENDER_FAILED"
+    assert "operator is required" in report["message"]

@@ -142,7 +142,7 @@ def test_readme_runbook_is_what_the_container_smoke_runs() -> None:
     text = "\n".join(blocks)
     for command in ("provision --federation cardiology", "enrol --config /kit/silo.yaml --by",
                     "enrol --config /federation/aggregator.yaml", "--install-certificate", "data add cardiology_ehr",
-                    "docker compose up -d --no-build", "docker compose down -v", "--check"):
+                    'HEALTHFED_OPERATOR="C. Lee" docker compose up -d --no-build', "docker compose down -v", "--check"):
         assert command in text, command
     for line in re.findall(r"docker run [^\n]*", text):
         assert "--read-only" in line and "--cap-drop ALL" in line  # every container hardened
@@ -245,6 +245,8 @@ def test_helm_chart_values_and_templates() -> None:
     assert "ca.key" not in secret and "server.key" in secret and "kind: Secret" in secret
     # the enrolment records are mounted and named to the entrypoint
     assert "HEALTHFED_ENROLMENT_DIR" in statefulset and "mountPath: /enrolled" in statefulset
+    # the person starting the plan is required, as `aggregator run --by` is
+    assert 'required "operator is required' in statefulset and ".Values.operator" in statefulset
 
 
 def test_helm_templates_without_actions_are_plain_yaml() -> None:

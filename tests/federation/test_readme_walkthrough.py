@@ -13,6 +13,7 @@ for the README's 50551, the plan hash for `<hash>`, and the exports, which the t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
+
+from compliance.log_store import read_raw_log
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -195,6 +198,11 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
                            "audit logs: aggregator VERIFIED"), last
     assert (tmp_path / "runs" / "readmission" / "model" / "model-card.json").is_file()
     assert text.count("  st-marys refused round 1: AWAITING_APPROVAL") == 1, "a pending hospital is named once"
+    # starting the plan was recorded in the aggregator's log, naming the coordinator
+    aggregator_log = read_raw_log(tmp_path / "federation" / "aggregator" / "state" / "audit" / "audit.sqlite3")
+    started = [json.loads(e) for _, e in aggregator_log.entries if b'"kind":"plan.started"' in e]
+    assert [(e["agents"][0]["who"], e["detail"]["plan_hash"][:12], e["detail"]["epsilon"]) for e in started] == [
+        ("person:C. Lee", walk.hash, 3.0)], started
     # the officer's check of the coordinator's log reads both hospitals' copies of its checkpoints
     coordinator = next(out for command, out in verified.items() if "--node federation/aggregator/state" in command)
     assert "Rollback checked against" in coordinator and coordinator.count("(found automatically") == 2, coordinator
