@@ -16,11 +16,8 @@ per silo, written atomically under a lock.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from aggregator import pki
 from aggregator.audit import AggregatorAudit
 from aggregator.config import AggregatorConfig
 from healthfed_common import actors, silo_keys
+from healthfed_common.atomic_files import exclusive_lock, write_atomically
 from healthfed_common.enrolment_request import EnrolmentRequest, decode_proof
 from aggregator.errors import AggregatorError
 from healthfed_common.plan import CohortMember, Plan, parse_plan
@@ -212,32 +210,6 @@ def check_request(config: AggregatorConfig, request: EnrolmentRequest) -> x509.C
     return csr
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """One enrolment at a time, so two cannot both pass the duplicate-key check."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _load_ca(config: AggregatorConfig) -> pki.Issued:
     if not config.ca_private_key.exists():
         raise CaUnavailable(
@@ -257,7 +229,7 @@ def enrol_silo(
     it (`certificate.issued`, actor `person:<by>`). Nothing is written when a check fails."""
     actor = actors.person(by)
     csr = check_request(config, request)
-    with _locked(config.enrolment_dir):
+    with exclusive_lock(config.enrolment_dir / ".lock"):  # one enrolment at a time: no two pass the duplicate-key check
         previous = enrolment_record(config, request.silo_id)
         replaced: str | None = None
         history: tuple[str, ...] = ()
@@ -287,8 +259,7 @@ def enrol_silo(
             enrolled_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             enrolled_by=actor, replaced_signing_keys=history,
         )
-        _write_atomically(record_path(config, request.silo_id),
-                          (json.dumps(record.model_dump(), indent=2) + "\n").encode("utf-8"))
+        write_atomically(record_path(config, request.silo_id), json.dumps(record.model_dump(), indent=2) + "\n")
     audit = AggregatorAudit(config.state_dir)
     try:
         if replaced is not None:

@@ -20,8 +20,6 @@ No TensorFlow here: the card is built and read in about a millisecond.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from aggregator.errors import AggregatorError
+from healthfed_common.atomic_files import write_atomically
 from healthfed_common.plan import FeatureSpec, Plan
 
 CARD_FORMAT = 1
@@ -226,22 +225,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_card(directory: Path, card: Mapping[str, Any]) -> Path:
     """model-card.json and MODEL_CARD.md in `directory`, each replaced atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / CARD_FILE, json.dumps(card, indent=2, sort_keys=True, default=float) + "\n")
-    _atomic_write(directory / CARD_MARKDOWN, card_markdown(card))
+    write_atomically(directory / CARD_FILE, json.dumps(card, indent=2, sort_keys=True, default=float) + "\n")
+    write_atomically(directory / CARD_MARKDOWN, card_markdown(card))
     return directory / CARD_FILE
 
 

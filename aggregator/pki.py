@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401 (
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from healthfed_common.atomic_files import write_atomically
+
 AGGREGATOR_TLS_NAME = "healthfed-aggregator"
 
 
@@ -144,9 +146,7 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 def write_certificate(path: Path, certificate: x509.Certificate) -> None:
     """Atomically (temporary file + rename): a crash never leaves half a certificate."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(temporary, path)
+    write_atomically(path, certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def load_issued(cert_path: Path, key_path: Path) -> Issued:

@@ -12,11 +12,11 @@ needs it), but nothing is appended to a log that is no longer trustworthy.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
+
+from healthfed_common.atomic_files import write_atomically
 
 from compliance.audit_log import AuditLog
 from compliance.clock import Clock, utc_now
@@ -119,17 +119,9 @@ def export_report(
 
 
 def _write_atomically(out: Path, content: bytes) -> None:
-    """Temp file in the destination directory, fsync, rename: all or nothing."""
+    """All or nothing (healthfed_common.atomic_files), private to this account (0600, as the
+    report quotes the log); a missing folder is a ReportError naming it."""
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise ReportError(f"cannot write {out}: directory {directory} does not exist")
-    handle, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, out)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(out, content, mode=0o600)

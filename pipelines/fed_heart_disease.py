@@ -190,7 +190,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -201,13 +200,14 @@ import threading
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from healthfed_common.atomic_files import exclusive_lock, write_atomically  # noqa: E402
 from healthfed_common.client_weighting import DEFAULT_CLIENT_WEIGHTING  # noqa: E402
 
 HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
@@ -1179,25 +1179,17 @@ def searched_by(path: Path, split_seed: int, settings: list[str]) -> dict[str, A
     return {s: scores[s].get("produced_by", legacy) for s in settings if s in scores}
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock on `path` (through `path`.lock) while a run reads, merges
-    and rewrites it: runs of different split seeds may go side by side in one checkout, and
+def _exclusive(path: Path) -> contextlib.AbstractContextManager[None]:
+    """Holds an exclusive lock on `path` (through `path`.lock) while a run reads, merges and
+    rewrites it: runs of different split seeds may go side by side in one checkout, and
     without the lock the later writer would drop the earlier one's split (a lost update)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive_lock(path.with_name(path.name + ".lock"))
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     """Whole or not at all: a run killed mid-write leaves the previous file, never half of one."""
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(document, indent=2, default=str) + "\n")
 
 
 def store_split(path: Path, split_seed: int, entry: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from healthfed_common import silo_keys
+from healthfed_common.atomic_files import write_atomically
 from healthfed_common.enrolment_request import REQUEST_FILE, EnrolmentRequest, sign_proof, write_request
 from silo_node.errors import SiloNodeError
 from healthfed_common.startup_kit import SiloConfig
@@ -138,10 +139,7 @@ def install_certificate(config: SiloConfig, certificate_file: Path) -> x509.Cert
         raise CertificateMismatch(
             f"{certificate_file} is issued to {common_name!r}, but this kit is silo {config.silo_id!r}")
     _check_issuer(config, certificate, certificate_file)
-    target = config.tls.certificate
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(temporary, target)
+    write_atomically(config.tls.certificate, certificate.public_bytes(serialization.Encoding.PEM))
     return certificate
 
 

@@ -521,7 +521,7 @@ def test_runs_of_two_split_seeds_side_by_side_keep_both_entries(tmp_path: Path) 
     run_b.join(timeout=30)
     assert stored and sorted(json.loads(out.read_text())["splits"]) == ["43", "44"]
     assert json.loads(out.read_text())["split_seeds_not_run"] == [s for s in fhd.REPORTED_SPLIT_SEEDS if s not in (43, 44)]
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
 def test_full_run_replaces_the_split_entry() -> None:
