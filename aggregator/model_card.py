@@ -228,8 +228,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
 def write_card(directory: Path, card: Mapping[str, Any]) -> Path:
     """model-card.json and MODEL_CARD.md in `directory`, each replaced atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomically(directory / CARD_FILE, json.dumps(card, indent=2, sort_keys=True, default=float) + "\n")
-    write_atomically(directory / CARD_MARKDOWN, card_markdown(card))
+    # 0600 as before the shared helper (the card was written with mkstemp): the coordinator decides whom to give it
+    write_atomically(directory / CARD_FILE, json.dumps(card, indent=2, sort_keys=True, default=float) + "\n",
+                     mode=0o600)
+    write_atomically(directory / CARD_MARKDOWN, card_markdown(card), mode=0o600)
     return directory / CARD_FILE
 
 

@@ -16,6 +16,7 @@ previous file, if any, is left as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -45,10 +46,15 @@ def write_atomically(path: Path, data: bytes | str, *, mode: int = 0o666) -> Non
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make a rename inside `folder` durable (the folder's entry list is what changed)."""
+    """Make a rename inside `folder` durable (the folder's entry list is what changed). Some
+    file systems (FUSE, virtiofs, some network mounts) cannot fsync a folder: the file is
+    already in place then, so that refusal is not an error of the write."""
     descriptor = os.open(folder if str(folder) else ".", os.O_RDONLY)
     try:
         os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(descriptor)
 
