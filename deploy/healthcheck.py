@@ -65,7 +65,7 @@ class PreflightFailed(Exception):
     EXIT_CODES = {
         "KIT_MISSING": 3, "CONFIG_INVALID": 4, "CERTIFICATE_INVALID": 5, "STATE_UNWRITABLE": 6,
         "DATA_NOT_READ_ONLY": 7, "DATA_UNREADABLE": 7, "PLAN_INVALID": 8, "KEY_PERMISSIONS": 9,
-        "CA_KEY_MOUNTED": 10,
+        "CA_KEY_MOUNTED": 10, "OPERATOR_REQUIRED": 11,
     }
 
     def __init__(self, code: str, message: str) -> None:
@@ -350,6 +350,10 @@ def preflight_aggregator(config: Path, state_dir: Path, plan: Path | None, rende
     needs_enrolled_cohort = False
     if plan is not None:
         _readable_file(plan, "plan", "mount the plan JSON (e.g. -v ./plan.json:/plans/plan.json:ro)")
+        if not os.environ.get("HEALTHFED_OPERATOR", "").strip():  # `aggregator run` would refuse, again and again
+            raise PreflightFailed(
+                "OPERATOR_REQUIRED", "HEALTHFED_OPERATOR is not set: name the coordinator who starts this plan "
+                "(recorded in the aggregator's audit log), e.g. HEALTHFED_OPERATOR=\"C. Lee\" docker compose up -d")
         from healthfed_common.errors import HealthFedError
         from healthfed_common.plan import parse_plan
 

@@ -19,9 +19,10 @@
 # (unset: the CLI's default), HEALTHFED_ENROLMENT_DIR (unset: enrolment_dir of aggregator.yaml, i.e.
 # $HEALTHFED_FEDERATION_DIR/enrolled: the records `aggregator enrol` wrote; a secure-aggregation plan
 # without a cohort runs with the hospitals enrolled there), HEALTHFED_METRICS_PORT / HEALTHFED_METRICS_ADDRESS (0.0.0.0),
-# HEALTHFED_LOG_FORMAT (text|json).
+# HEALTHFED_LOG_FORMAT (text|json), HEALTHFED_OPERATOR (required to run a plan: the coordinator who
+# starts it, recorded in the aggregator's audit log as plan.started).
 # Exit codes: those of healthcheck.py preflight (3 file missing, 4 config invalid, 5 certificate,
-# 6 state not writable, 8 plan invalid), else the aggregator's own.
+# 6 state not writable, 8 plan invalid, 11 HEALTHFED_OPERATOR unset), else the aggregator's own.
 set -eu
 
 HERE=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)

@@ -289,12 +289,13 @@ def check_refusals(engine: Engine, work: Path) -> dict[str, Any]:
     ok = _silo_run(engine, work, silo, "--check")
     if ok.returncode != 0 or "would exec: silo-node run" not in ok.stdout:
         raise SmokeFailed("PREFLIGHT_FAILED", f"silo --check with a good kit failed:\n{ok.stderr[-2000:]}")
-    agg = engine.cmd("run", "--rm", *HARD, "-v", f"{fed / 'aggregator' / 'aggregator.yaml'}:/federation/aggregator.yaml:ro",
-                     *[arg for name in ("ca.pem", "server.pem", "server.key")
-                       for arg in ("-v", f"{fed / 'aggregator' / name}:/federation/{name}:ro")],
-                     "-v", f"{fed / 'aggregator' / 'enrolled'}:/federation/enrolled:ro",
-                     "-v", f"{work / 'plans'}:/plans:ro", engine.image_ref("aggregator"), "--check",
-                     check=False, timeout=600)
+    aggregator_mounts = ["-v", f"{fed / 'aggregator' / 'aggregator.yaml'}:/federation/aggregator.yaml:ro",
+                         *[arg for name in ("ca.pem", "server.pem", "server.key")
+                           for arg in ("-v", f"{fed / 'aggregator' / name}:/federation/{name}:ro")],
+                         "-v", f"{fed / 'aggregator' / 'enrolled'}:/federation/enrolled:ro",
+                         "-v", f"{work / 'plans'}:/plans:ro"]
+    agg = engine.cmd("run", "--rm", *HARD, *aggregator_mounts, "-e", "HEALTHFED_OPERATOR=C. Lee",
+                     engine.image_ref("aggregator"), "--check", check=False, timeout=600)
     if agg.returncode != 0 or "would exec: aggregator run" not in agg.stdout or "warning" in agg.stderr:
         raise SmokeFailed("PREFLIGHT_FAILED", f"aggregator --check failed:\n{agg.stdout}{agg.stderr[-2000:]}")
 
@@ -305,6 +306,9 @@ def check_refusals(engine: Engine, work: Path) -> dict[str, Any]:
         found[name] = {"exit": status, "code": code}
         log(f"  refused as expected: {name} -> exit {status} [{code}]")
 
+    expect("aggregator started by nobody",  # a plan run names the coordinator who starts it
+           engine.cmd("run", "--rm", *HARD, *aggregator_mounts, engine.image_ref("aggregator"), "--check",
+                      check=False, timeout=600), 11, "OPERATOR_REQUIRED")
     empty = work / "no-kit"
     empty.mkdir(exist_ok=True)
     expect("silo without a kit", _silo_run(engine, work, silo, "--check", kit=empty), 3, "KIT_MISSING")

@@ -29,6 +29,7 @@ def _env(mounts: Mounts, federation_dir: Path, plan: Path, **extra: str) -> dict
         "HEALTHFED_PLAN": str(plan),
         "HEALTHFED_STATE_DIR": str(mounts.root / "agg-state"),
         "HEALTHFED_AGGREGATOR": "aggregator",
+        "HEALTHFED_OPERATOR": "C. Lee",
     } | extra
 
 
@@ -90,6 +91,9 @@ def test_missing_config_plan_and_invalid_plan_are_refused(mounts: Mounts) -> Non
     invalid = run_entrypoint("aggregator", _env(mounts, secret, bad), "--check")
     assert invalid.returncode == 8 and "[PLAN_INVALID]" in invalid.stderr
     assert "refusing to start (exit 8)" in invalid.stderr
+
+    nobody = run_entrypoint("aggregator", _env(mounts, secret, plan, HEALTHFED_OPERATOR=" "), "--check")
+    assert nobody.returncode == 11 and "[OPERATOR_REQUIRED]" in nobody.stderr, nobody.stderr
 
     (secret / "server.key").unlink()
     no_key = run_entrypoint("aggregator", _env(mounts, secret, plan), "--check")
