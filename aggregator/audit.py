@@ -1,5 +1,5 @@
 """The aggregator's audit log, its witness store of silo checkpoints, and the checkpoints
-of its own log it hands each silo to witness in return.
+of its own log it hands each silo to witness in return (`exchange`).
 
 gRPC handlers run on a thread pool and SQLite connections belong to one thread, so each
 thread opens its own handle on the same files (the log serialises appends with
@@ -17,6 +17,7 @@ from compliance.checkpoints import SignedCheckpoint
 from compliance.errors import CheckpointRejected, ComplianceError
 from compliance.node_dir import AGGREGATOR_ORIGIN
 from compliance.witness import WitnessStore
+from healthfed_common.wire.messages import Ack, AggregatorCheckpoint, AuditCheckpoint
 
 ORIGIN = AGGREGATOR_ORIGIN
 
@@ -66,8 +67,29 @@ class AggregatorAudit:
             row = db.execute("SELECT public_key FROM silo_audit_key WHERE silo_id=?", (silo_id,)).fetchone()
         return bytes(row[0])
 
-    def witness(self, silo_id: str, checkpoint: dict[str, Any], proof: tuple[bytes, ...]) -> str | None:
-        """Stores a silo's signed checkpoint if it extends what we saw; returns why not."""
+    def exchange(self, silo_id: str, message: AuditCheckpoint) -> Ack | AggregatorCheckpoint:
+        """One checkpoint exchange with a silo: witness its checkpoint (refused: a coded Ack
+        saying why), then answer with this log's latest signed checkpoint, the consistency proof
+        from the size that silo last accepted, and this log's entry acknowledging the silo's
+        checkpoint with its inclusion proof. Why the entry: it makes the answer fresh, since a
+        checkpoint older than this exchange cannot include it, so the coordinator cannot keep
+        handing a silo an old checkpoint while its log moves on."""
+        index = self._witness_checkpoint(silo_id, dict(message.checkpoint), message.consistency_proof)
+        if isinstance(index, str):
+            return Ack(False, "CHECKPOINT_REJECTED", index)
+        log = self._log()
+        checkpoint = log.latest_checkpoint()
+        if checkpoint is None or checkpoint.size <= index:  # another handle appended: sign what we see
+            checkpoint = log.sign_checkpoint()
+        witnessed = message.aggregator_witnessed_size
+        consistency = (tuple(log.consistency_proof(witnessed, checkpoint.size))
+                       if 0 < witnessed < checkpoint.size else ())
+        return AggregatorCheckpoint(checkpoint.to_dict(), consistency, log.entry_bytes(index), index,
+                                    tuple(log.inclusion_proof(index, checkpoint.size)))
+
+    def _witness_checkpoint(self, silo_id: str, checkpoint: dict[str, Any], proof: tuple[bytes, ...]) -> int | str:
+        """Stores a silo's signed checkpoint if it extends what we saw: the index of the
+        `checkpoint.witnessed` entry recording it, or why not."""
         try:
             signed = SignedCheckpoint.from_dict(checkpoint)
         except (ComplianceError, KeyError, TypeError, ValueError) as error:
@@ -85,22 +107,8 @@ class AggregatorAudit:
             # anything else is this aggregator's trouble (e.g. its witness database): the silo
             # gets the code, the details stay in the aggregator's audit log
             return f"the aggregator could not witness the checkpoint ({error.code})"
-        self.record("checkpoint.witnessed", actor=ORIGIN,
-                    detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash})
-        return None
-
-    def checkpoint_since(self, witnessed_size: int) -> tuple[dict[str, str | int], tuple[bytes, ...]]:
-        """This log's latest signed checkpoint, with the consistency proof from
-        `witnessed_size` (the size of the last one the asking silo accepted), for that silo to
-        witness. Why: the coordinator is the party hospitals fear, and its own log is only
-        tamper-evident if someone outside holds its checkpoints. A size this log no longer
-        reaches gets no proof: the silo then sees that the log shrank."""
-        log = self._log()
-        checkpoint = log.latest_checkpoint() or log.sign_checkpoint()
-        proof: tuple[bytes, ...] = ()
-        if 0 < witnessed_size < checkpoint.size:
-            proof = tuple(log.consistency_proof(witnessed_size, checkpoint.size))
-        return checkpoint.to_dict(), proof
+        return self.record("checkpoint.witnessed", actor=ORIGIN,
+                           detail={"origin": signed.origin, "size": signed.size, "root_hash": signed.root_hash})
 
     def close(self) -> None:
         with self._lock:

@@ -43,8 +43,7 @@ from healthfed_common.wire.service import POLL_METHOD, SERVICE_NAME, SUBMIT_METH
 log = logging.getLogger("healthfed.aggregator.server")
 
 RefusalHook = Callable[[str, str, str], None]
-WitnessHook = Callable[[str, dict[str, Any], tuple[bytes, ...]], "str | None"]
-OwnCheckpointHook = Callable[[int], "tuple[dict[str, str | int], tuple[bytes, ...]]"]
+CheckpointExchange = Callable[[str, AuditCheckpoint], "Ack | AggregatorCheckpoint"]
 
 POLL_LIMIT_BYTES = 16 * 1024
 """A PollRequest is a silo id and a version string (~100 bytes encoded)."""
@@ -61,18 +60,15 @@ class FederationService:
         store: StateBackend,
         enrolled: frozenset[str],
         on_refused_connection: RefusalHook | None = None,
-        witness: WitnessHook | None = None,
-        own_checkpoint: OwnCheckpointHook | None = None,
+        witness: CheckpointExchange | None = None,
         metrics: Any = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         """`max_message_bytes`: the transport's hard cap (start_server sets it from
         aggregator.yaml); the Submit limit stays at it until a plan sets its own.
-        `witness` stores a silo's checkpoint (None, or why not); `own_checkpoint` gives this
-        aggregator's latest checkpoint and the proof from a size, answered to every silo
-        whose checkpoint was accepted so that it witnesses the aggregator's log in turn."""
+        `witness` answers a silo's checkpoint (aggregator.audit.AggregatorAudit.exchange: a
+        refusal, or this aggregator's own checkpoint for the silo to witness in turn)."""
         self._witness = witness
-        self._own_checkpoint = own_checkpoint
         self._metrics = metrics
         self._board = board
         self._store = store
@@ -189,13 +185,7 @@ class FederationService:
         if isinstance(message, AuditCheckpoint):
             if self._witness is None:
                 return codec.encode(Ack(False, "NO_WITNESS", "this aggregator does not witness checkpoints"))
-            problem = self._witness(identity, dict(message.checkpoint), message.consistency_proof)
-            if problem is not None:
-                return self._count(request, identity, codec.encode(Ack(False, "CHECKPOINT_REJECTED", problem)))
-            if self._own_checkpoint is None:
-                return self._count(request, identity, codec.encode(Ack(True)))
-            checkpoint, proof = self._own_checkpoint(message.aggregator_witnessed_size)
-            return self._count(request, identity, codec.encode(AggregatorCheckpoint(checkpoint, proof)))
+            return self._count(request, identity, codec.encode(self._witness(identity, message)))
         ack: Ack = self._board.submit(message)
         if not ack.accepted:
             log.warning("rejected answer from %s: %s %s", identity, ack.code, ack.message)

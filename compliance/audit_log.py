@@ -178,6 +178,14 @@ class AuditLog:
         self._refresh()
         return self._tree.consistency_proof(old_size, new_size)
 
+    def entry_bytes(self, index: int) -> bytes:
+        """The stored bytes of entry `index`: what its leaf hash is taken over, so a peer given
+        them and an inclusion proof can check the entry is in a checkpoint's tree."""
+        row = self._conn.execute("SELECT entry FROM entries WHERE idx=?", (index,)).fetchone()
+        if row is None:
+            raise InvalidEvent(f"entry {index} is not stored in this log")
+        return bytes(row[0])
+
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 proof that entry `index` is in the log of `size` entries."""
         self._refresh()

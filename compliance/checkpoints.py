@@ -27,6 +27,9 @@ from healthfed_common.canonical_json import canonical_json
 
 MESSAGE_PREFIX = b"healthfed/audit-checkpoint/v1\n"
 SIGNATURE_SIZE = 64
+MAX_SIZE = 2**63 - 1
+"""Largest log size a checkpoint may state: SQLite's INTEGER. A peer's checkpoint claiming more
+is malformed (refused with a code), not an OverflowError in whoever stores it."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -45,8 +48,8 @@ class SignedCheckpoint:
         problems = []
         if not isinstance(self.origin, str) or not self.origin:
             problems.append("origin must be a non-empty string")
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
-            problems.append(f"size must be a non-negative integer, not {self.size!r}")
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 0 <= self.size <= MAX_SIZE:
+            problems.append(f"size must be an integer from 0 to 2^63 - 1, not {self.size!r}")
         if not isinstance(self.root_hash, str) or not _HEX64.match(self.root_hash):
             problems.append("root_hash must be 64 lowercase hex digits")
         try:

@@ -89,6 +89,13 @@ class OriginMismatch(ComplianceError, ValueError):
     code = "ORIGIN_MISMATCH"
 
 
+class WitnessIsOwnStore(ComplianceError, ValueError):
+    """A node's own witness store (the checkpoints it accepted from others) was given as the
+    witness of its own log: a node cannot vouch for itself."""
+
+    code = "WITNESS_IS_OWN_STORE"
+
+
 class CheckpointRejected(ComplianceError, ValueError):
     """A witness refused a signed checkpoint (bad signature, rollback, inconsistent proof)."""
 

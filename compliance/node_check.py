@@ -15,6 +15,7 @@ from compliance.log_store import RawLog, read_raw_log
 from compliance.node_dir import NodePaths, trusted_public_key
 from compliance.verify import Acknowledged, VerificationResult, verify_raw_log
 from compliance.checkpoints import SignedCheckpoint
+from compliance.errors import WitnessIsOwnStore
 from compliance.witness import find_witnesses, read_witnessed
 
 
@@ -38,6 +39,11 @@ def check_log(
     raw = read_raw_log(db, expected=node is not None)
     origin = raw.origin or ""
     given = [witness] if isinstance(witness, Path) else list(witness or [])
+    for path in given:
+        if node is not None and Path(path).resolve() == node.witness_db.resolve():
+            raise WitnessIsOwnStore(
+                f"{path} is this node's own witness store (the checkpoints it accepted from others), "
+                "not a witness of its log: pass the other side's store")
     sources: list[tuple[Path, list[SignedCheckpoint]]]
     if given:
         sources, how = [(path, read_witnessed(path, origin)) for path in given], "given"

@@ -64,11 +64,12 @@ class NodePaths:
         return self.root / "silo.sqlite3"
 
     def witness_candidates(self) -> list[Path]:
-        """Witness databases that may hold this node's checkpoints, most local first: the
-        node's own, then, in a single-host federation layout, the aggregator's (for a silo)
-        or every silo's (for the aggregator)."""
+        """Witness databases that may hold this node's checkpoints, in a single-host
+        federation layout: the aggregator's (for a silo) or every silo's (for the aggregator).
+        Never the node's own store: it holds what the node accepted from others, and a node
+        that wrote its own checkpoints there would be vouching for itself."""
         root = self.root.resolve()
-        candidates = [self.witness_db]
+        candidates: list[Path] = []
         if root.name == "state" and root.parent.parent.name == "kits":
             candidates.append(root.parent.parent.parent / "aggregator" / "state" / "audit" / "witness.sqlite3")
         elif root.name == "state" and root.parent.name == "aggregator":

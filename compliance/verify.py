@@ -64,6 +64,9 @@ class VerificationResult:
     rollback_anchor: str | None = None
     """What vouched for the log's length (witness checkpoints, an acknowledged size); None
     when nothing outside the file did, so a rollback is unverifiable."""
+    vouched_size: int = 0
+    """How many entries something outside the file vouched for; entries after it were
+    appended since the last witnessed checkpoint and their removal would not show."""
     tree: MerkleTree = field(default_factory=MerkleTree, repr=False)
     parsed: list[AuditEntry] = field(default_factory=list, repr=False)
 
@@ -82,7 +85,16 @@ class VerificationResult:
         """One sentence on whether removal of the newest entries together with their
         checkpoints (a rollback) was ruled out, and by what."""
         if self.rollback_anchor is not None:
-            return f"Rollback checked against {self.rollback_anchor}."
+            statement = f"Rollback checked against {self.rollback_anchor}."
+            if self.vouched_size == self.entries - 1:
+                statement += (f" Entry {self.vouched_size} came after the last witnessed checkpoint: "
+                              "no witness vouches for it yet, so its removal would not show.")
+            elif self.vouched_size < self.entries:
+                statement += (
+                    f" Entries {self.vouched_size}..{self.entries - 1} came after the last witnessed "
+                    "checkpoint: no witness vouches for them yet, so their removal would not show."
+                )
+            return statement
         return (
             "Rollback UNVERIFIABLE: no witness was available, so the newest entries could have "
             "been removed together with their checkpoints; verify with --witness FILE (for a "
@@ -188,6 +200,8 @@ def verify_raw_log(
             ))
         anchors.append(f"the acknowledged size {acknowledged.size} ({acknowledged.source})")
     first = min(problems, key=lambda p: p.index) if problems else None
+    vouched_size = max([c.size for c in witnessed or [] if c.origin == raw.origin] +
+                       [acknowledged.size if acknowledged is not None else 0])
     return VerificationResult(
         db_path=raw.path,
         origin=raw.origin,
@@ -199,6 +213,7 @@ def verify_raw_log(
         problem=first,
         witness_checkpoints_checked=witness_count,
         rollback_anchor="; ".join(anchors) or None,
+        vouched_size=vouched_size,
         tree=tree,
         parsed=parsed,
     )
@@ -393,14 +408,14 @@ def _check_witnessed(
         if tree.root(cp.size) != cp.root:
             # entries below the largest smaller size a witness vouched for are not in question
             below = max((size for size in matched if size < cp.size), default=0)
-            forked = any(o.size == cp.size and o.origin == cp.origin and tree.root(o.size) == o.root
+            forked = any(cp.size <= o.size <= tree.size and o.origin == cp.origin and tree.root(o.size) == o.root
                          for o in witnessed)
             return (
                 Problem(
                     below,
                     f"{label}: entries {below}..{cp.size - 1} no longer produce the root "
                     "the witness holds (history was rewritten, possibly re-signed)"
-                    + ("; another witnessed checkpoint of the same size matches the log, so the "
+                    + ("; another witnessed checkpoint of this or a later size matches the log, so "
                        "witnesses were shown different histories (equivocation)" if forked else ""),
                 ),
                 count,

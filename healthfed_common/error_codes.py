@@ -428,6 +428,8 @@ class ErrorCode(StrEnum):
                          "Run `compliance verify`; suspect tampering.")
     ORIGIN_MISMATCH = ("ORIGIN_MISMATCH", "An audit log or checkpoint belongs to another node.",
                        "Check the --node path.")
+    WITNESS_IS_OWN_STORE = ("WITNESS_IS_OWN_STORE", "The witness database given is the verified node's own store.",
+                            "Pass the other side's store: the aggregator's for a silo's log, a hospital's for the aggregator's.")
     PROCESSING_RECORD_MISSING = ("PROCESSING_RECORD_MISSING", "The node has no GDPR Art. 30 record of processing.",
                                  "Write processing-record.yaml in the node folder.")
     PROCESSING_RECORD_INVALID = ("PROCESSING_RECORD_INVALID", "The node's record of processing does not satisfy its schema.",

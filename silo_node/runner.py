@@ -145,7 +145,10 @@ class SiloRunner:
         self.tasks_done += 1
         if isinstance(task, SecAggPhaseTask) and isinstance(ack, Ack) and ack.accepted:
             log.info("round %d: secure-aggregation phase %s answered", task.round, task.phase)
-        self._send_checkpoint()
+        try:
+            self._send_checkpoint()
+        except Exception:  # the exchange is evidence-keeping: it must never stop the silo's work
+            log.exception("the audit-checkpoint exchange with the aggregator failed; the next task tries again")
 
     def _send_checkpoint(self) -> None:
         """Hands the aggregator a signed checkpoint of this silo's audit log, with the
@@ -164,12 +167,11 @@ class SiloRunner:
         if isinstance(reply, AggregatorCheckpoint):
             witnessed.set_last_size(checkpoint.size)
             if aggregator_log is not None:
-                aggregator_log.accept(reply)  # a refusal is logged and recorded in this silo's audit log
+                aggregator_log.accept(reply, checkpoint)  # a refusal is logged and recorded in this silo's audit log
         elif isinstance(reply, Ack) and reply.accepted:
             witnessed.set_last_size(checkpoint.size)
-            if aggregator_log is not None:
-                log.warning("the aggregator accepted audit checkpoint %d but handed none of its own: "
-                            "its audit log is not witnessed by this silo", checkpoint.size)
+            if aggregator_log is not None:  # protocol 2 answers with its own: withholding it is recorded
+                aggregator_log.withheld(checkpoint)
         else:
             log.warning("aggregator did not witness audit checkpoint %d: %s", checkpoint.size,
                         getattr(reply, "message", reply))

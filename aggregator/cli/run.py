@@ -172,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"round metrics: {releaser.csv_path} and TensorBoard logdir {releaser.tensorboard_dir}", flush=True)
     audit = AggregatorAudit(config.state_dir)
-    audit.record("plan.started", actor=operator, detail=plan_summary(plan) | {"out": str(args.out)})
     board = TaskBoard()
     metrics = AggregatorMetrics(config.federation, enrolled=set(silos))
     metrics_server = metrics.serve(args.metrics_port, args.metrics_address) if args.metrics_port is not None else None
@@ -183,9 +182,10 @@ def run(args: argparse.Namespace) -> int:
                      detail={"code": code, "reason": message})
 
     service = FederationService(board, store, frozenset(config.silos), on_refused_connection=refused,
-                                witness=audit.witness, own_checkpoint=audit.checkpoint_since,
-                                metrics=metrics)
+                                witness=audit.exchange, metrics=metrics)
     server, port = start_server(config, service)
+    # recorded once the plan is being served (a failed bind above starts nothing)
+    audit.record("plan.started", actor=operator, detail=plan_summary(plan) | {"out": str(args.out)})
     print(f"aggregator listening on port {port} (mutual TLS, federation {config.federation})", flush=True)
     stop: dict[str, int | None] = {"signal": None}
 

@@ -31,8 +31,8 @@ log file that is damaged or truncated so that it cannot be read whole FAILS (exi
 Rollback — the newest entries removed together with their checkpoints — leaves a shorter log
 that is internally consistent. It is caught against a witness, which holds the checkpoints the
 other side handed over:
-  - a silo's log: the aggregator's database (with --node found automatically in
-    DIR/audit/witness.sqlite3 or, for a federation provisioned on one host, in
+  - a silo's log: a copy of the aggregator's STATE/audit/witness.sqlite3 passed with --witness
+    (for a federation provisioned on one host it is found automatically in
     ../../aggregator/state/audit/witness.sqlite3), and the size of the last checkpoint the
     aggregator accepted, which the silo keeps in DIR/silo.sqlite3;
   - the aggregator's log: each hospital's STATE/audit/witness.sqlite3, which holds the
@@ -40,6 +40,9 @@ other side handed over:
     each with --witness (for a federation provisioned on one host they are found
     automatically in ../../kits/*/state/audit/witness.sqlite3). Checking against several
     hospitals also shows a coordinator that showed them different histories.
+Keep copies outside the node folder: DIR/audit/witness.sqlite3 is the node's own store of the
+other side's checkpoints, and naming it as the witness of its own log is refused. Entries
+appended after the last witnessed checkpoint are named: no witness vouches for them yet.
 Without any witness the result says the rollback check is UNVERIFIABLE.
 
 For the strongest check, also pass the public key you received when the node was enrolled
@@ -55,7 +58,7 @@ EXAMPLES = """\
 examples:
   compliance verify --node /var/lib/healthfed/silo --by "A. Officer"
   compliance verify --node /var/lib/healthfed/silo --public-key st-marys.pub \\
-      --witness /var/lib/healthfed/aggregator/audit/witness.sqlite3 --by "A. Officer"
+      --witness copy-of-aggregator-witness.sqlite3 --by "A. Officer"
   compliance verify --db copy-of-audit.sqlite3 --public-key st-marys.pub --json
   compliance verify --node /var/lib/healthfed/aggregator --witness st-marys-witness.sqlite3 \
       --witness riverside-witness.sqlite3 --by "A. Officer"
@@ -143,6 +146,7 @@ def _print(args: argparse.Namespace, check: NodeCheck, recorded: int | str | Non
             "witness": check.witness_source,
             "rollback": "checked" if result.rollback_checked else "UNVERIFIABLE",
             "rollback_anchor": result.rollback_anchor,
+            "entries_vouched_for_by_a_witness": result.vouched_size if result.rollback_checked else 0,
             "trusted_key_fingerprint": result.trusted_key_fingerprint,
             "trusted_key_source": check.key_source,
             "first_bad_index": None if result.problem is None else result.problem.index,

@@ -389,9 +389,10 @@ _THREATS = (
      "A malicious coordinator with colluders, as above"),
     ("ε is what was released: every release that depends on the records is charged before it "
      "leaves, or declared public in the privacy statement", "Retries, crashes, budget rewrites"),
-    ("Tamper-evident audit: an edit, deletion, reordering or rollback of this log is detected "
-     "(with a witness for rollback: the aggregator for a hospital's log, the hospitals for the "
-     "coordinator's)", "Anyone with write access to the node's files, the coordinator included"),
+    ("Tamper-evident audit: an edit, deletion or reordering of this log is detected; a rollback "
+     "or a re-signed rewrite is detected within what a witness holds (the aggregator for a "
+     "hospital's log, the hospitals for the coordinator's)", "Anyone with write access to the node's "
+     "files, the coordinator included, for the witnessed part"),
 )
 
 _RESIDUAL = (
@@ -409,10 +410,11 @@ _RESIDUAL = (
      "Budget per dataset set by the data steward with this in mind"),
     ("Hyper-parameter tuning", "Settings may have been chosen by looking at the same records",
      "Not charged to ε; tune on public or separate data where possible"),
-    ("The coordinator's log before a hospital saw it", "Hospitals pin the aggregator's audit key on "
-     "the first checkpoint they accept; what happened before, or was shown to one hospital only, "
-     "shows only against that hospital's witness store", "Verify the aggregator's log against every "
-     "hospital's witness store (compliance verify --witness, repeated)"),
+    ("The coordinator's log outside what hospitals witnessed", "Hospitals pin the aggregator's audit "
+     "key on the first checkpoint they accept and witness up to their last exchange; what came "
+     "before or after, or was shown to one hospital only, is not caught (the verdict names the "
+     "unwitnessed entries)", "Verify the aggregator's log against every hospital's witness store "
+     "(compliance verify --witness, repeated)"),
 )
 
 

@@ -179,12 +179,17 @@ class AuditCheckpoint:
 @dataclass(frozen=True)
 class AggregatorCheckpoint:
     """The aggregator's answer to an accepted AuditCheckpoint: its own latest signed
-    checkpoint, with the consistency proof from the size the silo last witnessed. The silo
-    stores it, so the coordinator cannot later cut back or rewrite its own audit log unnoticed:
-    each silo is a witness of the aggregator as the aggregator is of the silo."""
+    checkpoint, the consistency proof from the size the silo last witnessed, and the entry of
+    its log that acknowledges the silo's checkpoint (`acknowledgment`, at
+    `acknowledgment_index`) with its inclusion proof in that checkpoint's tree. The silo stores
+    the checkpoint only if all of it checks out: each silo is a witness of the part of the
+    aggregator's log up to its acknowledgment, as the aggregator is of the silo's log."""
 
     checkpoint: dict[str, str | int]
     consistency_proof: tuple[bytes, ...]
+    acknowledgment: bytes
+    acknowledgment_index: int
+    inclusion_proof: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)

@@ -206,13 +206,19 @@ class ScriptedAggregator:
     """Answers the silo's polls with whatever the test scripted (a message, or raw bytes), and
     collects everything the silo submits. Works on bytes, as a gRPC servicer would."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
+        """`state_dir`: where the aggregator's real audit log lives (aggregator.audit): silo
+        checkpoints are answered as `aggregator run` answers them. Without it, a bare Ack."""
+        from aggregator.audit import AggregatorAudit
+
         self._script: queue.Queue[Any] = queue.Queue()
         self._answers: queue.Queue[Any] = queue.Queue()
         self.checkpoints: list[AuditCheckpoint] = []
-        self.checkpoint_reply: Callable[[AuditCheckpoint], Any] | None = None
-        """What the aggregator answers a silo's accepted checkpoint with (default: a bare Ack,
-        i.e. it hands none of its own); tests of the silo as the aggregator's witness set it."""
+        self.audit = AggregatorAudit(state_dir) if state_dir is not None else None
+        self.checkpoint_reply: Callable[[AuditCheckpoint], Any] | None = (
+            None if self.audit is None else lambda message: self.audit.exchange(message.silo_id, message))
+        """What the aggregator answers a silo's checkpoint with; attacks on the silo as the
+        aggregator's witness replace it."""
         self.polls = 0
 
     def script(self, item: Any) -> None:
@@ -306,7 +312,8 @@ class VictimSilo:
             policy = DatasetPolicy.model_validate({**TOY_POLICY, "encoding": "utf-8"})
             services.registry.add(DATASET, export, "tabular", policy, actor="person:test")
             services.ledger.set_budget(DATASET, 100.0, 1e-4, actor="person:test")
-        silo = cls(silo_id, state, policy_file, services, ScriptedAggregator(), with_signing_key=with_signing_key)
+        silo = cls(silo_id, state, policy_file, services, ScriptedAggregator(tmp_path / f"{silo_id}-aggregator-state"),
+                   with_signing_key=with_signing_key)
         silo.start()
         return silo
 
@@ -345,6 +352,8 @@ class VictimSilo:
         if self.thread is not None:
             self.thread.join(timeout=30)
         self.services.close()
+        if self.aggregator.audit is not None:
+            self.aggregator.audit.close()
 
     def task_id(self, what: str) -> str:
         return f"adv-{what}-{next(self._ids)}"

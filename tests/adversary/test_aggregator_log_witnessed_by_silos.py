@@ -1,18 +1,20 @@
-"""The coordinator cannot cut back or rewrite its own audit log unnoticed: every silo witnesses it.
+"""The coordinator cannot cut back or rewrite the witnessed part of its own audit log unnoticed.
 
-The aggregator's side is the production `aggregator.audit.AggregatorAudit` (its real log, key
-and witness store); the silo is the real runner of `harness.VictimSilo`, polling a scripted
-aggregator that answers each checkpoint exchange as `aggregator.server` does (witness the
-silo's checkpoint, answer with its own). The attacks are what a coordinator holding its own
-files can do: delete its newest entries with their checkpoints (rollback), rewrite history
-after a rollback, start a new log under a new key, hand over someone else's checkpoint or a
-malformed one. Each is refused by the silo and recorded in the silo's own audit log, and the
-rollback is shown to `compliance verify` by the checkpoints the silo kept.
+The aggregator's side is the production `aggregator.audit.AggregatorAudit.exchange` (its real
+log, key and witness store), which the harness's scripted aggregator answers every checkpoint
+with, as `aggregator run` does; the silo is the real runner of `harness.VictimSilo`. The
+attacks are what a coordinator holding its own files and key can do: delete its newest entries
+with their checkpoints (rollback), rewrite history after a rollback, start a new log under a
+new key, hand over someone else's checkpoint, a malformed or oversized one, a stale one, one
+whose acknowledgment names another checkpoint, or none at all. Each is refused by the silo and
+recorded in the silo's own audit log, the silo keeps working, and the rollback is shown to
+`compliance verify` by the checkpoints the silo kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from aggregator.audit import AggregatorAudit
 from compliance.cli.main import main as compliance_main
 from compliance.node_dir import AGGREGATOR_ORIGIN, NodePaths
 from compliance.witness import read_witnessed
-from healthfed_common.wire.messages import AggregatorCheckpoint, AuditCheckpoint, TrainTask
+from healthfed_common.wire.messages import Ack, AggregatorCheckpoint, AuditCheckpoint, TrainTask
 from tests.adversary.harness import VICTIM, VictimSilo
 from tests.compliance.compliance_tamper import raw
 
@@ -39,16 +41,17 @@ def exchange(silo: VictimSilo) -> None:
     silo.settle(polls=1)
 
 
-def answer_as_the_aggregator(audit: AggregatorAudit, own: Callable[[AuditCheckpoint], Any] | None = None) -> Any:
-    """What `aggregator.server.FederationService.submit` answers an AuditCheckpoint with: it
-    witnesses the silo's checkpoint in `audit`, then hands its own (or what `own` forges)."""
+Forgery = Callable[[AuditCheckpoint, AggregatorCheckpoint], Any]
+
+
+def answer_with(audit: AggregatorAudit, forge: Forgery | None = None) -> Callable[[AuditCheckpoint], Any]:
+    """The production exchange on `audit` (the silo's checkpoint is witnessed and acknowledged
+    in the aggregator's log), with the answer then replaced by what `forge` makes of it."""
 
     def reply(message: AuditCheckpoint) -> Any:
-        problem = audit.witness(message.silo_id, dict(message.checkpoint), message.consistency_proof)
-        assert problem is None, problem
-        if own is not None:
-            return own(message)
-        return AggregatorCheckpoint(*audit.checkpoint_since(message.aggregator_witnessed_size))
+        genuine = audit.exchange(message.silo_id, message)
+        assert isinstance(genuine, AggregatorCheckpoint), genuine
+        return genuine if forge is None else forge(message, genuine)
 
     return reply
 
@@ -61,8 +64,7 @@ def roll_back(state: Path, keep: int) -> None:
 
 
 def witnessed_sizes(silo: VictimSilo) -> list[int]:
-    store = NodePaths(silo.state).witness_db
-    return [c.size for c in read_witnessed(store, AGGREGATOR_ORIGIN)] if store.is_file() else []
+    return [c.size for c in read_witnessed(NodePaths(silo.state).witness_db, AGGREGATOR_ORIGIN)]
 
 
 def rejections(silo: VictimSilo) -> list[dict[str, Any]]:
@@ -75,33 +77,28 @@ def verify(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def aggregator_state(tmp_path: Path) -> Path:
-    return tmp_path / "aggregator-state"
-
-
-@pytest.fixture
-def witnessing_victim(tmp_path: Path, aggregator_state: Path) -> Iterator[tuple[VictimSilo, AggregatorAudit]]:
+def witnessing_victim(tmp_path: Path) -> Iterator[tuple[VictimSilo, Path]]:
     """A silo that has witnessed the honest aggregator's log twice (the second time by a
-    consistency proof from the first), the aggregator having logged events in between."""
-    audit = AggregatorAudit(aggregator_state)
-    for index in range(6):
-        audit.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
+    consistency proof from the first), the coordinator having logged events before and between;
+    with the aggregator's state folder."""
     silo = VictimSilo.open(tmp_path)
-    silo.aggregator.checkpoint_reply = answer_as_the_aggregator(audit)
+    audit = silo.aggregator.audit
+    assert audit is not None
     try:
+        for index in range(6):
+            audit.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
         exchange(silo)
         audit.record("configuration.changed", actor="person:C. Lee", detail={"setting": "later"})
         exchange(silo)
-        yield silo, audit
+        yield silo, tmp_path / f"{VICTIM}-aggregator-state"
     finally:
         silo.close()
-        audit.close()
 
 
 def test_each_silo_keeps_the_aggregators_checkpoints_and_a_rollback_fails_verification(
-    witnessing_victim: tuple[VictimSilo, AggregatorAudit], aggregator_state: Path, capsys: pytest.CaptureFixture[str],
+    witnessing_victim: tuple[VictimSilo, Path], capsys: pytest.CaptureFixture[str],
 ) -> None:
-    silo, audit = witnessing_victim
+    silo, aggregator_state = witnessing_victim
     sizes = witnessed_sizes(silo)
     assert len(sizes) == 2 and 0 < sizes[0] < sizes[1], sizes  # the second extended the first by proof
     assert rejections(silo) == []
@@ -111,7 +108,8 @@ def test_each_silo_keeps_the_aggregators_checkpoints_and_a_rollback_fails_verifi
     code, out = verify(capsys, "--node", str(aggregator_state), "--witness", witness)
     assert code == 0 and "Rollback checked against 2 witnessed checkpoints" in out, out
 
-    audit.close()
+    assert silo.aggregator.audit is not None
+    silo.aggregator.audit.close()
     roll_back(aggregator_state, keep=4)
     code, out = verify(capsys, "--node", str(aggregator_state))
     assert code == 0 and "Rollback UNVERIFIABLE" in out, out  # nothing inside the file shows it...
@@ -121,72 +119,81 @@ def test_each_silo_keeps_the_aggregators_checkpoints_and_a_rollback_fails_verifi
             "together with their checkpoints (rollback)") in out, out
 
 
-@pytest.mark.parametrize("attack", ["rolled_back", "rewritten_after_rollback", "new_key", "another_origin", "malformed"])
+ATTACKS = {
+    "rolled_back": "the log shrank",
+    "rewritten_after_rollback": "not consistent with the witnessed size",
+    "new_key": "not the trusted key",
+    "another_origin": "offered as the aggregator's",
+    "malformed": "checkpoint fields",
+    "oversized": "size must be an integer from 0 to 2^63 - 1",
+    "stale": "does not include its acknowledgment of this silo's checkpoint",
+    "acknowledges_another_checkpoint": "its acknowledgment names another checkpoint",
+    "withheld": "handed none of its own",
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
 def test_the_silo_refuses_a_checkpoint_that_does_not_extend_what_it_witnessed(
-    witnessing_victim: tuple[VictimSilo, AggregatorAudit], aggregator_state: Path, attack: str,
+    witnessing_victim: tuple[VictimSilo, Path], attack: str,
 ) -> None:
-    silo, audit = witnessing_victim
+    silo, aggregator_state = witnessing_victim
+    honest = silo.aggregator.audit
+    assert honest is not None
+    last: list[AggregatorCheckpoint] = []  # the honest answer of the exchange before the attack
+    silo.aggregator.checkpoint_reply = answer_with(honest, lambda _, genuine: last.append(genuine) or genuine)
+    exchange(silo)
     before = witnessed_sizes(silo)
-    audit.close()
-    expected = {
-        "rolled_back": "the log shrank", "rewritten_after_rollback": "not consistent with the witnessed size",
-        "new_key": "not the trusted key", "another_origin": "offered as the aggregator's", "malformed": "checkpoint fields",
-    }[attack]
-    if attack in ("rolled_back", "rewritten_after_rollback"):
-        roll_back(aggregator_state, keep=4)
-        forged = AggregatorAudit(aggregator_state)  # the coordinator carries on from the cut-back file
-        if attack == "rewritten_after_rollback":  # and logs other events, past the witnessed size
-            for index in range(before[-1]):
+    if attack in ("rolled_back", "rewritten_after_rollback", "new_key"):
+        honest.close()
+        if attack == "new_key":  # a fresh log under a fresh key, longer than the witnessed one
+            for name in ("audit.sqlite3", "signing.key", "signing.pub"):
+                (aggregator_state / "audit" / name).unlink()
+        else:
+            roll_back(aggregator_state, keep=4)
+        forged = AggregatorAudit(aggregator_state)  # the coordinator carries on from its edited files
+        if attack != "rolled_back":  # and logs other events, past the witnessed size
+            for index in range(before[-1] + 3):
                 forged.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"other{index}"})
-        silo.aggregator.checkpoint_reply = answer_as_the_aggregator(forged)
-    elif attack == "new_key":
-        for name in ("audit.sqlite3", "signing.key", "signing.pub"):  # a fresh log under a fresh key
-            (aggregator_state / "audit" / name).unlink()
-        forged = AggregatorAudit(aggregator_state)
-        for index in range(before[-1] + 3):
-            forged.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"new{index}"})
-        silo.aggregator.checkpoint_reply = answer_as_the_aggregator(forged)
-    elif attack == "another_origin":  # the silo's own checkpoint, handed back as the aggregator's
-        silo.aggregator.checkpoint_reply = answer_as_the_aggregator(
-            AggregatorAudit(aggregator_state), lambda message: AggregatorCheckpoint(dict(message.checkpoint), ()))
+        silo.aggregator.checkpoint_reply = answer_with(forged)
     else:
-        silo.aggregator.checkpoint_reply = answer_as_the_aggregator(
-            AggregatorAudit(aggregator_state), lambda _: AggregatorCheckpoint({"origin": AGGREGATOR_ORIGIN}, ()))
+        forgeries: dict[str, Forgery] = {
+            "another_origin": lambda message, genuine: replace(genuine, checkpoint=dict(message.checkpoint)),
+            "malformed": lambda _, genuine: replace(genuine, checkpoint={"origin": AGGREGATOR_ORIGIN}),
+            "oversized": lambda _, genuine: replace(genuine, checkpoint={**genuine.checkpoint, "size": 2**63}),
+            "stale": lambda _, genuine: replace(genuine, checkpoint=last[0].checkpoint, consistency_proof=()),
+            "acknowledges_another_checkpoint": lambda _, genuine: replace(  # the previous exchange's entry
+                genuine, acknowledgment=last[0].acknowledgment, acknowledgment_index=last[0].acknowledgment_index,
+                inclusion_proof=tuple(honest._log().inclusion_proof(last[0].acknowledgment_index,
+                                                                    int(genuine.checkpoint["size"])))),
+            "withheld": lambda *_: Ack(True),
+        }
+        silo.aggregator.checkpoint_reply = answer_with(honest, forgeries[attack])
     exchange(silo)
     silo.assert_alive()
     assert witnessed_sizes(silo) == before, "nothing the silo refused may enter its witness store"
     refused = rejections(silo)
     assert len(refused) == 1, refused
     assert refused[0]["outcome"] == "8" and refused[0]["agents"][0]["who"] == f"silo:{VICTIM}"  # 8: serious failure
-    assert expected in refused[0]["detail"]["reason"], refused[0]["detail"]
+    assert ATTACKS[attack] in refused[0]["detail"]["reason"], refused[0]["detail"]
     # the silo keeps working and keeps refusing: the next exchange is refused too, not accepted
     exchange(silo)
     assert witnessed_sizes(silo) == before and len(rejections(silo)) == 2
 
 
-def test_a_silo_whose_aggregator_hands_no_checkpoint_still_works_and_witnesses_nothing(tmp_path: Path) -> None:
-    """An aggregator that only acknowledges (the harness default) leaves the silo's store
-    empty: the verifier then says UNVERIFIABLE for the aggregator, never 'checked'."""
-    silo = VictimSilo.open(tmp_path)
-    try:
-        exchange(silo)
-        assert witnessed_sizes(silo) == [] and rejections(silo) == []
-        assert [m.aggregator_witnessed_size for m in silo.aggregator.checkpoints] == [0]
-    finally:
-        silo.close()
-
-
-def test_the_silo_names_only_witnessed_sizes_in_its_checkpoint_messages(
-    witnessing_victim: tuple[VictimSilo, AggregatorAudit],
+def test_after_a_refused_answer_the_silo_still_asks_from_its_last_accepted_size(
+    witnessing_victim: tuple[VictimSilo, Path],
 ) -> None:
-    """The field the aggregator's proof starts from is the silo's own record, not anything the
-    aggregator said: after a refused checkpoint the silo still asks from the last accepted size."""
-    silo, audit = witnessing_victim
+    """The size the aggregator's proof starts from is the silo's own record, not anything the
+    aggregator said: after a refused checkpoint the silo asks from the last accepted size, and
+    an honest answer then extends it."""
+    silo, _ = witnessing_victim
+    honest = silo.aggregator.audit
+    assert honest is not None
     accepted = witnessed_sizes(silo)[-1]
-    silo.aggregator.checkpoint_reply = answer_as_the_aggregator(
-        audit, lambda _: AggregatorCheckpoint({"origin": AGGREGATOR_ORIGIN}, ()))
+    silo.aggregator.checkpoint_reply = answer_with(
+        honest, lambda _, genuine: replace(genuine, checkpoint={"origin": AGGREGATOR_ORIGIN}))
     exchange(silo)
-    silo.aggregator.checkpoint_reply = answer_as_the_aggregator(audit)
+    silo.aggregator.checkpoint_reply = answer_with(honest)
     exchange(silo)
     assert [m.aggregator_witnessed_size for m in silo.aggregator.checkpoints][-2:] == [accepted, accepted]
     assert witnessed_sizes(silo)[-1] > accepted

@@ -226,7 +226,8 @@ def test_the_aggregators_rollback_is_caught_by_every_hospitals_witness_found_aut
 def test_a_coordinator_that_showed_two_hospitals_different_histories_fails_against_both(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Equivocation: after 8 common entries the coordinator keeps two copies of its log (same
-    key) and hands each hospital the checkpoints of a different one, then keeps one file."""
+    key), hands st-marys a checkpoint of one (10 entries) and riverside one of the other (9),
+    then keeps the first file. Each hospital alone sees a consistent history."""
     federation = tmp_path / "federation"
     aggregator = federation / "aggregator" / "state"
     fork = tmp_path / "fork" / "state"
@@ -235,14 +236,53 @@ def test_a_coordinator_that_showed_two_hospitals_different_histories_fails_again
         for index in range(8):
             log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
     shutil.copytree(aggregator, fork)
-    for state, silo, what in ((aggregator, "st-marys", "shown"), (fork, "riverside", "hidden")):
+    for state, silo, shown in ((aggregator, "st-marys", ["kept", "kept too"]), (fork, "riverside", ["hidden"])):
         with open_log(state, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
-            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": what})
+            for what in shown:
+                log.record("configuration.changed", actor="person:C. Lee", detail={"setting": what})
             with WitnessStore.open(stores[silo]) as store:
                 store.accept(log.sign_checkpoint(), [], log.public_key)
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:  # it carries on
+        log.record("configuration.changed", actor="person:C. Lee", detail={"setting": "later"})
     code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record", "--witness", str(stores["st-marys"]))
     assert code == 0, out  # one hospital alone sees a consistent history
     code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record",
                        "--witness", str(stores["st-marys"]), "--witness", str(stores["riverside"]))
-    assert code == 1 and "entries 0..8 no longer produce the root the witness holds" in out, out
-    assert "the witnesses were shown different histories (equivocation)" in out
+    assert code == 1 and "(size 9, " in out and "entries 0..8 no longer produce the root the witness holds" in out, out
+    assert "witnesses were shown different histories (equivocation)" in out
+
+
+def test_a_node_cannot_witness_its_own_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The coordinator cuts its log back and files a checkpoint of the short log in its own
+    witness store: that store is never read as a witness of its own log, and naming it is refused."""
+    aggregator, _ = aggregator_layout(tmp_path)
+    for store in aggregator.parent.parent.glob("kits/*/state/audit/witness.sqlite3"):
+        store.unlink()  # no hospital's copy at hand
+    roll_back(NodePaths(aggregator).audit_db, keep=12)
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log, \
+            WitnessStore.open(NodePaths(aggregator).witness_db) as own:
+        own.accept(log.sign_checkpoint(), [], log.public_key)
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
+    assert code == 0 and "Rollback UNVERIFIABLE" in out and "Witness:      none found" in out, out
+    code, _, err = run(capsys, "verify", "--node", str(aggregator), "--no-record",
+                       "--witness", str(NodePaths(aggregator).witness_db))
+    assert code == 3 and "WITNESS_IS_OWN_STORE" in err, err
+
+
+def test_entries_after_the_last_witnessed_checkpoint_are_named_as_unwitnessed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    aggregator, _ = aggregator_layout(tmp_path)
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        for index in range(3):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"u{index}"})
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
+    assert code == 0 and "Rollback checked against 2 witnessed checkpoints (up to size 16)" in out, out
+    assert "Entries 16..18 came after the last witnessed checkpoint: no witness vouches for them yet" in out
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record", "--json")
+    assert json.loads(out)["entries_vouched_for_by_a_witness"] == 16
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log, \
+            WitnessStore.open(aggregator.parent.parent / "kits" / "st-marys" / "state" / "audit" / "witness.sqlite3") as store:
+        store.accept(log.sign_checkpoint(), log.consistency_proof(16, 19), log.public_key)
+        log.record("configuration.changed", actor="person:C. Lee", detail={"setting": "last"})
+    code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
+    assert code == 0 and "Entry 19 came after the last witnessed checkpoint: no witness vouches for it yet" in out

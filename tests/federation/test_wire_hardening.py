@@ -51,6 +51,7 @@ from healthfed_common.wire import codec
 from healthfed_common.wire.messages import (
     PROTOCOL_VERSION,
     Ack,
+    AggregatorCheckpoint,
     AuditCheckpoint,
     PollRequest,
     SecAggPhaseTask,
@@ -145,7 +146,8 @@ class Federation:
         return caught.value
 
 
-def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config_changes: Any) -> Iterator[Federation]:
+def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, witness: Any = None,
+           **config_changes: Any) -> Iterator[Federation]:
     port = free_port()
     fed = provision_federation(tmp_path / "fed", "wire-test", ["alpha", "bravo"], f"127.0.0.1:{port}")
     config = load_aggregator_config(fed.aggregator_config).model_copy(update=config_changes)
@@ -153,7 +155,8 @@ def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config_changes: An
     refused: list[tuple[str, str]] = []
     board = TaskBoard()
     service = FederationService(board, store, frozenset(config.silos),
-                                on_refused_connection=lambda who, code, _m: refused.append((who, code)))
+                                on_refused_connection=lambda who, code, _m: refused.append((who, code)),
+                                witness=witness)
     decodes = DecodeCounter()
     monkeypatch.setattr(codec, "decode", decodes)
     server, bound = start_server(config, service)
@@ -267,6 +270,36 @@ def test_an_aggregator_that_witnesses_nothing_says_so_with_a_code(federation: Fe
     checkpoint = AuditCheckpoint("alpha", {"origin": "silo:alpha", "size": 1}, (), 0, 0)
     ack = codec.decode(federation.call("alpha", SUBMIT_METHOD, codec.encode(checkpoint)))
     assert isinstance(ack, Ack) and (ack.accepted, ack.code) == (False, "NO_WITNESS")
+
+
+def test_a_checkpoint_over_grpc_is_answered_with_the_aggregators_own_for_the_silo_to_witness(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's real wiring (as `aggregator run` builds it): alpha's signed checkpoint,
+    sent over mutual TLS, comes back with the aggregator's checkpoint and its acknowledgment,
+    which the silo's own checks accept; a second exchange is proven consistent with the first."""
+    from aggregator.audit import AggregatorAudit
+    from compliance.audit_log import AuditLog
+    from silo_node.aggregator_witness import AggregatorLogWitness
+
+    audit = AggregatorAudit(tmp_path / "aggregator-state")
+    silo_log = AuditLog.open(tmp_path / "alpha" / "audit.sqlite3", tmp_path / "alpha" / "signing.key", "silo:alpha")
+    witness = AggregatorLogWitness(tmp_path / "alpha" / "witness.sqlite3", silo_log, "silo:alpha")
+    try:
+        for federation in _start(tmp_path, monkeypatch, witness=audit.exchange):
+            previous = 0
+            for _ in range(2):
+                silo_log.record("configuration.changed", actor="person:IT", detail={"setting": "x"})
+                sent = silo_log.sign_checkpoint()
+                proof = tuple(silo_log.consistency_proof(previous, sent.size)) if previous else ()
+                message = AuditCheckpoint("alpha", sent.to_dict(), proof, previous, witness.witnessed_size())
+                reply = codec.decode(federation.call("alpha", SUBMIT_METHOD, codec.encode(message)))
+                assert isinstance(reply, AggregatorCheckpoint), reply
+                assert witness.accept(reply, sent) is None
+                previous = sent.size
+            assert witness.witnessed_size() == int(reply.checkpoint["size"]) and reply.consistency_proof
+    finally:
+        silo_log.close()
+        audit.close()
 
 
 def test_a_message_of_the_wrong_kind_is_refused_with_a_code(federation: Federation) -> None:
