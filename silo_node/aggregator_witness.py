@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance.audit_log import AuditLog
-from compliance.checkpoints import SignedCheckpoint
+from compliance.checkpoints import MAX_SIZE, SignedCheckpoint
 from compliance.entry import AuditEntry
 from compliance.errors import CheckpointRejected, ComplianceError, InvalidProof
 from compliance.merkle import leaf_hash, verify_inclusion
@@ -110,7 +110,7 @@ class AggregatorLogWitness:
         size = offered.get("size")
         detail = {
             "origin": str(offered.get("origin", ""))[:100],
-            "size": size if isinstance(size, int) and not isinstance(size, bool) else None,
+            "size": size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_SIZE else None,
             "reason": reason,
         }
         log.error("CHECKPOINT_REJECTED: this silo refused the aggregator's audit-log checkpoint: %s", reason)
