@@ -123,6 +123,7 @@ def test_aggregator_and_silo_containers_talk_through_their_entrypoints(tmp_path:
     aggregator = _start("aggregator", {
         "HEALTHFED_FEDERATION_DIR": str(fed.aggregator_dir), "HEALTHFED_PLAN": str(plan),
         "HEALTHFED_STATE_DIR": str(agg_state), "HEALTHFED_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "HEALTHFED_OPERATOR": "C. Lee",  # the coordinator starting the plan (preflight refuses without)
     }, agg_log)
     silo = None
     try:
