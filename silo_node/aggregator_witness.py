@@ -27,7 +27,8 @@ only grow the log.
 What it does not cover: before the first checkpoint this silo accepts, nothing is pinned (a
 coordinator that rewrote its log before any silo saw it is not caught); entries the
 coordinator appends after its last exchange with a silo are witnessed by nobody until the next
-one (`compliance verify` names them); and a coordinator can show different silos different
+one (`compliance verify` names them; the runner exchanges once more when a plan ends, so a
+plan's evaluation and model export are covered); and a coordinator can show different silos different
 histories, which shows only when the officer verifies against the stores of more than one.
 """
 

@@ -78,6 +78,7 @@ class SiloRunner:
         self._connection = connection
         self._poll_interval = poll_interval_s
         self.tasks_done = 0
+        self._plans_seen_finished: set[str] = set()
         # session id -> the session's client and replies; in memory only (secrets never touch
         # disk): a silo that restarts mid-protocol is a dropout, which the protocol tolerates,
         # and the durable MaskedUpdates record keeps it from masking that update again.
@@ -108,7 +109,12 @@ class SiloRunner:
             elif isinstance(response, SecAggPhaseTask):
                 self._answer(response, self._secagg_phase)
             elif isinstance(response, PlanFinished):
-                log.info("plan %s finished after %d rounds", response.plan_hash[:12], response.rounds_completed)
+                if response.plan_hash not in self._plans_seen_finished:
+                    log.info("plan %s finished after %d rounds", response.plan_hash[:12], response.rounds_completed)
+                    self._plans_seen_finished.add(response.plan_hash)
+                    # one more exchange: the aggregator's last entries (evaluation, model export)
+                    # come after the last task, and would otherwise be witnessed by no hospital
+                    self._exchange_checkpoints()
                 if exit_when_finished:
                     return
                 stop.wait(self._poll_interval)
@@ -145,10 +151,13 @@ class SiloRunner:
         self.tasks_done += 1
         if isinstance(task, SecAggPhaseTask) and isinstance(ack, Ack) and ack.accepted:
             log.info("round %d: secure-aggregation phase %s answered", task.round, task.phase)
+        self._exchange_checkpoints()
+
+    def _exchange_checkpoints(self) -> None:
         try:
             self._send_checkpoint()
         except Exception:  # the exchange is evidence-keeping: it must never stop the silo's work
-            log.exception("the audit-checkpoint exchange with the aggregator failed; the next task tries again")
+            log.exception("the audit-checkpoint exchange with the aggregator failed; the next one tries again")
 
     def _send_checkpoint(self) -> None:
         """Hands the aggregator a signed checkpoint of this silo's audit log, with the

@@ -24,7 +24,7 @@ from aggregator.audit import AggregatorAudit
 from compliance.cli.main import main as compliance_main
 from compliance.node_dir import AGGREGATOR_ORIGIN, NodePaths
 from compliance.witness import read_witnessed
-from healthfed_common.wire.messages import Ack, AggregatorCheckpoint, AuditCheckpoint, TrainTask
+from healthfed_common.wire.messages import Ack, AggregatorCheckpoint, AuditCheckpoint, PlanFinished, TrainTask
 from tests.adversary.harness import VICTIM, VictimSilo
 from tests.compliance.compliance_tamper import raw
 
@@ -198,3 +198,22 @@ def test_after_a_refused_answer_the_silo_still_asks_from_its_last_accepted_size(
     assert [m.aggregator_witnessed_size for m in silo.aggregator.checkpoints][-2:] == [accepted, accepted]
     assert witnessed_sizes(silo)[-1] > accepted
     assert len(rejections(silo)) == 1
+
+
+def test_when_the_plan_ends_the_silo_witnesses_the_aggregators_last_entries_once(
+    witnessing_victim: tuple[VictimSilo, Path],
+) -> None:
+    """The model export comes after the last task; the silo's exchange on PlanFinished puts
+    it under a hospital's witness. Repeated PlanFinished answers (the aggregator lingers) do not
+    repeat the exchange."""
+    silo, _ = witnessing_victim
+    audit = silo.aggregator.audit
+    assert audit is not None
+    exported = audit.record("model.exported", actor=AGGREGATOR_ORIGIN, detail={"plan_hash": "ab" * 32, "path": "m"})
+    exchanges = len(silo.aggregator.checkpoints)
+    assert witnessed_sizes(silo)[-1] <= exported
+    for _ in range(3):
+        silo.aggregator.script(PlanFinished("ab" * 32, 3))
+    silo.settle(polls=5)
+    assert len(silo.aggregator.checkpoints) == exchanges + 1
+    assert witnessed_sizes(silo)[-1] > exported and rejections(silo) == []
