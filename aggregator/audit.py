@@ -78,9 +78,8 @@ class AggregatorAudit:
         if isinstance(index, str):
             return Ack(False, "CHECKPOINT_REJECTED", index)
         log = self._log()
-        checkpoint = log.latest_checkpoint()
-        if checkpoint is None or checkpoint.size <= index:  # another handle appended: sign what we see
-            checkpoint = log.sign_checkpoint()
+        checkpoint = log.latest_checkpoint()  # record() stored one covering `index` with the entry
+        assert checkpoint is not None and checkpoint.size > index
         witnessed = message.aggregator_witnessed_size
         consistency = (tuple(log.consistency_proof(witnessed, checkpoint.size))
                        if 0 < witnessed < checkpoint.size else ())

@@ -181,13 +181,13 @@ def verify_raw_log(
     problems = [p for p in (entry_problem, state.problem) if p is not None]
     witness_count = 0
     anchors: list[str] = []
+    witnessed_size = max((c.size for c in witnessed or [] if c.origin == raw.origin), default=0)
     if witnessed:
         witness_problem, witness_count = _check_witnessed(raw, tree, witnessed, trusted_public_key)
         if witness_problem:
             problems.append(witness_problem)
         if witness_count:
-            anchors.append(f"{witness_count} witnessed checkpoints (up to size "
-                           f"{max(c.size for c in witnessed if c.origin == raw.origin)})")
+            anchors.append(f"{witness_count} witnessed checkpoints (up to size {witnessed_size})")
     if acknowledged is not None and acknowledged.size > 0:
         stored = len(raw.entries)
         if acknowledged.size > stored:
@@ -200,8 +200,7 @@ def verify_raw_log(
             ))
         anchors.append(f"the acknowledged size {acknowledged.size} ({acknowledged.source})")
     first = min(problems, key=lambda p: p.index) if problems else None
-    vouched_size = max([c.size for c in witnessed or [] if c.origin == raw.origin] +
-                       [acknowledged.size if acknowledged is not None else 0])
+    vouched_size = max(witnessed_size, acknowledged.size if acknowledged is not None else 0)
     return VerificationResult(
         db_path=raw.path,
         origin=raw.origin,
@@ -375,8 +374,7 @@ def _check_witnessed(
     is not the key this log is being verified with, the node's key was replaced.
     """
     count = 0
-    vouched = 0
-    matched: list[int] = []
+    matched: list[int] = []  # sizes of the witnessed checkpoints that matched, ascending
     for cp in sorted(witnessed, key=lambda c: c.size):
         if raw.origin is not None and cp.origin != raw.origin:
             continue
@@ -384,7 +382,7 @@ def _check_witnessed(
         try:
             cp.verify()
         except SignatureInvalid as exc:
-            return Problem(vouched, f"the witness database is corrupt: {exc}"), count
+            return Problem(matched[-1] if matched else 0, f"the witness database is corrupt: {exc}"), count
         if cp.public_key != trusted_key:
             return (
                 Problem(
@@ -421,6 +419,5 @@ def _check_witnessed(
                 count,
             )
         matched.append(cp.size)
-        vouched = cp.size
         count += 1
     return None, count
