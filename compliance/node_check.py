@@ -51,7 +51,7 @@ def check_log(
         sources, how = find_witnesses(node.witness_candidates(), origin), "found automatically"
     else:
         sources, how = [], ""
-    witnessed = [checkpoint for _, checkpoints in sources for checkpoint in checkpoints] if sources else None
+    witnessed = [(str(path), checkpoints) for path, checkpoints in sources]
     witness_source = "; ".join(f"{path} ({how}, {len(checkpoints)} checkpoints of {origin})"
                                for path, checkpoints in sources) or None
     acknowledged = None
@@ -59,5 +59,5 @@ def check_log(
         size = node.acknowledged_size()
         if size is not None:
             acknowledged = Acknowledged(size, f"the silo's own record {node.silo_db.name}")
-    result = verify_raw_log(raw, key, witnessed, acknowledged=acknowledged)
+    result = verify_raw_log(raw, key, witnessed or None, acknowledged=acknowledged)
     return NodeCheck(raw, result, key_source, witness_source)

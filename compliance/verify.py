@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from compliance.checkpoints import SignedCheckpoint
 from compliance.entry import AuditEntry
@@ -150,14 +151,22 @@ class Acknowledged:
     source: str
 
 
+WitnessStores = Sequence[tuple[str, Sequence[SignedCheckpoint]]]
+"""Witnessed checkpoints grouped by the store (named for people) that held them."""
+
+
 def verify_raw_log(
     raw: RawLog,
     trusted_public_key: bytes,
-    witnessed: list[SignedCheckpoint] | None = None,
+    witnessed: list[SignedCheckpoint] | WitnessStores | None = None,
     *,
     acknowledged: Acknowledged | None = None,
 ) -> VerificationResult:
-    """Verify already-read log contents (see the module docstring for the checks)."""
+    """Verify already-read log contents (see the module docstring for the checks).
+
+    `witnessed` is either the checkpoints themselves or, so that a failure can say which
+    witness holds the checkpoint the log contradicts (and, for equivocation, which one holds a
+    checkpoint it matches), the checkpoints grouped by the store they came from."""
     tree = MerkleTree()
     parsed: list[AuditEntry] = []
     entry_problem: Problem | None = None
@@ -181,9 +190,10 @@ def verify_raw_log(
     problems = [p for p in (entry_problem, state.problem) if p is not None]
     witness_count = 0
     anchors: list[str] = []
-    witnessed_size = max((c.size for c in witnessed or [] if c.origin == raw.origin), default=0)
-    if witnessed:
-        witness_problem, witness_count = _check_witnessed(raw, tree, witnessed, trusted_public_key)
+    held = _with_sources(witnessed)
+    witnessed_size = max((c.size for c, _ in held if c.origin == raw.origin), default=0)
+    if held:
+        witness_problem, witness_count = _check_witnessed(raw, tree, held, trusted_public_key)
         if witness_problem:
             problems.append(witness_problem)
         if witness_count:
@@ -365,29 +375,53 @@ def _blob(value: object) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
+def _with_sources(
+    witnessed: list[SignedCheckpoint] | WitnessStores | None,
+) -> list[tuple[SignedCheckpoint, str | None]]:
+    """Each witnessed checkpoint with the store that held it (None where not given)."""
+    held: list[tuple[SignedCheckpoint, str | None]] = []
+    for item in witnessed or []:
+        if isinstance(item, SignedCheckpoint):
+            held.append((item, None))
+        else:
+            source, checkpoints = item
+            held.extend((checkpoint, source) for checkpoint in checkpoints)
+    return held
+
+
+def _held_by(source: str | None) -> str:
+    return f" held by {source}" if source else ""
+
+
+def _named(source: str | None) -> str:
+    return f" {source}" if source else ""
+
+
 def _check_witnessed(
-    raw: RawLog, tree: MerkleTree, witnessed: list[SignedCheckpoint], trusted_key: bytes
+    raw: RawLog, tree: MerkleTree, witnessed: list[tuple[SignedCheckpoint, str | None]], trusted_key: bytes
 ) -> tuple[Problem | None, int]:
     """Every checkpoint a witness accepted from this origin must match the log as stored.
 
     Witnessed checkpoints are checked under the key the witness enrolled (their own); if that
-    is not the key this log is being verified with, the node's key was replaced.
+    is not the key this log is being verified with, the node's key was replaced. A failure
+    names the store holding the contradicted checkpoint, so an officer knows which witness to
+    keep as evidence.
     """
     count = 0
     matched: list[int] = []  # sizes of the witnessed checkpoints that matched, ascending
-    for cp in sorted(witnessed, key=lambda c: c.size):
+    for cp, source in sorted(witnessed, key=lambda held: held[0].size):
         if raw.origin is not None and cp.origin != raw.origin:
             continue
-        label = f"witnessed checkpoint (size {cp.size}, {cp.timestamp})"
+        label = f"witnessed checkpoint (size {cp.size}, {cp.timestamp}){_held_by(source)}"
         try:
             cp.verify()
         except SignatureInvalid as exc:
-            return Problem(matched[-1] if matched else 0, f"the witness database is corrupt: {exc}"), count
+            return Problem(matched[-1] if matched else 0, f"the witness database{_named(source)} is corrupt: {exc}"), count
         if cp.public_key != trusted_key:
             return (
                 Problem(
                     0,
-                    f"the witness holds this origin's checkpoints under key "
+                    f"the witness{_named(source)} holds this origin's checkpoints under key "
                     f"{cp.key_fingerprint[:16]}…, but the log verifies with "
                     f"{fingerprint(trusted_key)[:16]}… (signing key replaced)",
                 ),
@@ -406,15 +440,17 @@ def _check_witnessed(
         if tree.root(cp.size) != cp.root:
             # entries below the largest smaller size a witness vouched for are not in question
             below = max((size for size in matched if size < cp.size), default=0)
-            forked = any(cp.size <= o.size <= tree.size and o.origin == cp.origin and tree.root(o.size) == o.root
-                         for o in witnessed)
+            agreeing = [(o, where) for o, where in witnessed
+                        if cp.size <= o.size <= tree.size and o.origin == cp.origin and tree.root(o.size) == o.root]
+            agreeing_stores = sorted({where for _, where in agreeing if where and where != source})
             return (
                 Problem(
                     below,
                     f"{label}: entries {below}..{cp.size - 1} no longer produce the root "
                     "the witness holds (history was rewritten, possibly re-signed)"
-                    + ("; another witnessed checkpoint of this or a later size matches the log, so "
-                       "witnesses were shown different histories (equivocation)" if forked else ""),
+                    + (("; another witnessed checkpoint of this or a later size matches the log"
+                        + (f" ({', '.join(agreeing_stores)})" if agreeing_stores else "")
+                        + ", so witnesses were shown different histories (equivocation)") if agreeing else ""),
                 ),
                 count,
             )

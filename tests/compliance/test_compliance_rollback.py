@@ -249,7 +249,8 @@ def test_a_coordinator_that_showed_two_hospitals_different_histories_fails_again
     code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record",
                        "--witness", str(stores["st-marys"]), "--witness", str(stores["riverside"]))
     assert code == 1 and "(size 9, " in out and "entries 0..8 no longer produce the root the witness holds" in out, out
-    assert "witnesses were shown different histories (equivocation)" in out
+    assert f"held by {stores['riverside']}" in out  # the witness that was shown the hidden branch
+    assert f"matches the log ({stores['st-marys']}), so witnesses were shown different histories (equivocation)" in out
 
 
 def test_a_node_cannot_witness_its_own_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
