@@ -80,8 +80,11 @@ def test_a_missing_required_value_stops_the_render(federation_dir: Federation, t
     assert "federation.aggregatorYaml is required" in report["message"]
 
 
-def test_a_release_that_names_no_operator_is_not_rendered(federation_dir: Federation, tmp_path: Path) -> None:
-    """Starting a plan is a person's action: the chart refuses to render without the coordinator's name."""
-    status, report = _render(federation_dir, tmp_path, operator=None)
+@pytest.mark.parametrize("operator", [None, "   "], ids=["unset", "blank"])
+def test_a_release_that_names_no_operator_is_not_rendered(federation_dir: Federation, tmp_path: Path,
+                                                          operator: str | None) -> None:
+    """Starting a plan is a person's action: the chart refuses to render without the coordinator's
+    name, and a blank one is no name (it was rendered, and refused only when the pod started)."""
+    status, report = _render(federation_dir, tmp_path, operator=operator)
     assert status == 3 and report["code"] == "RENDER_FAILED"
     assert "operator is required" in report["message"]
