@@ -26,7 +26,10 @@ the connection is reset (not closed cleanly), bytes written in the last `unconfi
 seconds may have been discarded unread by the peer, so those rows are sent again. In both
 cases the receiver sees the same `origin`/`index` twice and can drop the second. A graceful
 repository stop closes the connection cleanly; the sender notices that before its next write
-and repeats nothing. What the sender cannot see, for the same lack of acknowledgements: a
+and repeats nothing. When the sender itself stops (`--once`, a signal) it sends TLS close_notify
+and waits for the repository to close its side, which a receiver does only after reading every
+frame before it; if that does not come within `linger_s`, the rows of the unconfirmed window are
+queued again (`Forwarder.disconnect`). What the sender cannot see, for the same lack of acknowledgements: a
 message the repository has read and then drops itself (an in-memory queue discarded at its
 shutdown) is marked delivered and never resent. The repository's own queue must survive its
 restart (rsyslog: disk-assisted, `queue.saveOnShutdown="on"`); a gap shows against the signed
@@ -257,6 +260,7 @@ class Forwarder:
         default_purpose: str = "",
         unconfirmed_s: float = 1.0,
         connect_timeout_s: float = 5.0,
+        linger_s: float = 5.0,
         status: Callable[[str], None] | None = None,
     ) -> None:
         self.paths = NodePaths(Path(node_dir))
@@ -268,6 +272,7 @@ class Forwarder:
         self._default_purpose = default_purpose
         self._unconfirmed_s = unconfirmed_s
         self._connect_timeout_s = connect_timeout_s
+        self._linger_s = linger_s
         self._status = status or (lambda line: None)
         self._sock: ssl.SSLSocket | None = None
         self._recent: deque[tuple[int, float]] = deque()
@@ -355,8 +360,37 @@ class Forwarder:
             stop.wait(backoff)
         self.close()
 
+    def disconnect(self) -> None:
+        """End the stream before stopping, and wait (up to `linger_s`) until the repository
+        closes its side. Why: a syslog receiver closes only after it has read our end of
+        stream, which comes after every frame, so its close says it has read them all; a sender
+        that just closes and exits cannot tell, and a repository stopping before it read the
+        last frames loses them although they are marked delivered. Without that confirmation
+        the rows written in the unconfirmed window are queued again (a duplicate the receiver
+        drops by origin/index, rather than a gap)."""
+        sock = self._sock
+        if sock is None:
+            return
+        self._forget_confirmed()
+        if self._recent and not self._end_confirmed(sock):
+            self.outbox.unmark([idx for idx, _ in self._recent])
+            self._status(f"audit repository {self.target.destination} did not confirm it read the last "
+                         f"{len(self._recent)} events within {self._linger_s:g} s; they stay queued")
+        self._drop(reset=False, by_peer=False)
+
+    def _end_confirmed(self, sock: ssl.SSLSocket) -> bool:
+        """Send TLS close_notify and wait for the repository to close: True once it has."""
+        try:
+            sock.settimeout(self._linger_s)
+            sock.unwrap()  # returns once the repository answered with its own close_notify
+        except ssl.SSLEOFError:
+            return True  # it closed the connection after reading ours (rsyslog does this)
+        except (ssl.SSLError, OSError):
+            return False  # a timeout or a reset: what it read is not known
+        return True
+
     def close(self) -> None:
-        self._drop(reset=False)
+        self.disconnect()
         self.outbox.close()
 
     def _connection(self) -> ssl.SSLSocket:
@@ -405,8 +439,9 @@ class Forwarder:
         while self._recent and self._recent[0][1] < horizon:
             self._recent.popleft()
 
-    def _drop(self, reset: bool) -> None:
-        """Close the connection; after a reset, requeue rows written in the unconfirmed window."""
+    def _drop(self, reset: bool, by_peer: bool = True) -> None:
+        """Close the connection; after a reset, requeue rows written in the unconfirmed window.
+        `by_peer` False: the sender closes it itself (stopping), which is not an outage to report."""
         if self._sock is not None:
             if reset:
                 self._forget_confirmed()
@@ -416,8 +451,9 @@ class Forwarder:
                 self._sock.close()
             except OSError:
                 pass
-            self._status(f"audit repository {self.target.destination} "
-                         f"{'reset' if reset else 'closed'} the connection; events stay queued")
+            if by_peer:
+                self._status(f"audit repository {self.target.destination} "
+                             f"{'reset' if reset else 'closed'} the connection; events stay queued")
         self._sock = None
         self._recent.clear()
         self.connected = False

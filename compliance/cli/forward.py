@@ -26,7 +26,9 @@ Every event is first queued in DIR/audit/atna-outbox.sqlite3; the sender deliver
 order and marks an event delivered only after its TLS write succeeded. While the repository is
 down, events stay queued (the node keeps running) and are sent once it is back. Runs until
 stopped (SIGINT/SIGTERM), watching the log for new events; --once delivers what is there and
-exits. The outbox belongs to one repository: forwarding the same node to another address is
+exits. On stopping it ends the TLS stream and waits (up to 5 s) for the repository to close its
+side, which it does only after reading every event; without that, the last events stay queued
+and are sent again next time (the repository can drop a repeat by its origin and index). The outbox belongs to one repository: forwarding the same node to another address is
 refused (OUTBOX_DESTINATION_CHANGED).
 
 Repository settings: rsyslog's default maxMessageSize (8k) can cut long events; set it to 64k.
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         try:
             forwarder.step()
+            forwarder.disconnect()  # waits until the repository has read what was sent
             queued, delivered = forwarder.outbox.counts()
         finally:
             forwarder.close()
