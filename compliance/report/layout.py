@@ -164,10 +164,11 @@ def _plans(data: ReportData) -> Section:
         for p in data.plans
     )
     return Section(SECTIONS[4], (
-        Paragraph("Every plan this node received, with the last decision taken on it up to the end "
-                  "of the period: who decided (a person, or the node by its local policy), the "
+        Paragraph("Every plan this node received (a hospital) or started (the aggregator), with the "
+                  "last decision or action taken on it up to the end of the period: who took it (a "
+                  "person, or the node by its local policy), the "
                   "ε/δ it was allowed to spend, the approval's expiry and the cohort it may run with."),
-        Table("Plans", ("Plan", "Hash", "Purpose", "Status", "Decided by", "When (UTC)", "Expires",
+        Table("Plans", ("Plan", "Hash", "Purpose", "Status", "By", "When (UTC)", "Expires",
                         "Privacy", "Cohort"), rows, empty="No plan events up to the end of the period."),
     ))
 
