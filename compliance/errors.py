@@ -61,6 +61,13 @@ class SigningKeyMismatch(ComplianceError, PermissionError):
     code = "SIGNING_KEY_MISMATCH"
 
 
+class ExportNotRecordable(ComplianceError, PermissionError):
+    """The node folder has no audit signing key, so an export from it could not be recorded
+    (a copy of the folder, handed over as evidence): no report is written and no key made."""
+
+    code = "EXPORT_NOT_RECORDABLE"
+
+
 class LogIntegrityError(ComplianceError, ValueError):
     """The log's entries or checkpoints show tampering; `index` is the first bad entry."""
 

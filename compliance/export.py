@@ -20,7 +20,7 @@ from healthfed_common.atomic_files import write_atomically
 
 from compliance.audit_log import AuditLog
 from compliance.clock import Clock, utc_now
-from compliance.errors import ReportError
+from compliance.errors import ExportNotRecordable, ReportError
 from compliance.node_check import check_log
 from compliance.node_dir import NodePaths
 from compliance.period import Period
@@ -86,6 +86,12 @@ def export_report(
     raw, result = check.raw, check.result
     if raw.origin is None:
         raise ReportError(f"{paths.audit_db} has no origin recorded; is it an audit log?")
+    if result.ok and not paths.signing_key.is_file():
+        # checked before anything is written: opening the log to record would make a new key
+        raise ExportNotRecordable(
+            f"{paths.signing_key} is missing, so this export could not be recorded in the node's audit "
+            "log (is this a copy of the node folder?); no report was written. Export on the node "
+            "itself, or check a copy read-only with `compliance verify`")
     data = build_report_data(
         origin=raw.origin,
         node_dir=paths.root,

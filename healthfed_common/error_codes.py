@@ -422,6 +422,10 @@ class ErrorCode(StrEnum):
                      "Keep the file as evidence and report it; the first bad entry is named.")
     SIGNING_KEY_MISMATCH = ("SIGNING_KEY_MISMATCH", "The audit signing key on disk did not sign this log's checkpoints.",
                             "Suspect a replaced key; report it.")
+    EXPORT_NOT_RECORDABLE = ("EXPORT_NOT_RECORDABLE", "The node folder has no audit signing key, so a report exported from it could not be recorded in its log.",
+                             "Export on the node itself (a copy of its folder cannot record who exported); `compliance verify` checks a copy read-only.")
+    COMPLIANCE_INTERNAL_ERROR = ("COMPLIANCE_INTERNAL_ERROR", "The compliance tool failed unexpectedly: a defect, not a verdict on the log.",
+                                 "Keep the printed traceback and report it; run the command again after an upgrade.")
     MALFORMED_CHECKPOINT = ("MALFORMED_CHECKPOINT", "A checkpoint lacks a field or has one of the wrong form.",
                             "Run `compliance verify`; suspect tampering.")
     SIGNATURE_INVALID = ("SIGNATURE_INVALID", "A checkpoint's signature does not verify.",

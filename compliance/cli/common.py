@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_INTEGRITY = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
+EXIT_INTERNAL = 5
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -26,6 +27,8 @@ exit codes:
   3  an input is missing or invalid (node directory, a file that never was an audit log,
      key, witness database, record of processing, dates, output path, no person named
      with --by or $HEALTHFED_OPERATOR)
+  5  the tool failed unexpectedly (COMPLIANCE_INTERNAL_ERROR): a defect, not a verdict on
+     the log; the traceback is printed
 """
 
 

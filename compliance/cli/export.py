@@ -32,7 +32,10 @@ AuditEvent resources). The log is verified first; a log that fails verification 
 its report, marked FAILED, and the command exits with code 1. Every successful export is
 itself recorded in the node's audit log (report.exported, with the report's SHA-256 and the
 person from --by or $HEALTHFED_OPERATOR, which is required), so you need write access to the
-node directory. A damaged or truncated log file cannot be reported on: exit code 1.
+node directory and its audit signing key: a copy of the folder without audit/signing.key gets
+no report (EXPORT_NOT_RECORDABLE; check such a copy with `compliance verify`). A FAILED report
+says that its export was not recorded. A damaged or truncated log file cannot be reported on:
+exit code 1.
 
 DIR/processing-record.yaml must contain exactly these keys:
   controller: {name, contact, representative (optional), dpo_contact (optional)}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Sequence
 
 from compliance.cli import export, forward, show, verify
-from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_INTEGRITY, EXIT_USAGE
+from compliance.cli.common import EXIT_CODES_HELP, EXIT_INPUT, EXIT_INTEGRITY, EXIT_INTERNAL, EXIT_USAGE
 from compliance.errors import ComplianceError, LogCorrupt
+from healthfed_common.error_codes import ErrorCode
 from healthfed_common.errors import HealthFedError
 
 DESCRIPTION = """\
@@ -48,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"compliance: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 - a defect must not exit 1, which means tampering
+        traceback.print_exc()
+        print(f"compliance: error [{ErrorCode.COMPLIANCE_INTERNAL_ERROR}]: the command failed unexpectedly "
+              f"({type(exc).__name__}); this is a defect, not a verdict on the audit log", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -131,8 +131,11 @@ def _summary(data: ReportData) -> Section:
         ("Refusals in period", refusals),
     ]
     if data.exported_by:
-        rows.append(("Report exported by", f"{data.exported_by}, {data.generated_at}; this export is "
-                     "recorded in the node's audit log as a report.exported event with this file's SHA-256"))
+        rows.append(("Report exported by", f"{data.exported_by}, {data.generated_at}; " + (
+            "this export is recorded in the node's audit log as a report.exported event with this "
+            "file's SHA-256" if data.integrity.verified else
+            "this export is NOT recorded in the node's audit log: nothing is appended to a log that "
+            "failed verification")))
     return Section(SECTIONS[0], (
         Paragraph(verdict, emphasis=True),
         KeyValues(tuple(rows)),

@@ -87,6 +87,9 @@ def render_pdf(data: ReportData) -> bytes:
         ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#f7f9fb")),
     ])
 
+    # Tables split inside a row (splitInRow): a cell's text comes partly from the coordinator (a
+    # plan's purpose, up to 2,000 characters) and a summary cell lists every plan, so a row can be
+    # taller than a page, which reportlab otherwise refuses to lay out (LayoutError: no PDF at all).
     def text(value: str, style: str = "cell") -> Any:
         if style == "cell" and any(len(word) > 18 for word in value.split()):
             style = "cell-long"  # hashes and paths break anywhere; words wrap at spaces
@@ -98,7 +101,7 @@ def render_pdf(data: ReportData) -> bytes:
         if isinstance(item, KeyValues):
             rows = [[text(k, "head"), text(v, "mono" if _is_hex(v) else "cell")]
                     for k, v in item.rows]
-            table = RLTable(rows, colWidths=[0.32 * width, 0.68 * width])
+            table = RLTable(rows, colWidths=[0.32 * width, 0.68 * width], splitInRow=1)
             table.setStyle(kv_style)
             return [table, Spacer(1, 6)]
         if isinstance(item, Table):
@@ -109,7 +112,7 @@ def render_pdf(data: ReportData) -> bytes:
             weights = item.widths or (1.0,) * len(item.headers)
             table = RLTable(rows, colWidths=[width * w / sum(weights) for w in weights],
                             rowHeights=[None] + [16 * mm] * len(item.rows) if item.tall else None,
-                            repeatRows=1)
+                            repeatRows=1, splitInRow=1)
             table.setStyle(grid)
             # a caption never sits alone at the foot of a page
             return [KeepTogether([text(item.caption, "h3"), table]), Spacer(1, 6)]

@@ -131,6 +131,10 @@ def test_tampered_log_gets_a_failed_report_and_no_export_event(
     html = out.read_text(encoding="utf-8")
     assert "FAILED at entry 6" in html
     assert len(read_raw_log(db).entries) == 16  # nothing appended to the untrusted log
+    # and the report says so, rather than telling its reader the export is on record
+    assert "this export is NOT recorded in the node&#x27;s audit log" in html or \
+        "this export is NOT recorded in the node's audit log" in html
+    assert "this export is recorded" not in html
 
 
 def test_missing_processing_record(node: Path, tmp_path: Path) -> None:
@@ -361,3 +365,77 @@ def test_pages_render_to_png(node_with_record: Path, tmp_path: Path) -> None:
         assert image.size[0] > 400 and image.size[1] > 600
         dark = sum(1 for value in image.getdata() if value < 128)
         assert dark > 0.01 * image.size[0] * image.size[1], f"page {number} looks blank"
+
+
+def test_a_coordinators_long_purpose_and_hundreds_of_plans_still_give_a_whole_pdf(
+        node_with_record: Path, tmp_path: Path) -> None:
+    """The coordinator writes a plan's purpose (up to 2,000 characters) and the silo records it on
+    receipt, approved or not; a summary cell lists every plan. Table rows taller than a page made
+    reportlab refuse the whole PDF (LayoutError), for every later period: rows now split."""
+    from pypdf import PdfReader
+
+    from compliance_support import open_log
+    from silo_node.approvals import PlanApprovals
+    from silo_node.datasets.policy import DatasetPolicy
+    from silo_node.policy import ApprovalPolicy
+    from silo_node.storage import open_silo_db
+    from tests.silo_data.exports import HEART_POLICY
+    from tests.silo_data.plans import make_plan
+
+    from datetime import datetime, timedelta, timezone
+
+    clock = SteppingClock(datetime(2025, 3, 20, 9, 0, tzinfo=timezone.utc), step=timedelta(minutes=1))
+    purpose = " ".join(f"aim{n} risk." for n in range(162))  # 1,995 characters (the schema allows 2,000)
+    policy = DatasetPolicy.from_document(HEART_POLICY)
+    with open_log(node_with_record, clock) as log:
+        connection = open_silo_db(node_with_record / "silo.sqlite3")
+        approvals = PlanApprovals(connection, ApprovalPolicy(), audit=log)
+        approvals.consider(make_plan(name="long-purpose", purpose=purpose), policy, now=clock.now)
+        for number in range(250):
+            approvals.consider(make_plan(name=f"heart-lr-v{number}"), policy, now=clock.now)
+        connection.close()
+    out = tmp_path / "report.pdf"
+    outcome = export(node_with_record, "pdf", out)
+    assert outcome.verification.ok and outcome.logged_index is not None
+    flat = " ".join(" ".join(page.extract_text() for page in PdfReader(out).pages).split())
+    assert "aim0 risk." in flat and "aim161 risk." in flat  # all of it is shown
+    assert "heart-lr-v249" in flat
+
+
+def test_an_export_from_a_copy_without_the_signing_key_writes_nothing_and_makes_no_key(
+        node_with_record: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Evidence handed over as a copy of the node folder has the public key but not the signing
+    key: the export could not be recorded, so it is refused before a report is written, and no
+    new key is created in the evidence folder (opening the log to record would make one)."""
+    import shutil
+
+    from compliance.cli.main import main
+
+    copy = tmp_path / "evidence"
+    shutil.copytree(node_with_record, copy)
+    NodePaths(copy).signing_key.unlink()
+    out = tmp_path / "report.html"
+    code = main(["export", "--node", str(copy), "--from", "2025-03-01", "--to", "2025-03-31",
+                 "--format", "html", "--out", str(out), "--by", "Olga Officer"])
+    assert code == 3 and "EXPORT_NOT_RECORDABLE" in capsys.readouterr().err
+    assert not out.exists() and not NodePaths(copy).signing_key.exists()
+    assert main(["verify", "--node", str(copy), "--no-record"]) == 0  # a copy is still checked read-only
+
+
+def test_an_unexpected_failure_exits_5_not_1_which_means_tampering(
+        node_with_record: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 1 is the verdict "the log FAILED verification"; a defect in rendering must not read
+    as one to a monitoring script. The renderer is made to fail as reportlab did (LayoutError)."""
+    import compliance.report.pdf
+    from compliance.cli.main import main
+
+    def broken(_data: object) -> bytes:
+        raise RuntimeError("Flowable too large on page 4")
+
+    monkeypatch.setattr(compliance.report.pdf, "render_pdf", broken)
+    code = main(["export", "--node", str(node_with_record), "--from", "2025-03-01", "--to", "2025-03-31",
+                 "--format", "pdf", "--out", str(tmp_path / "r.pdf"), "--by", "Olga Officer"])
+    err = capsys.readouterr().err
+    assert code == 5 and "COMPLIANCE_INTERNAL_ERROR" in err and "not a verdict on the audit log" in err, err
+    assert not (tmp_path / "r.pdf").exists()
