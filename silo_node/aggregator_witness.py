@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,10 @@ class AggregatorLogWitness:
         return reason
 
     def _record_refusal(self, offered: dict[str, Any], reason: str) -> None:
+        reason = _printable(reason)
         size = offered.get("size")
         detail = {
-            "origin": str(offered.get("origin", ""))[:100],
+            "origin": _printable(str(offered.get("origin", ""))[:100]),
             "size": size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_SIZE else None,
             "reason": reason,
         }
@@ -118,6 +120,13 @@ class AggregatorLogWitness:
         if self._audit is not None:
             self._audit.record("checkpoint.rejected", actor=self._actor, outcome="serious_failure",
                                detail=detail)
+
+
+def _printable(text: str) -> str:
+    """`text` with every control or format character (newlines, bidi overrides) replaced by '?':
+    a refusal quotes what the coordinator sent, and that text must not reshape the log's
+    reports or the console it is printed to."""
+    return "".join("?" if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def _check_acknowledgment(reply: AggregatorCheckpoint, signed: SignedCheckpoint, sent: SignedCheckpoint) -> None:
@@ -134,7 +143,7 @@ def _check_acknowledgment(reply: AggregatorCheckpoint, signed: SignedCheckpoint,
             "checkpoint.witnessed", AGGREGATOR_ORIGIN, "success", reply.acknowledgment_index):
         raise CheckpointRejected(
             f"rejected {where}: entry {reply.acknowledgment_index} it offers is not its acceptance "
-            f"of this silo's checkpoint ({entry.kind}, index {entry.index})")
+            f"of this silo's checkpoint (kind {entry.kind[:40]!r}, index {entry.index})")
     detail = entry.detail
     if (detail.get("origin"), detail.get("size"), detail.get("root_hash")) != (sent.origin, sent.size, sent.root_hash):
         raise CheckpointRejected(

@@ -118,6 +118,14 @@ def _summary(data: ReportData) -> Section:
     codes = Counter(reason_of(item.entry.detail).split(":", 1)[0] or item.entry.kind for item in data.refusals)
     refusals = (f"{len(data.refusals)}: " + ", ".join(f"{code} ×{n}" for code, n in codes.most_common())
                 if data.refusals else "None")
+    # the rest of section 8 (security events, failures), so a serious failure such as a refused
+    # aggregator checkpoint is on the first page and not only among the refusals' detail
+    others = [item for item in data.flagged if "refusal" not in item.why]
+    other_kinds = Counter(
+        item.entry.kind + ("" if item.entry.outcome_name == "success" else f" ({item.entry.outcome_name.replace('_', ' ')})")
+        for item in others)
+    security = (f"{len(others)}: " + ", ".join(f"{kind} ×{n}" for kind, n in other_kinds.most_common())
+                + "; each in section 8" if others else "None")
     rows: list[tuple[str, str]] = [
         ("Verdict", data.verdict),
         ("Node", data.origin),
@@ -129,6 +137,7 @@ def _summary(data: ReportData) -> Section:
         ("Privacy budget (ε) per dataset", privacy),
         ("Disclosures in period", disclosures),
         ("Refusals in period", refusals),
+        ("Security events and failures in period", security),
     ]
     if data.exported_by:
         rows.append(("Report exported by", f"{data.exported_by}, {data.generated_at}; " + (

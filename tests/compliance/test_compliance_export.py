@@ -439,3 +439,54 @@ def test_an_unexpected_failure_exits_5_not_1_which_means_tampering(
     err = capsys.readouterr().err
     assert code == 5 and "COMPLIANCE_INTERNAL_ERROR" in err and "not a verdict on the audit log" in err, err
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_a_coordinator_cannot_write_the_explanation_of_its_own_refused_checkpoint(
+        node_with_record: Path, tmp_path: Path) -> None:
+    """A refused aggregator checkpoint is the hospital's alarm (checkpoint.rejected, a serious
+    failure). The coordinator chose the acknowledgment entry the refusal quotes: its text is
+    quoted, cut to 40 characters and stripped of control characters, and the alarm is on the
+    report's first page, not only in section 8."""
+    import unicodedata
+    from datetime import datetime, timezone
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from compliance.checkpoints import sign_checkpoint
+    from compliance.merkle import MerkleTree
+    from compliance_support import open_log
+    from healthfed_common.canonical_json import canonical_json
+    from healthfed_common.wire.messages import AggregatorCheckpoint
+    from silo_node.aggregator_witness import AggregatorLogWitness
+
+    story = ("checkpoint.witnessed\u202e, index 0).\nRESOLVED: clock skew, ACCEPTED on retry; no action "
+             "needed (")
+    ack = canonical_json({"v": 1, "index": 0, "kind": story, "type": {}, "subtype": [], "action": "C",
+                          "recorded": "2025-03-01T08:00:00.000000Z", "outcome": "0", "agents": [],
+                          "source": "aggregator", "entities": {}, "detail": {}})
+    tree = MerkleTree()
+    tree.append_entry(ack)
+    theirs = sign_checkpoint(Ed25519PrivateKey.generate(), "aggregator", 1, tree.root(),
+                             datetime(2025, 3, 2, tzinfo=timezone.utc))
+    clock = SteppingClock(datetime(2025, 3, 20, 9, 0, tzinfo=timezone.utc))
+    with open_log(node_with_record, clock) as log:
+        witness = AggregatorLogWitness(node_with_record / "audit" / "witness.sqlite3", log, "silo:st-marys")
+        reason = witness.accept(AggregatorCheckpoint(theirs.to_dict(), (), ack, 0, ()), log.sign_checkpoint())
+        forged = sign_checkpoint(Ed25519PrivateKey.generate(), "aggregator\u202e\nVERIFIED", 1, tree.root(),
+                                 datetime(2025, 3, 2, tzinfo=timezone.utc))
+        assert witness.accept(AggregatorCheckpoint(forged.to_dict(), (), ack, 0, ()), log.sign_checkpoint())
+    assert reason is not None
+    other_origin = [json.loads(e[1])["detail"]["origin"] for e in read_raw_log(NodePaths(node_with_record).audit_db).entries
+                    if b"checkpoint.rejected" in e[1]][-1]
+    assert other_origin == "aggregator??VERIFIED", other_origin  # the offered origin, defanged
+    recorded = [e for e in read_raw_log(NodePaths(node_with_record).audit_db).entries
+                if b"checkpoint.rejected" in e[1]]
+    stored = json.loads(recorded[-2][1])["detail"]["reason"]
+    assert "ACCEPTED" not in stored and "no action" not in stored, stored  # cut to 40 characters
+    assert "(kind 'checkpoint.witnessed\\u202e, index 0).\\nRESOLVE'" in stored, stored  # quoted, escaped
+    assert not any(unicodedata.category(c).startswith("C") for c in stored), stored
+    out = tmp_path / "report.html"
+    export(node_with_record, "html", out)
+    html = out.read_text(encoding="utf-8")
+    assert "Security events and failures in period" in html
+    assert "checkpoint.rejected (serious failure) ×2" in html
