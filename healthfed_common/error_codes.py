@@ -75,6 +75,8 @@ class ErrorCode(StrEnum):
                         "Stop the other process; one silo process per state folder.")
     OPERATOR_REQUIRED = ("OPERATOR_REQUIRED", "A command that changes the node's state was run without naming the person.",
                          "Pass `--by NAME` or set HEALTHFED_OPERATOR.")
+    AUDIT_WRITE_FAILED = ("AUDIT_WRITE_FAILED", "A dataset change could not be recorded in the audit log, so it was not made.",
+                          "Run the command again; if it fails again, check the disk and `compliance verify --node STATE`.")
     NO_AUDIT_LOG = ("NO_AUDIT_LOG", "The state folder has no audit log yet, so the change could not be recorded.",
                     "Run the command once with `--config silo.yaml` to bind the folder to its kit.")
     PROVISION_INVALID = ("PROVISION_INVALID", "`aggregator provision` was given unusable options (silo ids, address, folder).",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import warnings
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -87,8 +88,10 @@ def _read(path: Path) -> Dataset:
         return pydicom.dcmread(path)
     except InvalidDicomError:
         pass
-    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, NotImplementedError) as error:
-        raise MalformedInput(f"DICOM file cannot be parsed ({type(error).__name__})", file=path, code="MALFORMED_DICOM") from None
+    except Exception as error:  # noqa: BLE001 - pydicom's parsers raise many types (zlib.error for a corrupt
+        # deflated body, RecursionError for absurdly nested sequences): the verdict is the same
+        kind = "corrupt compressed data" if isinstance(error, zlib.error) else type(error).__name__
+        raise MalformedInput(f"DICOM file cannot be parsed ({kind})", file=path, code="MALFORMED_DICOM") from None
     try:
         ds = pydicom.dcmread(path, force=True)
         uid = str(ds.get("SOPClassUID", ""))
@@ -97,6 +100,13 @@ def _read(path: Path) -> Dataset:
     if not uid or not all(part.isdigit() for part in uid.split(".")):
         raise InstanceRejected("not a DICOM file", file=path, code="NOT_DICOM")
     return ds
+
+
+def _unnamed(tag: int) -> str:
+    group = tag >> 16
+    if group % 2:
+        return "private"
+    return "curve/overlay" if 0x5000 <= group <= 0x60FF else "not in the DICOM dictionary"
 
 
 def _labels(folder: Path, policy: DatasetPolicy) -> tuple[dict[str, str], dict[str, str], Path]:
@@ -185,7 +195,11 @@ def ingest_dicom(name: str, folder: Path, policy: DatasetPolicy, staging: Path, 
             with warnings.catch_warnings():
                 # pydicom's warnings quote element values (names, UIDs): keep them off the console.
                 warnings.simplefilter("ignore")
-                result = _ingest_one(path, relative, labels, splits, deid, policy.dicom.image_size, staging)
+                try:
+                    result = _ingest_one(path, relative, labels, splits, deid, policy.dicom.image_size, staging)
+                except RecursionError:  # decoding or de-identifying sequences nested thousands deep
+                    raise MalformedInput("sequences are nested too deeply to read", file=path,
+                                         code="MALFORMED_DICOM") from None
         except (InstanceRejected, MalformedInput) as error:
             outcomes[f"rejected: {error.code}"] += 1
             first_rejection = first_rejection or error
@@ -216,7 +230,7 @@ def ingest_dicom(name: str, folder: Path, policy: DatasetPolicy, staging: Path, 
         name=name, kind="dicom", source=str(folder), content_sha256=content_sha256,
         records_in=len(files), records_kept=len(index),
         n_train=int((index[SPLIT_COLUMN] == "train").sum()), n_test=int((index[SPLIT_COLUMN] == "test").sum()),
-        identifiers=[{"where": f"{tag_text(tag)} {pydicom.datadict.keyword_for_tag(tag) or 'private/repeating'}",
+        identifiers=[{"where": f"{tag_text(tag)} {pydicom.datadict.keyword_for_tag(tag) or _unnamed(tag)}",
                       "kind": action, "how": "annex_e"} for tag, action in sorted(deid.touched.items())],
         instances=dict(outcomes),
         notes=[f"PS3.15 Annex E Basic Profile; retain options: {', '.join(sorted(deid.retain)) or 'none'}",

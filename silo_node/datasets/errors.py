@@ -19,6 +19,13 @@ class DataLayerError(SiloNodeError):
     code = "DATA_LAYER_ERROR"
 
 
+class AuditWriteFailed(DataLayerError):
+    """The audit entry of a dataset change could not be written, so the change was refused
+    (rolled back): a dataset is never registered or removed unrecorded."""
+
+    code = "AUDIT_WRITE_FAILED"
+
+
 class DatasetNotFound(DataLayerError, LookupError):
     """No dataset of that name is registered in this silo."""
 

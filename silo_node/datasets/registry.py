@@ -8,14 +8,17 @@ both. The original export is never read again after `add` returns.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
+import time
 import uuid
 from silo_node.audit_sink import AuditSink
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +28,9 @@ import pandas as pd
 
 from healthfed_common.canonical_json import canonical_json
 from healthfed_common.plan import Plan
-from silo_node.datasets.errors import DataLayerError, DatasetExists, DatasetNotFound, FeatureNotAllowed, PolicyInvalid
+from silo_node.datasets.errors import (
+    AuditWriteFailed, DataLayerError, DatasetExists, DatasetNotFound, FeatureNotAllowed, PolicyInvalid,
+)
 from silo_node.datasets.minimisation import SPLIT_COLUMN, check_plan
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.report import IngestionReport
@@ -35,6 +40,8 @@ from silo_node.deid.secret import load_or_create_secret
 
 DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 SECRET_FILE = "deid-secret.key"
+STAGING_LOCK = ".in-use"
+ABANDONED_UNLOCKED_S = 3600  # a staging folder without its lock file is left this long (it may be starting)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -113,6 +120,37 @@ class DatasetRegistry:
         self._secret = secret if secret is not None else load_or_create_secret(self._store / SECRET_FILE)
         self._audit = audit
         conn.execute(_SCHEMA)
+        self._remove_abandoned_staging()
+
+    def _claim_staging(self, name: str) -> tuple[Path, int]:
+        """A new staging folder and an open descriptor holding the lock that marks it in use."""
+        staging = self._store / f".staging-{name}-{uuid.uuid4().hex}"
+        staging.mkdir()
+        claim = os.open(staging / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        return staging, claim
+
+    def _remove_abandoned_staging(self) -> None:
+        """Deletes staging folders no registration holds: a `data add` killed mid-ingestion
+        leaves one, holding de-identified copies no dataset row owns and nothing else would
+        ever remove. A folder whose lock is held belongs to a registration still running."""
+        for folder in self._store.glob(".staging-*"):
+            try:
+                claim = os.open(folder / STAGING_LOCK, os.O_RDWR)
+            except FileNotFoundError:  # killed before it took its lock, or still taking it
+                if time.time() - folder.stat().st_mtime > ABANDONED_UNLOCKED_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            except OSError:
+                continue
+            try:
+                fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                os.close(claim)
 
     # -- registration -------------------------------------------------------------------
     def add(
@@ -123,31 +161,38 @@ class DatasetRegistry:
         identifiers are not handled, the input is malformed, or the policy does not fit."""
         try:
             self._check_new(name, kind)
-            staging = self._store / f".staging-{name}-{uuid.uuid4().hex}"
-            staging.mkdir()
+            staging, claim = self._claim_staging(name)
             try:
                 ingested = self._ingest(name, Path(path), kind, policy, staging)
-                self._commit(name, kind, policy, ingested, staging, self._store / name, actor)
+                report = ingested.report
+                policy_sha256 = policy_digest(policy or DatasetPolicy.default_dicom())
+                summary = deidentification_summary(report)
+
+                def audit() -> None:  # inside the registration's transaction: no entry, no dataset
+                    self._audited("dataset.deidentified", actor, name, {
+                        "identifiers": len(report.identifiers),
+                        "kinds": sorted({i["kind"] for i in report.identifiers}),
+                        "dropped_columns": len(summary["dropped"]),
+                        "instances": report.instances,
+                        "policy_sha256": policy_sha256,
+                        **summary,
+                    })
+                    self._audited("dataset.registered", actor, name, {
+                        "kind": kind, "content_sha256": report.content_sha256, "records": report.records_kept,
+                        "policy_sha256": policy_sha256, **summary,
+                    })
+
+                self._commit(name, kind, policy, ingested, staging, self._store / name, actor, audit)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+                os.close(claim)
         except DataLayerError as error:
-            self._emit("dataset.registered", actor, "minor_failure", name, {"code": error.code})
+            try:
+                self._emit("dataset.registered", actor, "minor_failure", name, {"code": error.code})
+            except Exception:  # noqa: BLE001 - the log that just refused an entry may refuse this one too
+                if not isinstance(error, AuditWriteFailed):
+                    raise
             raise
-        report = ingested.report
-        policy_sha256 = policy_digest(policy or DatasetPolicy.default_dicom())
-        summary = deidentification_summary(report)
-        self._emit("dataset.deidentified", actor, "success", name, {
-            "identifiers": len(report.identifiers),
-            "kinds": sorted({i["kind"] for i in report.identifiers}),
-            "dropped_columns": len(summary["dropped"]),
-            "instances": report.instances,
-            "policy_sha256": policy_sha256,
-            **summary,
-        })
-        self._emit("dataset.registered", actor, "success", name, {
-            "kind": kind, "content_sha256": report.content_sha256, "records": report.records_kept,
-            "policy_sha256": policy_sha256, **summary,
-        })
         return report
 
     def _check_new(self, name: str, kind: str) -> None:
@@ -167,7 +212,7 @@ class DatasetRegistry:
 
     def _commit(
         self, name: str, kind: str, policy: DatasetPolicy | None, ingested: Ingested,
-        staging: Path, final: Path, actor: str,
+        staging: Path, final: Path, actor: str, audit: Callable[[], None],
     ) -> None:
         report = ingested.report
         effective = policy or DatasetPolicy.default_dicom()
@@ -184,7 +229,9 @@ class DatasetRegistry:
             )
             if final.exists():  # left by a crash between rename and commit: no row owns it
                 shutil.rmtree(final)
+            (staging / STAGING_LOCK).unlink(missing_ok=True)  # the marker stays out of the dataset
             staging.rename(final)
+            audit()
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -198,15 +245,15 @@ class DatasetRegistry:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             self._conn.execute("DELETE FROM datasets WHERE name = ?", (name,))
+            self._audited("dataset.removed", actor, name, {  # recorded before anything is deleted
+                "kind": info.kind, "content_sha256": info.content_sha256, "records": info.n_records,
+                "policy_sha256": policy_digest(info.policy), "registered_by": info.registered_by,
+            })
             shutil.rmtree(self._store / name, ignore_errors=True)
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        self._emit("dataset.removed", actor, "success", name, {
-            "kind": info.kind, "content_sha256": info.content_sha256, "records": info.n_records,
-            "policy_sha256": policy_digest(info.policy), "registered_by": info.registered_by,
-        })
 
     # -- queries ------------------------------------------------------------------------
     def list(self) -> list[DatasetInfo]:
@@ -253,6 +300,16 @@ class DatasetRegistry:
             name, kind, content, stored, n, n_train, n_test, json.loads(schema),
             DatasetPolicy.model_validate_json(policy), IngestionReport.from_json(report), source, at, by,
         )
+
+    def _audited(self, kind: str, actor: str, name: str, detail: Mapping[str, Any]) -> None:
+        """Record a change's success entry, or refuse the change (the caller rolls it back):
+        a dataset is never registered or removed without its audit entry."""
+        try:
+            self._emit(kind, actor, "success", name, detail)
+        except Exception as error:  # noqa: BLE001 - a locked, full or damaged log: the change is refused
+            raise AuditWriteFailed(
+                f"the audit entry {kind} for dataset {name!r} could not be written ({type(error).__name__}: "
+                f"{str(error)[:120]}); nothing was changed") from None
 
     def _emit(self, kind: str, actor: str, outcome: str, name: str, detail: Mapping[str, Any] | None) -> None:
         if self._audit is not None:

@@ -117,8 +117,13 @@ def decode_export(data: bytes, path: Path, encoding: str | None) -> tuple[str, d
 
 
 def _widths(sample: str, delimiter: str, truncated: bool) -> list[int]:
-    records = [r for r in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
-               if r and not (len(r) == 1 and not r[0].strip())]
+    """Field counts of the sample's records; none when it does not parse with `delimiter` (a
+    field over the csv module's limit, say: the full read then names the row)."""
+    try:
+        records = [r for r in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+                   if r and not (len(r) == 1 and not r[0].strip())]
+    except csv.Error:
+        return []
     if truncated and len(records) > 2:
         records = records[:-1]  # the sample may end inside a quoted field
     return [len(r) for r in records]
@@ -152,7 +157,7 @@ def sniff_delimiter(text: str, path: Path) -> tuple[str, str]:
             best = (widths[0], candidate)
     if best is not None:
         return best[1], "sniffed"
-    by_header = [(len(next(csv.reader([lines[0]], delimiter=c), [])), c) for c in DELIMITERS] if lines else []
+    by_header = [(width[0], c) for c in DELIMITERS for width in [_widths(lines[0], c, False) or [0]]] if lines else []
     widest = max(by_header, default=(0, ","), key=lambda pair: pair[0])
     if widest[0] > 1:
         return widest[1], "sniffed from the header line (later lines vary in width)"

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
+from pydicom.datadict import dictionary_has_tag, repeater_has_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -34,6 +35,10 @@ _DUMMY: dict[str, Any] = {
 }
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _META_REMOVE = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+# Dates and times the longitudinal options of Table E.1-1 do not retain or modify: the
+# patient's birth date and time are an identifier (HIPAA Safe Harbor: all elements of dates
+# except the year), not the timing of the study, and keep their Basic Profile action.
+_NOT_LONGITUDINAL = frozenset({0x00100030, 0x00100032})  # PatientBirthDate, PatientBirthTime
 UID_ROOT = "2.25."
 
 
@@ -63,6 +68,9 @@ class DicomDeidentifier:
         patient = str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
         shift = patient_shift_days(self._secret, patient) if "longitudinal_modified_dates" in self.retain else 0
         self._clean(ds, shift, file)
+        # The 128-byte preamble is free for applications (TIFF/DICOM dual files, some PACS
+        # exports put the patient there) and pydicom writes back what it read: zero it.
+        ds.preamble = b"\0" * 128
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             for tag in _META_REMOVE:
@@ -100,15 +108,25 @@ class DicomDeidentifier:
     def _action(self, tag: BaseTag, vr: str) -> str | None:
         if tag.is_private:
             return "X"
-        if (0x5000 <= tag.group <= 0x50FF or (0x6000 <= tag.group <= 0x60FF and tag.element in (0x3000, 0x4000))) \
-                and tag.group % 2 == 0:
-            return "X"  # curve data; overlay data and comments
+        if (0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF) and tag.group % 2 == 0:
+            # curve data; overlays whole (the profile removes their data and comments, and an
+            # overlay's description and label are free text with nothing left to describe)
+            return "X"
+        if vr == "UN" or not (dictionary_has_tag(tag) or repeater_has_tag(int(tag))):
+            # A public attribute this silo cannot name (newer than its dictionary, e.g. the
+            # 2025 person-name-to-use and pronoun attributes of (0010,0011)-(0010,0016), or made
+            # up) may hold anything: the profile's table cannot say it is safe, so it is removed.
+            return "X"
         action = BASIC_PROFILE.get(int(tag))
+        if action is None and tag.group == 0x0010 and int(tag) not in self._keep:
+            # the Patient module: an attribute about the patient the table does not list (a
+            # birth date in an alternative calendar, an issuer's qualifiers) is not kept
+            return "X"
         if action is None or int(tag) in self._keep:
             return None
         if vr == "UI" and "uids" in self.retain:
             return None
-        if vr in _DATE_VRS:
+        if vr in _DATE_VRS and int(tag) not in _NOT_LONGITUDINAL:
             if "longitudinal_full_dates" in self.retain:
                 return None
             if "longitudinal_modified_dates" in self.retain:

@@ -297,3 +297,67 @@ def test_an_instance_without_its_own_sop_instance_uid_is_stored_under_a_replaced
     assert stored.SOPInstanceUID == stored.file_meta.MediaStorageSOPInstanceUID == stored_path.stem
     assert stored.SOPInstanceUID.startswith("2.25.")
     assert original.encode() not in stored_path.read_bytes()
+
+
+def _with_phi(source: Path, target: Path) -> None:
+    """`source` carrying identifiers where the Basic Profile table alone would not reach them."""
+    ds = pydicom.dcmread(source)
+    ds.preamble = b"PHI-PREAMBLE SMITH^JOHN MRN1234567".ljust(128, b" ")  # TIFF/DICOM dual files use it
+    ds.PatientBirthDate = "19500101"
+    ds.add_new(0x00100011, "LO", "PHI-NAME-TO-USE")  # a 2025 attribute pydicom cannot name
+    ds.add_new(0x00100033, "LO", "PHI-ALT-CALENDAR")  # PatientBirthDateInAlternativeCalendar
+    ds.add_new(0x00082999, "UN", b"PHI-UNKNOWN-UN")
+    ds.add_new(0x60000022, "LO", "PHI-OVERLAY-DESCRIPTION")
+    ds.add_new(0x60001500, "LO", "PHI-OVERLAY-LABEL")
+    ds.save_as(target, write_like_original=False)
+
+
+@pytest.mark.parametrize("retain", [[], ["longitudinal_full_dates"], ["longitudinal_modified_dates"]])
+def test_no_identifier_survives_in_the_preamble_unknown_tags_the_patient_module_or_overlays(
+        conn, audit, state_dir: Path, tmp_path: Path, retain: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Found by an attack review: the preamble was written back as read; public attributes this
+    silo's dictionary cannot name, patient-module attributes the table does not list and overlay
+    text were kept; the longitudinal date options kept (or only shifted) the birth date."""
+    registry = DatasetRegistry(conn, state_dir / "datasets", audit=audit)
+    folder = _folder(tmp_path, [Path(get_testdata_file("CT_small.dcm"))])
+    _with_phi(folder / "000_CT_small.dcm", folder / "000_CT_small.dcm")
+    policy = DatasetPolicy.default_dicom()
+    policy = policy.model_copy(update={"dicom": policy.dicom.model_copy(update={"retain": tuple(retain)})})  # type: ignore[union-attr]
+    registry.add("ct", folder, "dicom", policy)
+    stored = sorted((state_dir / "datasets" / "ct" / "instances").glob("*.dcm"))
+    assert len(stored) == 1
+    blob = stored[0].read_bytes()
+    assert blob[:128] == b"\0" * 128
+    assert b"PHI-" not in blob and b"19500101" not in blob
+    ds = pydicom.dcmread(stored[0])
+    assert not ds.get("PatientBirthDate")
+
+
+def test_a_corrupt_deflated_file_and_absurdly_nested_sequences_are_refused_by_code(
+        registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    """Both gave a Python traceback (zlib.error, RecursionError) and aborted the folder."""
+    import struct
+
+    source = Path(get_testdata_file("CT_small.dcm"))
+    good = pydicom.dcmread(source)
+    deflated = tmp_path / "deflated.dcm"
+    good.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    good.save_as(deflated, write_like_original=False)
+    data = deflated.read_bytes()
+    body = len(data) // 2  # the deflated stream cut in the middle and followed by noise
+    deflated.write_bytes(data[:body] + bytes(range(256)) * 4)
+    nested = tmp_path / "nested.dcm"
+    plain = pydicom.dcmread(source)
+    plain.save_as(nested, write_like_original=False)
+    raw = nested.read_bytes()
+    start = b"".join(struct.pack("<HH2sHI", 0x0008, 0x2218, b"SQ", 0, 0xFFFFFFFF)
+                     + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) for _ in range(3000))
+    end = (struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)) * 3000
+    at = raw.index(b"\x10\x00\x10\x00PN")
+    nested.write_bytes(raw[:at] + start + end + raw[at:])
+    for bad in (deflated, nested):
+        folder = _folder(tmp_path, [bad], name=bad.stem)
+        with pytest.raises(MalformedInput) as refused:
+            registry.add(bad.stem, folder, "dicom", None)
+        assert refused.value.code == "MALFORMED_DICOM", refused.value
+        assert not list((state_dir / "datasets").glob(f"{bad.stem}*")) and not list((state_dir / "datasets").glob(".staging-*"))

@@ -49,6 +49,9 @@ def _assert_nothing_left(registry: DatasetRegistry, state_dir: Path) -> None:
         (b"chol,cp,num\n200,1,0\n210,2,1\nhigh,3,0\n", "MALFORMED_TYPE", 4, "chol"),
         (b'chol,cp,num\n200,1,0\n"210,2,1\n', "MALFORMED_CSV", None, None),
         (b"chol,cp,num\n200,1,0\n2\x0010,2,1\n", "MALFORMED_ENCODING", 3, None),
+        # a field over the csv module's limit among the lines read to find the separator (was a traceback)
+        pytest.param(b"chol,cp,num\n200,1,0\n\"" + b"9" * 200_000 + b"\",2,1\n", "MALFORMED_CSV", 3, None,
+                     id="field-over-the-csv-limit"),
     ],
 )
 def test_malformed_csv_names_file_and_row(
@@ -251,3 +254,71 @@ def test_spreadsheet_workbook_is_refused_with_what_to_do(registry: DatasetRegist
             registry.add("xl", path, "tabular", POLICY)
         assert caught.value.code == "MALFORMED_SPREADSHEET" and "CSV" in str(caught.value)
     _assert_nothing_left(registry, state_dir)
+
+
+class _AuditThatFails(RecordingAudit):
+    """The node's audit log refusing a write (locked by a long transaction, disk full)."""
+
+    def __init__(self, fails_on: str) -> None:
+        super().__init__()
+        self.fails_on = fails_on
+
+    def record(self, kind: str, **fields) -> None:  # type: ignore[no-untyped-def, override]
+        if kind == self.fails_on:
+            import sqlite3
+
+            raise sqlite3.OperationalError("database is locked")
+        super().record(kind, **fields)
+
+
+@pytest.mark.parametrize("fails_on", ["dataset.deidentified", "dataset.registered"])
+def test_a_registration_whose_audit_entry_cannot_be_written_is_not_made(
+        conn, state_dir: Path, tmp_path: Path, fails_on: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by an attack review: the dataset was committed before its audit entries were
+    written, so a locked log left it registered with no record and the command said it failed."""
+    from silo_node.datasets.errors import AuditWriteFailed
+
+    registry = DatasetRegistry(conn, state_dir / "datasets", audit=_AuditThatFails(fails_on))
+    path = heart_csv("switzerland", tmp_path / "swiss.csv")
+    with pytest.raises(AuditWriteFailed) as refused:
+        registry.add("swiss", path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
+    assert refused.value.code == "AUDIT_WRITE_FAILED" and "nothing was changed" in str(refused.value)
+    _assert_nothing_left(registry, state_dir)
+
+
+def test_a_removal_whose_audit_entry_cannot_be_written_keeps_the_dataset(
+        conn, state_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from silo_node.datasets.errors import AuditWriteFailed
+
+    path = heart_csv("switzerland", tmp_path / "swiss.csv")
+    DatasetRegistry(conn, state_dir / "datasets", audit=RecordingAudit()).add(
+        "swiss", path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
+    registry = DatasetRegistry(conn, state_dir / "datasets", audit=_AuditThatFails("dataset.removed"))
+    with pytest.raises(AuditWriteFailed):
+        registry.remove("swiss", actor="it-admin")
+    assert [d.name for d in registry.list()] == ["swiss"] and (state_dir / "datasets" / "swiss").is_dir()
+
+
+def test_a_registration_killed_midway_leaves_nothing_the_next_open_keeps(
+        conn, state_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found by an attack review: a `data add` killed mid-ingestion left its staging folder of
+    de-identified copies for good. The next open of the registry removes a staging folder no
+    registration holds, and leaves alone one whose registration is still running."""
+    import fcntl
+    import os
+
+    registry = DatasetRegistry(conn, state_dir / "datasets", audit=RecordingAudit())
+    killed, claim = registry._claim_staging("imgs")
+    (killed / "instances").mkdir()
+    (killed / "instances" / "copy.dcm").write_bytes(b"de-identified copy")
+    os.close(claim)  # what the kernel does when the process is killed
+    running, held = registry._claim_staging("other")
+    try:
+        DatasetRegistry(conn, state_dir / "datasets", audit=RecordingAudit())
+        assert not killed.exists()
+        assert running.is_dir()  # its lock is held: a registration in another process
+        fcntl.flock(held, fcntl.LOCK_UN)
+    finally:
+        os.close(held)
+    DatasetRegistry(conn, state_dir / "datasets", audit=RecordingAudit())
+    assert not running.exists()
