@@ -27,9 +27,11 @@ seconds may have been discarded unread by the peer, so those rows are sent again
 cases the receiver sees the same `origin`/`index` twice and can drop the second. A graceful
 repository stop closes the connection cleanly; the sender notices that before its next write
 and repeats nothing. When the sender itself stops (`--once`, a signal) it sends TLS close_notify
-and waits for the repository to close its side, which a receiver does only after reading every
-frame before it; if that does not come within `linger_s`, the rows of the unconfirmed window are
-queued again (`Forwarder.disconnect`). What the sender cannot see, for the same lack of acknowledgements: a
+and waits up to `linger_s` for the repository to close its side (`Forwarder.disconnect`): that
+gives a busy repository time to read the last frames, and if it does not close in time (or
+resets), the rows of the unconfirmed window are queued again. Its close is not an
+acknowledgement: a repository stopping with frames still in flight, or a proxy in between, can
+close first and lose them. What the sender cannot see, for the same lack of acknowledgements: a
 message the repository has read and then drops itself (an in-memory queue discarded at its
 shutdown) is marked delivered and never resent. The repository's own queue must survive its
 restart (rsyslog: disk-assisted, `queue.saveOnShutdown="on"`); a gap shows against the signed
@@ -361,33 +363,46 @@ class Forwarder:
         self.close()
 
     def disconnect(self) -> None:
-        """End the stream before stopping, and wait (up to `linger_s`) until the repository
-        closes its side. Why: a syslog receiver closes only after it has read our end of
-        stream, which comes after every frame, so its close says it has read them all; a sender
-        that just closes and exits cannot tell, and a repository stopping before it read the
-        last frames loses them although they are marked delivered. Without that confirmation
-        the rows written in the unconfirmed window are queued again (a duplicate the receiver
-        drops by origin/index, rather than a gap)."""
+        """End the stream before stopping: send TLS close_notify and wait (up to `linger_s`)
+        for the repository to close its side. Best effort, not an acknowledgement (RFC 5425
+        has none): it gives a busy repository time to read the last frames before the sender
+        goes away, and a repository that does not close in time, or resets the connection, has
+        the rows written in the unconfirmed window (`unconfirmed_s`) queued again -- a
+        duplicate it can drop by origin/index. Its close does not prove it read every frame:
+        a repository stopping while frames are still in flight (or a proxy in between) can
+        close first and lose them. The window stays queued as well when the wait is interrupted."""
         sock = self._sock
         if sock is None:
             return
         self._forget_confirmed()
-        if self._recent and not self._end_confirmed(sock):
-            self.outbox.unmark([idx for idx, _ in self._recent])
-            self._status(f"audit repository {self.target.destination} did not confirm it read the last "
-                         f"{len(self._recent)} events within {self._linger_s:g} s; they stay queued")
+        window = [idx for idx, _ in self._recent]
+        if window:
+            # queued again BEFORE the wait, and marked delivered only after the repository's close:
+            # a signal during the wait is handled only once the wait returns, and must find them
+            # queued (a stop interrupted there confirms nothing)
+            self.outbox.unmark(window)
+            refused = self._end_refused(sock)
+            if refused:
+                self._status(f"audit repository {self.target.destination} {refused}: the last "
+                             f"{len(window)} events stay queued and will be sent again")
+            else:
+                for idx in window:
+                    self.outbox.mark_delivered(idx)
         self._drop(reset=False, by_peer=False)
 
-    def _end_confirmed(self, sock: ssl.SSLSocket) -> bool:
-        """Send TLS close_notify and wait for the repository to close: True once it has."""
+    def _end_refused(self, sock: ssl.SSLSocket) -> str | None:
+        """Send TLS close_notify and wait for the repository to close: None once it has, else
+        what happened instead."""
         try:
             sock.settimeout(self._linger_s)
             sock.unwrap()  # returns once the repository answered with its own close_notify
         except ssl.SSLEOFError:
-            return True  # it closed the connection after reading ours (rsyslog does this)
-        except (ssl.SSLError, OSError):
-            return False  # a timeout or a reset: what it read is not known
-        return True
+            return None  # it closed the connection after our close_notify (rsyslog does this)
+        except (TimeoutError, socket.timeout):
+            return f"did not close the connection within {self._linger_s:g} s of its end"
+        except (ssl.SSLError, OSError) as error:
+            return f"ended the connection abruptly ({type(error).__name__})"
+        return None
 
     def close(self) -> None:
         self.disconnect()

@@ -27,8 +27,10 @@ order and marks an event delivered only after its TLS write succeeded. While the
 down, events stay queued (the node keeps running) and are sent once it is back. Runs until
 stopped (SIGINT/SIGTERM), watching the log for new events; --once delivers what is there and
 exits. On stopping it ends the TLS stream and waits (up to 5 s) for the repository to close its
-side, which it does only after reading every event; without that, the last events stay queued
-and are sent again next time (the repository can drop a repeat by its origin and index). The outbox belongs to one repository: forwarding the same node to another address is
+side, which gives a busy repository time to read the last events; if it does not close in that
+time, the events sent in the last second stay queued and are sent again next time (the
+repository can drop a repeat by its origin and index). This is not an acknowledgement (syslog
+over TLS has none): give the repository a queue that survives its own restart. The outbox belongs to one repository: forwarding the same node to another address is
 refused (OUTBOX_DESTINATION_CHANGED).
 
 Repository settings: rsyslog's default maxMessageSize (8k) can cut long events; set it to 64k.
@@ -46,7 +48,8 @@ exit codes:
   2  the command line was wrong (see --help)
   3  an input is missing or invalid (node directory, CA file, certificate or key, address,
      an outbox filled for another repository)
-  4  with --once: the repository could not be reached; events remain queued
+  4  with --once: events remain queued (the repository could not be reached, or did not
+     close the connection after the last events)
 """
 
 
