@@ -385,8 +385,20 @@ def _with_sources(
             held.append((item, None))
         else:
             source, checkpoints = item
-            held.extend((checkpoint, source) for checkpoint in checkpoints)
+            held.extend((checkpoint, str(source)) for checkpoint in checkpoints)
     return held
+
+
+def _signed_by(checkpoint: SignedCheckpoint, key: bytes) -> bool:
+    """Whether `checkpoint` verifies under `key`: only such a checkpoint is evidence that a
+    witness was shown the history the log holds (a forged or re-keyed one agrees by nothing)."""
+    if checkpoint.public_key != key:
+        return False
+    try:
+        checkpoint.verify(key)
+    except SignatureInvalid:
+        return False
+    return True
 
 
 def _held_by(source: str | None) -> str:
@@ -441,7 +453,8 @@ def _check_witnessed(
             # entries below the largest smaller size a witness vouched for are not in question
             below = max((size for size in matched if size < cp.size), default=0)
             agreeing = [(o, where) for o, where in witnessed
-                        if cp.size <= o.size <= tree.size and o.origin == cp.origin and tree.root(o.size) == o.root]
+                        if cp.size <= o.size <= tree.size and o.origin == cp.origin and tree.root(o.size) == o.root
+                        and _signed_by(o, trusted_key)]
             agreeing_stores = sorted({where for _, where in agreeing if where and where != source})
             return (
                 Problem(

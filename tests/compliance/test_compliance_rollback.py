@@ -287,3 +287,41 @@ def test_entries_after_the_last_witnessed_checkpoint_are_named_as_unwitnessed(
         log.record("configuration.changed", actor="person:C. Lee", detail={"setting": "last"})
     code, out, _ = run(capsys, "verify", "--node", str(aggregator), "--no-record")
     assert code == 0 and "Entry 19 came after the last witnessed checkpoint: no witness vouches for it yet" in out
+
+
+def test_only_a_checkpoint_signed_with_the_logs_key_is_named_as_agreeing(tmp_path: Path) -> None:
+    """An equivocation names the store holding a checkpoint the log matches. A checkpoint with a
+    broken signature, or signed under another key, agrees by nothing, so its store is not named
+    (a cold review found such stores offered to the officer as evidence)."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from compliance.checkpoints import sign_checkpoint
+    from compliance.log_store import read_raw_log
+    from compliance.verify import verify_raw_log
+
+    aggregator, fork = tmp_path / "aggregator", tmp_path / "fork"
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        for index in range(8):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": f"s{index}"})
+        key = log.public_key
+    shutil.copytree(aggregator, fork)
+    with open_log(fork, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        log.record("configuration.changed", actor="person:C. Lee", detail={"setting": "hidden"})
+        hidden = log.sign_checkpoint()
+    with open_log(aggregator, SteppingClock(), origin=AGGREGATOR_ORIGIN) as log:
+        for what in ("kept", "kept too"):
+            log.record("configuration.changed", actor="person:C. Lee", detail={"setting": what})
+        kept = log.sign_checkpoint()
+    raw = read_raw_log(NodePaths(aggregator).audit_db)
+    honest = verify_raw_log(raw, key, [("A", [hidden]), ("B", [kept])])
+    assert "matches the log (B), so witnesses were shown different histories" in honest.problem.reason  # type: ignore[union-attr]
+    forged = dataclasses.replace(kept, signature=bytes(64))
+    rekeyed = sign_checkpoint(Ed25519PrivateKey.generate(), AGGREGATOR_ORIGIN, kept.size, kept.root,
+                              datetime.now(timezone.utc))
+    for bogus in (forged, rekeyed):
+        result = verify_raw_log(raw, key, [("A", [hidden]), ("B", [bogus])])
+        assert not result.ok and "held by A" in result.problem.reason  # type: ignore[union-attr]
+        assert "(B)" not in result.problem.reason, result.problem.reason  # type: ignore[union-attr]
