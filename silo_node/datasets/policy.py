@@ -123,7 +123,15 @@ class SplitPolicy(_Strict):
 class DicomPolicy(_Strict):
     """How a DICOM folder is read. `labels` is a CSV (path relative to the folder, or
     absolute) mapping each file (relative path, or its original SOP Instance UID) to a
-    label; only `file_column`, `label_column` and the split column are read from it."""
+    label; only `file_column`, `label_column` and the split column are read from it.
+
+    Every stored instance is de-identified by the PS3.15 Annex E Basic Profile (revision
+    2024b) with the `retain` options chosen, and beyond the table: the 128-byte preamble is
+    zeroed; private attributes, curves and overlays, public attributes this silo's dictionary
+    cannot name, and Patient-module attributes the table does not list are removed; the
+    longitudinal date options never keep or shift the patient's birth date or time. Not
+    covered: identifiers drawn into the pixels (an instance marked BurnedInAnnotation YES is
+    quarantined; one not so marked is trusted) and free text in attributes the table keeps."""
 
     labels: str = "labels.csv"
     file_column: ColumnName = "file"

@@ -24,7 +24,7 @@ from silo_node.datasets.errors import DataLayerError, MalformedInput, PolicyInva
 from silo_node.datasets.policy import DatasetPolicy
 from silo_node.datasets.report import describe_dialect
 from silo_node.datasets.tabular_reader import RawTable, read_table
-from silo_node.deid.safe_harbor import Finding, detect
+from silo_node.deid.safe_harbor import Finding, detect, looks_like_a_name
 from typing import Any
 
 MAX_CATEGORIES = 20
@@ -118,6 +118,11 @@ def propose(raw: RawTable, source: Path, label: str | None = None) -> Template:
                               "    # bounds: [low, high]   # a PUBLISHED value range (never computed from these "
                               "records), needed to standardise under DP plans"]
             features += 1
+        elif any(looks_like_a_name(value) for value in _categories(values)):
+            # too few distinct names for the detector's rule, but a policy leaves the silo
+            # (hospitals send it to the coordinator): the values are never written into it
+            left_out.append(f"#   {column}: some values look like people's names (not listed; drop it "
+                            "under identifiers if it names people)")
         elif 0 < len(categories := _categories(values)) <= MAX_CATEGORIES:
             feature_lines += [f"  {_q(column)}:    # {len(categories)} categories",
                               "    transforms: [one_hot]", f"    categories: [{', '.join(map(_q, categories))}]"]

@@ -82,3 +82,14 @@ def test_cli_writes_once_and_refuses_with_codes(tmp_path: Path, capsys: pytest.C
     assert "refused [MALFORMED_RAGGED]" in capsys.readouterr().err
     assert main(["data", "policy-template", str(export)]) == 0  # to stdout
     assert yaml.safe_load(capsys.readouterr().out)["delimiter"] == ";"
+
+
+def test_a_few_patients_names_are_never_written_into_the_policy(tmp_path: Path) -> None:
+    """Found by an attack review: a column naming a handful of patients was proposed as one_hot
+    with the names as its categories, in a file hospitals send to the coordinator."""
+    export = tmp_path / "encounters.csv"
+    pd.DataFrame({"patient": ["Anna Kowalski", "Wei Zhang", "Tom Novak"] * 10,
+                  "chol": [200 + i for i in range(30)], "outcome": [i % 2 for i in range(30)]}).to_csv(export, index=False)
+    text = template_for_export(export, label="outcome").text
+    assert "Kowalski" not in text and "Zhang" not in text and "Novak" not in text, text
+    assert "patient: some values look like people's names" in text

@@ -106,11 +106,23 @@ def test_shifted_dates_move_together_per_patient(registry: DatasetRegistry, tmp_
         ([f"{a} {b}" for a, b in zip("Ann Bob Cid Dee Eve Fay Gus Hal Ivy Jon".split(), "Ames Burr Cole Dunn Eddy Fitz Gray Hale Iver Jude".split())], "name"),
         (["data:image/jpeg;base64,/9j/4AAQ"] * 10, "photo"),
         ([f"X{7000 + 13 * i}Q" for i in range(12)], "other_unique_id"),
+        # found by an attack review on an encounter-level export (a patient's values on each of
+        # their rows): repeated names, repeated MRNs, compact dates, capitals
+        ([f"{a} {b}" for a, b in zip("Ann Bob Cid Dee Eve".split(), "Ames Burr Cole Dunn Eddy".split())] * 6, "name"),
+        (["SMITH, JOHN", "GARCIA, MARIA", "ZHANG, WEI", "OKAFOR, FATIMA", "BERG, LENA"] * 3, "name"),
+        ([str(4000000 + 7919 * (i % 12)) for i in range(120)], "other_unique_id"),
+        ([f"2023{m:02d}{d:02d}" for m, d in zip(range(1, 13), range(3, 15))], "date"),
+        ([f"{d:02d}JAN2023" for d in range(1, 11)], "date"),
     ],
 )
 def test_content_detection_with_neutral_column_names(values: list[str], kind: str) -> None:
     assert detect_by_content(pd.Series(values, dtype="string")) == kind
     assert detect(pd.DataFrame({"col7": pd.Series(values, dtype="string")}))[0].kind == kind
+
+
+def test_an_age_column_named_years_is_generalised_above_89() -> None:
+    frame = pd.DataFrame({"years": ["93", "41", "67"] * 5}, dtype="string")
+    assert [(f.column, f.kind) for f in detect(frame)] == [("years", "age_over_89")]
 
 
 def test_clinical_columns_are_not_flagged() -> None:
