@@ -135,20 +135,30 @@ def _labels(folder: Path, policy: DatasetPolicy) -> tuple[dict[str, str], dict[s
     return labels, splits, table_path
 
 
+_QUARANTINED = {"BurnedInAnnotation": "BURNED_IN_ANNOTATION",
+                "RecognizableVisualFeatures": "RECOGNIZABLE_VISUAL_FEATURES"}
+
+
 def _ingest_one(
     path: Path, relative: str, labels: dict[str, str], splits: dict[str, str], deid: DicomDeidentifier,
     size: int, staging: Path,
-) -> tuple[NDArray[Any], str, str, str] | None:
-    """(image, new SOP Instance UID, label, split or '') for a usable instance; None for one
-    quarantined for burned-in annotation (not stored at all: its pixels may show a name)."""
+) -> tuple[NDArray[Any], str, str, str] | str:
+    """(image, new SOP Instance UID, label, split or '') for a usable instance; the reason for
+    one quarantined because it declares burned-in annotation or recognisable visual features
+    (not stored at all: its pixels may show a name or a face)."""
     ds = read_instance(path)
     if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
         raise InstanceRejected("is a DICOMDIR index, not an instance", file=path, code="DICOMDIR")
     original_uid = str(ds.get("SOPInstanceUID", ""))
     label = labels.get(relative, labels.get(original_uid))
     split = splits.get(relative, splits.get(original_uid, ""))
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        return None
+    for flag in ("BurnedInAnnotation", "RecognizableVisualFeatures"):
+        # any YES (a multi-valued element counts too): the pixels may show a name or a face
+        value = ds.get(flag, "")
+        parts = ([] if value is None else str(value).split("\\") if isinstance(value, str)
+                 else [str(part) for part in value])
+        if "YES" in (part.strip().upper() for part in parts):
+            return _QUARANTINED[flag]
     image = training_image(ds, size, str(path))
     if label is None or pd.isna(label):
         raise InstanceRejected("has no label in the labels table", file=path, code="NO_LABEL")
@@ -204,8 +214,8 @@ def ingest_dicom(name: str, folder: Path, policy: DatasetPolicy, staging: Path, 
             outcomes[f"rejected: {error.code}"] += 1
             first_rejection = first_rejection or error
             continue
-        if result is None:
-            outcomes["quarantined: BURNED_IN_ANNOTATION"] += 1
+        if isinstance(result, str):
+            outcomes[f"quarantined: {result}"] += 1
             continue
         image, new_uid, label, split = result
         images.append(image)

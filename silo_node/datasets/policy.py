@@ -130,8 +130,9 @@ class DicomPolicy(_Strict):
     zeroed; private attributes, curves and overlays, public attributes this silo's dictionary
     cannot name, and Patient-module attributes the table does not list are removed; the
     longitudinal date options never keep or shift the patient's birth date or time. Not
-    covered: identifiers drawn into the pixels (an instance marked BurnedInAnnotation YES is
-    quarantined; one not so marked is trusted) and free text in attributes the table keeps."""
+    covered: identifiers drawn into the pixels (an instance marked BurnedInAnnotation or
+    RecognizableVisualFeatures YES is quarantined; one not so marked is trusted) and free text
+    in attributes the table keeps."""
 
     labels: str = "labels.csv"
     file_column: ColumnName = "file"

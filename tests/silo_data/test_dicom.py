@@ -210,6 +210,23 @@ def test_burned_in_annotation_is_quarantined(registry: DatasetRegistry, tmp_path
     assert "burned" not in str(report).lower() or "BURNED_IN_ANNOTATION" in str(report)
 
 
+@pytest.mark.parametrize(("keyword", "value", "reason"), [
+    ("RecognizableVisualFeatures", "YES", "RECOGNIZABLE_VISUAL_FEATURES"),
+    ("BurnedInAnnotation", ["NO", "YES"], "BURNED_IN_ANNOTATION"),
+])
+def test_an_instance_that_may_show_a_face_or_a_name_is_quarantined(
+        registry: DatasetRegistry, tmp_path: Path, state_dir: Path, keyword: str, value: object, reason: str) -> None:
+    """Found by an attack review: only a single-valued BurnedInAnnotation YES was quarantined."""
+    folder = _folder(tmp_path, [Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))],
+                     labels=["0", "1"])
+    flagged = pydicom.dcmread(folder / "000_CT_small.dcm")
+    setattr(flagged, keyword, value)
+    flagged.save_as(folder / "000_CT_small.dcm")
+    report = registry.add("mixed", folder, "dicom", None)
+    assert report.instances == {"ingested": 1, f"quarantined: {reason}": 1}
+    assert len(_stored(state_dir, "mixed")) == 1
+
+
 def test_image_view(registry: DatasetRegistry, tmp_path: Path) -> None:
     names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG-lossy.dcm", "rtdose_1frame.dcm"]
     files = [Path(get_testdata_file(n)) for n in names] * 2
