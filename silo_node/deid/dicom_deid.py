@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag, repeater_has_tag
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag, repeater_has_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -40,6 +40,14 @@ _META_REMOVE = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 # except the year), not the timing of the study, and keep their Basic Profile action.
 _NOT_LONGITUDINAL = frozenset({0x00100030, 0x00100032})  # PatientBirthDate, PatientBirthTime
 UID_ROOT = "2.25."
+_STANDARD_ROOT = "1.2.840.10008."
+# UI attributes that name a kind of thing (a class, a syntax, a coding scheme), not an instance
+_KIND_UID_PARTS = ("SOPClass", "TransferSyntax", "CodingScheme", "ContextGroupExtensionCreator", "ContextUID",
+                   "CreatorVersion", "MappingResource", "SegmentationTemplate")
+
+
+def _names_a_kind(keyword: str) -> bool:
+    return any(part in keyword for part in _KIND_UID_PARTS)
 
 
 class DicomDeidentifier:
@@ -122,9 +130,14 @@ class DicomDeidentifier:
             # the Patient module: an attribute about the patient the table does not list (a
             # birth date in an alternative calendar, an issuer's qualifiers) is not kept
             return "X"
-        if action is None or int(tag) in self._keep:
-            return None
         if vr == "UI" and "uids" in self.retain:
+            return None
+        if action is None and vr == "UI" and not _names_a_kind(keyword_for_tag(tag)):
+            # an instance UID the table does not list (MultiFrameSourceSOPInstanceUID,
+            # SOPInstanceUIDOfConcatenationSource, frame-of-reference UIDs, ...) links the copy
+            # back to the original in the PACS as surely as the SOP Instance UID does
+            return "U"
+        if action is None or int(tag) in self._keep:
             return None
         if vr in _DATE_VRS and int(tag) not in _NOT_LONGITUDINAL:
             if "longitudinal_full_dates" in self.retain:
@@ -158,7 +171,8 @@ class DicomDeidentifier:
                 del ds[tag]
             elif value:
                 uids = value if isinstance(value, list) or hasattr(value, "__iter__") and not isinstance(value, str) else [value]
-                replaced = [self.replace_uid(str(u)) for u in uids]
+                # a well-known UID of the standard (a class, a syntax, a palette) identifies no one
+                replaced = [str(u) if str(u).startswith(_STANDARD_ROOT) else self.replace_uid(str(u)) for u in uids]
                 ds[tag].value = replaced if len(replaced) > 1 else replaced[0]
         elif vr == "SQ":  # D on a sequence: an empty sequence keeps nothing of the original
             ds[tag].value = Sequence([])

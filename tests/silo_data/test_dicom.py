@@ -378,3 +378,21 @@ def test_a_corrupt_deflated_file_and_absurdly_nested_sequences_are_refused_by_co
             registry.add(bad.stem, folder, "dicom", None)
         assert refused.value.code == "MALFORMED_DICOM", refused.value
         assert not list((state_dir / "datasets").glob(f"{bad.stem}*")) and not list((state_dir / "datasets").glob(".staging-*"))
+
+
+def test_instance_uids_the_table_does_not_list_are_replaced_and_standard_ones_kept() -> None:
+    """Found by an attack review: UI attributes outside the table (the source of a multi-frame
+    conversion, a concatenation's source) kept the original SOP Instance UID, a link back to the
+    PACS. A well-known UID of the standard (a SOP class, a palette) identifies no one: kept."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    original = str(ds.SOPInstanceUID)
+    ds.MultiFrameSourceSOPInstanceUID = original
+    ds.SOPInstanceUIDOfConcatenationSource = original
+    ds.TableFrameOfReferenceUID = original + ".7"
+    ds.ReferencedColorPaletteInstanceUID = "1.2.840.10008.1.5.1"  # the standard's hot iron palette
+    sop_class = str(ds.SOPClassUID)
+    DicomDeidentifier(SECRET).deidentify(ds, file="x")
+    for keyword in ("MultiFrameSourceSOPInstanceUID", "SOPInstanceUIDOfConcatenationSource", "TableFrameOfReferenceUID"):
+        assert str(ds[keyword].value).startswith("2.25.") and original not in str(ds[keyword].value), keyword
+    assert ds.MultiFrameSourceSOPInstanceUID == ds.SOPInstanceUID  # replaced consistently
+    assert ds.ReferencedColorPaletteInstanceUID == "1.2.840.10008.1.5.1" and str(ds.SOPClassUID) == sop_class
