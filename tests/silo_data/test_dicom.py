@@ -396,3 +396,24 @@ def test_instance_uids_the_table_does_not_list_are_replaced_and_standard_ones_ke
         assert str(ds[keyword].value).startswith("2.25.") and original not in str(ds[keyword].value), keyword
     assert ds.MultiFrameSourceSOPInstanceUID == ds.SOPInstanceUID  # replaced consistently
     assert ds.ReferencedColorPaletteInstanceUID == "1.2.840.10008.1.5.1" and str(ds.SOPClassUID) == sop_class
+
+
+def test_a_deflated_instance_that_inflates_beyond_the_limit_is_refused_before_it_is_read(
+        registry: DatasetRegistry, tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attack review's 1 MB deflated file inflated to 2.2 GB and held ingestion for minutes.
+    The limit (1 GiB) is lowered here so that a small file stands for a large one."""
+    import silo_node.datasets.dicom_ingest as dicom_ingest
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.add_new(0x00204000, "LT", "0" * 4_000_000)  # ImageComments: compresses to almost nothing
+    bomb = tmp_path / "bomb.dcm"
+    ds.save_as(bomb, write_like_original=False)
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setattr(dicom_ingest, "MAX_INFLATED_BYTES", 1 << 20)
+    folder = _folder(tmp_path, [bomb])
+    with pytest.raises(MalformedInput) as refused:
+        registry.add("bomb", folder, "dicom", None)
+    assert refused.value.code == "MALFORMED_DICOM" and "inflates to more than 1 MiB" in str(refused.value)
+    monkeypatch.setattr(dicom_ingest, "MAX_INFLATED_BYTES", 1 << 30)
+    registry.add("bomb", folder, "dicom", None)  # under the real limit the same file is an instance
