@@ -165,6 +165,25 @@ def _labels(folder: Path, policy: DatasetPolicy) -> tuple[dict[str, str], dict[s
     return labels, splits, table_path
 
 
+def _clear_bits_above_stored(ds: Dataset) -> None:
+    """Zero the bits above BitsStored in uncompressed unsigned pixel data, in the stored copy
+    and so in the training image: they are the retired place for an overlay (text, marks
+    drawn over the image), which an attack review showed surviving as the training image's
+    brightest feature. Compressed or signed data is left as it is."""
+    try:
+        allocated, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
+        syntax = pydicom.uid.UID(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")))
+        if not (0 < stored < allocated <= 32) or int(ds.get("PixelRepresentation") or 0) != 0 \
+                or "PixelData" not in ds or not syntax.is_little_endian or syntax.is_compressed:
+            return
+        pixels = ds.pixel_array
+    except Exception:  # noqa: BLE001 - undecodable: training_image refuses it with its reason
+        return
+    masked = pixels & np.asarray((1 << stored) - 1, dtype=pixels.dtype)
+    if (masked != pixels).any():
+        ds.PixelData = masked.astype(pixels.dtype.newbyteorder("<")).tobytes()
+
+
 _QUARANTINED = {"BurnedInAnnotation": "BURNED_IN_ANNOTATION",
                 "RecognizableVisualFeatures": "RECOGNIZABLE_VISUAL_FEATURES"}
 
@@ -189,6 +208,7 @@ def _ingest_one(
                  else [str(part) for part in value])
         if "YES" in (part.strip().upper() for part in parts):
             return _QUARANTINED[flag]
+    _clear_bits_above_stored(ds)
     image = training_image(ds, size, str(path))
     if label is None or pd.isna(label):
         raise InstanceRejected("has no label in the labels table", file=path, code="NO_LABEL")

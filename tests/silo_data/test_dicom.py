@@ -417,3 +417,25 @@ def test_a_deflated_instance_that_inflates_beyond_the_limit_is_refused_before_it
     assert refused.value.code == "MALFORMED_DICOM" and "inflates to more than 1 MiB" in str(refused.value)
     monkeypatch.setattr(dicom_ingest, "MAX_INFLATED_BYTES", 1 << 30)
     registry.add("bomb", folder, "dicom", None)  # under the real limit the same file is an instance
+
+
+def test_an_overlay_kept_in_the_unused_high_bits_of_the_pixels_is_cleared(
+        registry: DatasetRegistry, tmp_path: Path, state_dir: Path) -> None:
+    """The retired way to keep an overlay: bits above BitsStored. An attack review found planted
+    'text' there in the stored copy and as the training image's brightest feature."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    image = (np.arange(128 * 128, dtype=np.uint16).reshape(128, 128) % 4096)
+    text = np.zeros((128, 128), bool)
+    text[10:20, 5:120] = True  # stands for a name written over the image
+    ds.PixelData = (image | (text.astype(np.uint16) << 15)).tobytes()
+    ds.Rows = ds.Columns = 128
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds.save_as(folder / "a.dcm", write_like_original=False)
+    (folder / "labels.csv").write_text("file,label\na.dcm,1\n")
+    registry.add("overlay", folder, "dicom", None)
+    stored = _stored(state_dir, "overlay")[0]
+    pixels = np.frombuffer(stored.PixelData, np.uint16)
+    assert int((pixels >> 12).sum()) == 0
+    assert np.array_equal(pixels.reshape(128, 128), image)  # the image itself is untouched
