@@ -165,3 +165,23 @@ def test_policy_template_cli_on_a_workbook(tmp_path: Path) -> None:
     made = subprocess.run(command + ["--sheet", "Patients"], capture_output=True, text=True, env=env, timeout=120)
     assert made.returncode == 0, made.stderr
     assert DatasetPolicy.from_yaml(policy).sheet == "Patients"
+
+
+def test_a_workbook_that_unpacks_far_beyond_its_size_is_refused_before_it_is_parsed(
+        registry: DatasetRegistry, tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attack review's 311 KB workbook (300 MB of XML inside) held ingestion for over ten
+    minutes. The floor (64 MiB) is lowered here so that a small bomb stands for a large one."""
+    import silo_node.datasets.xlsx_reader as xlsx_reader
+
+    # 9 MB of cells (each at most 32,767 characters) that compress away
+    rows: list[list[object]] = [["chol", "cp", "num", "visit"]] + [
+        [200 + i, f"{i}" + "4" * 30_000, i % 2, dt.datetime(2024, 3, 1)] for i in range(300)]
+    bomb = _workbook(tmp_path / "export.xlsx", {"records": rows})
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setattr(xlsx_reader, "UNPACK_RATIO_FLOOR_BYTES", 1 << 20)
+    with pytest.raises(MalformedInput) as refused:
+        registry.add("bomb", bomb, "tabular", POLICY)
+    assert refused.value.code == "MALFORMED_SPREADSHEET" and "more than 200 times its size" in str(refused.value)
+    _nothing_left(registry, state_dir)
+    ordinary = _workbook(tmp_path / "ordinary.xlsx", {"records": _records(28)})
+    registry.add("ordinary", ordinary, "tabular", POLICY)  # a real export is far below the ratio
