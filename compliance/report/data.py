@@ -387,7 +387,8 @@ def _flagged(entries: tuple[AuditEntry, ...]) -> list[Listed]:
 def _privacy(entries: list[AuditEntry], period: Period) -> tuple[DatasetPrivacy, ...]:
     """Charges up to the end of the period (spent is cumulative, so earlier charges count).
     A charge the ledger refused (over budget: recorded as dp.charge with a failure outcome) spent
-    nothing and is not counted; it is listed among the refusals."""
+    nothing and is not counted; it is listed in section 8 and, on the first page, among the
+    security events and failures."""
     charges: dict[str, list[tuple[datetime, DpChargeDetail]]] = {}
     for entry in entries:
         if entry.kind != "dp.charge" or entry.recorded_at >= period.end or entry.outcome_name != "success":

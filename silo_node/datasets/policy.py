@@ -128,7 +128,8 @@ class DicomPolicy(_Strict):
     Every stored instance is de-identified by the PS3.15 Annex E Basic Profile (revision
     2024b) with the `retain` options chosen, and beyond the table: the 128-byte preamble is
     zeroed; private attributes, curves and overlays, public attributes this silo's dictionary
-    cannot name, and Patient-module attributes the table does not list are removed; instance
+    cannot name, and text, dates or sequences in the patient's group (0010) the table does not
+    list are removed; instance
     UIDs the table does not list are replaced like the ones it does (a UID of the standard
     itself, such as a SOP class, is kept); bits above BitsStored in uncompressed pixel data (a
     retired place for overlays) are cleared; the

@@ -119,10 +119,11 @@ def propose(raw: RawTable, source: Path, label: str | None = None) -> Template:
                               "records), needed to standardise under DP plans"]
             features += 1
         elif any(looks_like_a_name(value) for value in _categories(values)):
-            # too few distinct names for the detector's rule, but a policy leaves the silo
-            # (hospitals send it to the coordinator): the values are never written into it
-            left_out.append(f"#   {column}: some values look like people's names (not listed; drop it "
-                            "under identifiers if it names people)")
+            # a policy leaves the silo (hospitals send it to the coordinator), and a column of a
+            # few patients' names escapes content detection: values shaped like full names are
+            # never written into it; the steward lists them by hand if they name no one
+            left_out.append(f"#   {column}: values shaped like people's full names (not listed: if they name "
+                            "no one, e.g. departments, add the column with its categories by hand)")
         elif 0 < len(categories := _categories(values)) <= MAX_CATEGORIES:
             feature_lines += [f"  {_q(column)}:    # {len(categories)} categories",
                               "    transforms: [one_hot]", f"    categories: [{', '.join(map(_q, categories))}]"]

@@ -126,8 +126,10 @@ class DatasetRegistry:
         """A new staging folder and an open descriptor holding the lock that marks it in use."""
         staging = self._store / f".staging-{name}-{uuid.uuid4().hex}"
         staging.mkdir()
-        claim = os.open(staging / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        # locked under another name first, so a cleanup never finds the marker unlocked
+        claim = os.open(staging / f"{STAGING_LOCK}.new", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(claim, fcntl.LOCK_EX)
+        os.rename(staging / f"{STAGING_LOCK}.new", staging / STAGING_LOCK)
         return staging, claim
 
     def _remove_abandoned_staging(self) -> None:
@@ -137,8 +139,12 @@ class DatasetRegistry:
         for folder in self._store.glob(".staging-*"):
             try:
                 claim = os.open(folder / STAGING_LOCK, os.O_RDWR)
-            except FileNotFoundError:  # killed before it took its lock, or still taking it
-                if time.time() - folder.stat().st_mtime > ABANDONED_UNLOCKED_S:
+            except FileNotFoundError:  # killed before it took its lock, still taking it, or just removed
+                try:
+                    abandoned = time.time() - folder.stat().st_mtime > ABANDONED_UNLOCKED_S
+                except OSError:
+                    continue  # another process's cleanup removed it first
+                if abandoned:
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
             except OSError:
@@ -309,7 +315,8 @@ class DatasetRegistry:
         except Exception as error:  # noqa: BLE001 - a locked, full or damaged log: the change is refused
             raise AuditWriteFailed(
                 f"the audit entry {kind} for dataset {name!r} could not be written ({type(error).__name__}: "
-                f"{str(error)[:120]}); nothing was changed") from None
+                f"{str(error)[:120]}); the dataset was not {'removed' if kind == 'dataset.removed' else 'registered'}"
+            ) from None
 
     def _emit(self, kind: str, actor: str, outcome: str, name: str, detail: Mapping[str, Any] | None) -> None:
         if self._audit is not None:

@@ -41,6 +41,8 @@ _META_REMOVE = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
 _NOT_LONGITUDINAL = frozenset({0x00100030, 0x00100032})  # PatientBirthDate, PatientBirthTime
 UID_ROOT = "2.25."
 _STANDARD_ROOT = "1.2.840.10008."
+# value representations that can carry free text, dates or nested attributes
+_FREE_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "DA", "DT", "TM", "AS", "SQ", "OB", "OW", "UN"})
 # UI attributes that name a kind of thing (a class, a syntax, a coding scheme), not an instance
 _KIND_UID_PARTS = ("SOPClass", "TransferSyntax", "CodingScheme", "ContextGroupExtensionCreator", "ContextUID",
                    "CreatorVersion", "MappingResource", "SegmentationTemplate")
@@ -126,9 +128,10 @@ class DicomDeidentifier:
             # up) may hold anything: the profile's table cannot say it is safe, so it is removed.
             return "X"
         action = BASIC_PROFILE.get(int(tag))
-        if action is None and tag.group == 0x0010 and int(tag) not in self._keep:
-            # the Patient module: an attribute about the patient the table does not list (a
-            # birth date in an alternative calendar, an issuer's qualifiers) is not kept
+        if action is None and tag.group == 0x0010 and vr in _FREE_VRS and int(tag) not in self._keep:
+            # the patient's group: text, dates or sequences the table does not list (a birth
+            # date in an alternative calendar, an issuer's qualifiers) are not kept; coded and
+            # numeric attributes (AnatomicalOrientationType, PatientBodyMassIndex) are
             return "X"
         if vr == "UI" and "uids" in self.retain:
             return None

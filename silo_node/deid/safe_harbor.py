@@ -60,7 +60,7 @@ _NAME_RULES: tuple[tuple[str, str], ...] = (
     ("name", r"(^|_)(name|names|surname|forename|firstname|lastname|fullname|given|family|maiden|initials|nickname|first_name|last_name|middle_name|full_name|given_name|family_name|maiden_name)($|_)"),
     ("other_unique_id", r"(^|_)(id|uid|uuid|guid|identifier|encounter|visit_id|case_(id|number)|record_id|key)($|_)"),
 )
-_AGE = re.compile(r"(^|_)(age(_years|_yrs|_at_\w+)?|years|yrs|years_old)$")
+_AGE = re.compile(r"(^|_)age(_years|_yrs|_at_\w+)?$|^(years|yrs|years_old)$")  # not pack_years
 
 # Patterns searched anywhere in a value (strong signals, even inside free text).
 _SEARCH: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -77,7 +77,7 @@ _SEARCH: tuple[tuple[str, re.Pattern[str]], ...] = (
 _MOSTLY: tuple[tuple[str, re.Pattern[str], float], ...] = (
     ("date", re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?Z?|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\.\d{1,2}\.\d{4}|\d{1,2}[- ][A-Za-z]{3}[- ]\d{2,4}"
                         # compact forms: 20230115 (also as a number, 20230115.0) and 15JAN2023
-                        r"|(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:\.0+)?|\d{1,2}[A-Za-z]{3}\d{2,4}"), 0.5),
+                        r"|(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|\d{1,2}[A-Za-z]{3}\d{2,4}"), 0.5),
     ("geographic", re.compile(r"\d{5}(?:-\d{4})?"), 0.9),
     ("vehicle", re.compile(r"(?=.*\d)(?=.*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}"), 0.9),
     ("name", re.compile(r"[A-Z][a-z'\-]+(?:,? (?:[A-Z]\.|[A-Z][a-z'\-]+))+|[A-Z][A-Za-z'\-]+\^[A-Z][A-Za-z'\-]+(?:\^.*)?"
@@ -128,21 +128,14 @@ def detect_by_content(values: pd.Series[Any]) -> str | None:
     for kind, pattern in _SEARCH:
         if text.str.contains(pattern).any():  # type: ignore[arg-type]  # pandas takes compiled patterns; its 2.0 stubs do not
             return kind
-    distinct = pd.Series(text.unique())
     for kind, pattern, share in _MOSTLY:
-        if kind == "name":
-            # judged on distinct values: an encounter-level export repeats each patient's name
-            # on every row, so a per-row share or a cardinality bar would let it through
-            matched = distinct.str.fullmatch(pattern)  # type: ignore[arg-type]
-            if len(distinct) >= 5 and matched.mean() >= share:
-                return kind
-            continue
         matched = text.str.fullmatch(pattern)  # type: ignore[arg-type]  # (compiled pattern, as above)
-        if matched.mean() >= share:
+        # names: only where most rows differ, since title-case categories ("Internal Medicine")
+        # have the same shape; a names column repeated on each encounter row is then missed by
+        # content (not covered, README), and policy-template still never lists such values
+        if matched.mean() >= share and (kind != "name" or text.nunique() >= max(5, 0.5 * len(text))):
             return kind
-    if len(distinct) >= 10 and text.str.fullmatch(_UNIQUE_CODE).all():  # type: ignore[arg-type]
-        # codes of six or more characters with a digit: an MRN repeats on each of a patient's
-        # rows, so uniqueness is not required (a long measurement may be flagged: one policy line)
+    if len(text) >= 10 and text.is_unique and text.str.fullmatch(_UNIQUE_CODE).all():  # type: ignore[arg-type]
         numeric = pd.to_numeric(text, errors="coerce")
         if numeric.isna().any() or (numeric.round() == numeric).all():
             return "other_unique_id"

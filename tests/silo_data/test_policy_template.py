@@ -92,4 +92,4 @@ def test_a_few_patients_names_are_never_written_into_the_policy(tmp_path: Path) 
                   "chol": [200 + i for i in range(30)], "outcome": [i % 2 for i in range(30)]}).to_csv(export, index=False)
     text = template_for_export(export, label="outcome").text
     assert "Kowalski" not in text and "Zhang" not in text and "Novak" not in text, text
-    assert "patient: some values look like people's names" in text
+    assert "patient: values shaped like people's full names (not listed" in text

@@ -282,7 +282,7 @@ def test_a_registration_whose_audit_entry_cannot_be_written_is_not_made(
     path = heart_csv("switzerland", tmp_path / "swiss.csv")
     with pytest.raises(AuditWriteFailed) as refused:
         registry.add("swiss", path, "tabular", DatasetPolicy.from_document(HEART_POLICY))
-    assert refused.value.code == "AUDIT_WRITE_FAILED" and "nothing was changed" in str(refused.value)
+    assert refused.value.code == "AUDIT_WRITE_FAILED" and "the dataset was not registered" in str(refused.value)
     _assert_nothing_left(registry, state_dir)
 
 
@@ -322,3 +322,30 @@ def test_a_registration_killed_midway_leaves_nothing_the_next_open_keeps(
         os.close(held)
     DatasetRegistry(conn, state_dir / "datasets", audit=RecordingAudit())
     assert not running.exists()
+
+
+def test_registries_opened_by_several_processes_at_once_all_clean_up_without_crashing(
+        conn, state_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found by a cold review: after killed registrations, processes opening the registry at
+    once raced each other's cleanup, and all but one failed with FileNotFoundError."""
+    import subprocess
+    import sys
+    import time
+
+    store = state_dir / "datasets"
+    DatasetRegistry(conn, store, audit=RecordingAudit())
+    for number in range(300):
+        folder = store / f".staging-a-{number}"
+        folder.mkdir()
+        (folder / ".in-use").write_text("x")  # an unlocked marker: its registration was killed
+        (folder / "copy").write_text("y")
+    start = time.time() + 3
+    script = ("import sys, time; from pathlib import Path; from silo_node.storage import open_silo_db; "
+              "from silo_node.datasets.registry import DatasetRegistry\n"
+              f"while time.time() < {start}: pass\n"
+              f"DatasetRegistry(open_silo_db(Path({str(state_dir / 'silo.sqlite3')!r})), Path({str(store)!r}))")
+    processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+                 for _ in range(5)]
+    failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
+    assert failures == [], failures[0][-500:]
+    assert not list(store.glob(".staging-*"))
