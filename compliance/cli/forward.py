@@ -30,7 +30,8 @@ exits. On stopping it ends the TLS stream and waits (up to 5 s) for the reposito
 side, which gives a busy repository time to read the last events; if it does not close in that
 time, the events sent in the last second stay queued and are sent again next time (the
 repository can drop a repeat by its origin and index). This is not an acknowledgement (syslog
-over TLS has none): give the repository a queue that survives its own restart. The outbox belongs to one repository: forwarding the same node to another address is
+over TLS has none): give the repository a queue that survives its own restart.
+The outbox belongs to one repository: forwarding the same node to another address is
 refused (OUTBOX_DESTINATION_CHANGED).
 
 Repository settings: rsyslog's default maxMessageSize (8k) can cut long events; set it to 64k.
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         try:
             forwarder.step()
-            forwarder.disconnect()  # waits until the repository has read what was sent
+            forwarder.disconnect()  # gives the repository time to read what was sent (no acknowledgement)
             queued, delivered = forwarder.outbox.counts()
         finally:
             forwarder.close()

@@ -129,12 +129,10 @@ class DicomPolicy(_Strict):
     2024b) with the `retain` options chosen, and beyond the table: the 128-byte preamble is
     zeroed; private attributes, curves and overlays, public attributes this silo's dictionary
     cannot name, and text, dates or sequences in the patient's group (0010) the table does not
-    list are removed; instance
-    UIDs the table does not list are replaced like the ones it does (a UID of the standard
-    itself, such as a SOP class, is kept); bits above BitsStored in uncompressed pixel data (a
-    retired place for overlays) are cleared; the
-    longitudinal date options never keep or shift the patient's birth date or time. Not
-    covered: identifiers drawn into the pixels (an instance marked BurnedInAnnotation or
+    list are removed; instance UIDs the table does not list are replaced like the ones it does
+    (a UID of the standard itself, such as a SOP class, is kept); bits above BitsStored in
+    uncompressed pixel data (a retired place for overlays) are cleared; the longitudinal date
+    options never keep or shift the patient's birth date or time. Not covered: identifiers drawn into the pixels (an instance marked BurnedInAnnotation or
     RecognizableVisualFeatures YES is quarantined; one not so marked is trusted) and free text
     in attributes the table keeps."""
 

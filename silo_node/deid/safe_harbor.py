@@ -76,7 +76,7 @@ _SEARCH: tuple[tuple[str, re.Pattern[str]], ...] = (
 # Patterns that must match most values of a column in full (weaker signals).
 _MOSTLY: tuple[tuple[str, re.Pattern[str], float], ...] = (
     ("date", re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?Z?|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\.\d{1,2}\.\d{4}|\d{1,2}[- ][A-Za-z]{3}[- ]\d{2,4}"
-                        # compact forms: 20230115 (also as a number, 20230115.0) and 15JAN2023
+                        # compact forms: 20230115 and 15JAN2023 (not 20230115.0: generalisation cannot read it)
                         r"|(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|\d{1,2}[A-Za-z]{3}\d{2,4}"), 0.5),
     ("geographic", re.compile(r"\d{5}(?:-\d{4})?"), 0.9),
     ("vehicle", re.compile(r"(?=.*\d)(?=.*[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{17}"), 0.9),
